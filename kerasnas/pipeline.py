@@ -1,0 +1,185 @@
+"""The SNAS search job: data -> supernet -> joint search -> child -> output directory.
+
+This is what ``kerasnas-search`` runs; it is also the Python entry point
+(:func:`run_search`). Output directory contract (every file written atomically,
+``metrics.json`` last, so its presence means the run finished):
+
+- ``genotype.json``: the child architecture (:class:`kerasnas.Genotype`);
+- ``child.keras``: the child with the supernet's weights, no retraining; takes raw images
+  (normalisation is its first layer) and returns logits;
+- ``cells.png``: drawings of the normal and reduction cells;
+- ``history.json``: one record per epoch (losses, accuracies, temperature, costs);
+- ``metrics.json``: accuracies, child cost, seconds, settings;
+- ``tensorboard/``, ``checkpoints/`` (the latter lets ``resume=True`` continue a stopped run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasnas import data as data_lib
+from kerasnas import io, ops, resource
+from kerasnas.plotting import plot_cells
+from kerasnas.search_spaces.cell import DERIVATION_RULES, CellSpace
+from kerasnas.trainers.snas import SNASConfig, SNASTrainer
+
+RESULT_FILES = ("genotype.json", "child.keras", "cells.png", "history.json", "metrics.json")
+
+
+@dataclasses.dataclass
+class SearchSettings:
+    """Everything a search run needs. Sizes: C = init_channels, L = layers, N = nodes."""
+
+    output_dir: str
+    dataset: str = "digits"
+    init_channels: int = 8
+    layers: int = 5
+    nodes: int = 4
+    ops: tuple[str, ...] = ops.PRIMITIVES
+    relaxation: str = "gumbel"
+    derive: str = "argmax"
+    valid_fraction: float = 0.2
+    test_fraction: float = 0.2
+    resume: bool = False
+    overwrite: bool = False
+    deterministic: bool = True
+    verbose: int = 1
+    snas: SNASConfig = dataclasses.field(default_factory=SNASConfig)
+
+
+class SearchError(ValueError):
+    """A search cannot start: the message says which setting or file is wrong."""
+
+
+def prepare_output_dir(settings: SearchSettings) -> None:
+    """Refuses to mix two runs in one directory."""
+    out = settings.output_dir
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SearchError(f"--output_dir {out!r} exists and is not a directory")
+    existing = os.listdir(out) if os.path.isdir(out) else []
+    if existing and not (settings.resume or settings.overwrite):
+        raise SearchError(
+            f"--output_dir {out!r} is not empty; pass --resume to continue the search in it, "
+            f"--overwrite to replace it, or choose another directory"
+        )
+    if settings.overwrite and not settings.resume:
+        import shutil
+
+        for name in existing:
+            path = os.path.join(out, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    os.makedirs(out, exist_ok=True)
+
+
+def accuracy(model: keras.Model, dataset: tf.data.Dataset) -> float:
+    """Top-1 accuracy of a logits model on batches of (x, y), inference mode."""
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    correct = total = 0
+    for x, y in dataset:
+        correct += int((np.argmax(fn(x).numpy(), -1) == y.numpy()).sum())
+        total += int(y.shape[0])
+    return correct / max(total, 1)
+
+
+def run_search(settings: SearchSettings) -> dict[str, Any]:
+    """Runs an SNAS search and writes the output directory; returns the metrics."""
+    if settings.derive not in DERIVATION_RULES:
+        raise SearchError(f"--derive must be one of {DERIVATION_RULES}, got {settings.derive!r}")
+    try:
+        settings.snas.validate()
+    except ValueError as e:
+        raise SearchError(f"invalid setting: {e}") from None
+    keras.utils.set_random_seed(settings.snas.seed)
+    if settings.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    log = print if settings.verbose else (lambda *a, **k: None)
+
+    bundle = data_lib.load(
+        settings.dataset,
+        seed=settings.snas.seed,
+        valid_fraction=settings.valid_fraction,
+        test_fraction=settings.test_fraction,
+    )
+    log(
+        f"data {bundle.name}: {bundle.num_train} train / {bundle.num_valid} valid / "
+        f"{bundle.num_test} test images of {bundle.input_shape}, {bundle.num_classes} classes"
+    )
+    try:
+        space = CellSpace(
+            bundle.input_shape,
+            bundle.num_classes,
+            settings.init_channels,
+            settings.layers,
+            settings.nodes,
+            tuple(settings.ops),
+        )
+    except ValueError as e:
+        raise SearchError(str(e)) from None
+    prepare_output_dir(settings)  # only once the inputs are known to be good
+    supernet = space.build_supernet(
+        settings.relaxation, bundle.normalization_layer(), seed=settings.snas.seed
+    )
+    log(
+        f"supernet: C={space.init_channels} L={space.layers} N={space.nodes}, "
+        f"{len(space.ops)} ops, {supernet.count_params():,} params; "
+        f"relaxation {settings.relaxation}"
+    )
+    trainer = SNASTrainer(supernet, settings.snas, settings.output_dir, settings.verbose)
+    t0 = time.perf_counter()
+    history = trainer.fit(bundle, resume=settings.resume)
+    log(
+        f"search done: {trainer.search_seconds:.0f} s of training in all, "
+        f"{time.perf_counter() - t0:.0f} s in this run"
+    )
+
+    genotype = space.derive(supernet, settings.derive)
+    inherit = settings.derive == "argmax"
+    child = space.build_child(
+        genotype, supernet if inherit else None, preprocessing=bundle.normalization_layer()
+    )
+    if not inherit:
+        log("note: top2 children do not compute the supernet's function; weights are fresh")
+    cost = resource.network_cost(child)
+    batch = settings.snas.batch_size
+    metrics = {
+        "supernet_valid_accuracy": history[-1]["valid_accuracy"],
+        "supernet_test_accuracy": trainer.evaluate(bundle.test(batch), "sample"),
+        "child_valid_accuracy": accuracy(child, bundle.valid(batch)),
+        "child_test_accuracy": accuracy(child, bundle.test(batch)),
+        "child_params": int(cost.params),
+        "child_flops": int(cost.flops),
+        "child_mac": int(cost.mac),
+        "supernet_params": int(resource.network_cost(supernet).params),
+        "child_edges": {k: len(genotype.edges(k)) for k in ("normal", "reduce")},
+        "search_seconds": round(trainer.search_seconds, 2),
+        "epochs": settings.snas.epochs,
+        "seed": settings.snas.seed,
+        "dataset": bundle.name,
+        "relaxation": settings.relaxation,
+        "derive": settings.derive,
+        "settings": {**dataclasses.asdict(settings), "snas": dataclasses.asdict(settings.snas)},
+    }
+    out = settings.output_dir
+    genotype.save(os.path.join(out, "genotype.json"))
+    with io.atomic_path(os.path.join(out, "child.keras")) as tmp:
+        child.save(tmp)
+    plot_cells(
+        genotype,
+        os.path.join(out, "cells.png"),
+        title=f"SNAS on {bundle.name}: child test accuracy {metrics['child_test_accuracy']:.3f}",
+    )
+    io.write_json(os.path.join(out, "history.json"), history)
+    io.write_json(os.path.join(out, "metrics.json"), metrics)
+    log(
+        f"supernet valid {metrics['supernet_valid_accuracy']:.4f} | child valid "
+        f"{metrics['child_valid_accuracy']:.4f}, test {metrics['child_test_accuracy']:.4f}, "
+        f"{metrics['child_params']:,} params, {metrics['child_flops']:,} mult-adds -> {out}"
+    )
+    return metrics

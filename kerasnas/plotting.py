@@ -1,0 +1,290 @@
+"""Drawing of genotype cells as a PNG (matplotlib Figure + Agg canvas; pyplot is never touched)."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import TYPE_CHECKING, Any
+
+from kerasnas.genotype import KINDS, Genotype
+from kerasnas.io import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.backend_bases import RendererBase
+    from matplotlib.patches import Circle
+
+__all__ = ["plot_cells"]
+
+Point = tuple[float, float]
+
+_INPUT_LABELS = (r"$c_{k-2}$", r"$c_{k-1}$")
+_COLORS = {"input": "#a6cee3", "node": "#fdd58c", "empty": "#e0e0e0", "output": "#b2df8a"}
+_TITLES = {"normal": "normal cell", "reduce": "reduction cell"}
+_COL_GAP = 3.2  # horizontal distance between depth columns (data units)
+_ROW_GAP = 1.5  # vertical distance between nodes of one column
+_RADIUS = 0.36  # node circle radius
+_CLEARANCE = _RADIUS + 0.22  # how far an edge should pass from the centre of a foreign node
+_RADS = (0.0, 0.15, -0.15, 0.3, -0.3, 0.45, -0.45, 0.6, -0.6)  # candidate edge curvatures
+# Candidate label positions along an edge, best first.
+_LABEL_TS = (0.5, 0.4, 0.6, 0.3, 0.7, 0.45, 0.55, 0.35, 0.65, 0.25, 0.75, 0.2, 0.8)
+_LABEL_FONT = 6.5
+_LABEL_STYLE: dict[str, Any] = {
+    "fontsize": _LABEL_FONT,
+    "ha": "center",
+    "va": "center",
+    "rotation_mode": "anchor",
+    "zorder": 2,
+    "bbox": {"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.9},
+}
+
+
+def _layout(cell: tuple) -> dict[int, Point]:
+    """Positions of DAG nodes 0..N+1 and the output (index N+2), in columns by depth."""
+    depth = {0: 0, 1: 0}
+    for k, node in enumerate(cell):
+        depth[k + 2] = 1 + max((depth[src] for _, src in node), default=0)
+    depth[len(cell) + 2] = 1 + max(depth.values())
+    columns: dict[int, list[int]] = {}
+    for index in sorted(depth):
+        columns.setdefault(depth[index], []).append(index)
+    pos: dict[int, Point] = {}
+    for col, members in columns.items():
+        top = (len(members) - 1) * _ROW_GAP / 2
+        for row, index in enumerate(members):
+            pos[index] = (col * _COL_GAP, top - row * _ROW_GAP)
+    return pos
+
+
+def _control(p0: Point, p2: Point, rad: float) -> Point:
+    """Control point of matplotlib's ``arc3,rad=rad`` quadratic curve (valid at equal aspect)."""
+    (x0, y0), (x2, y2) = p0, p2
+    return (x0 + x2) / 2 + rad * (y2 - y0), (y0 + y2) / 2 - rad * (x2 - x0)
+
+
+def _curve_point(p0: Point, p2: Point, rad: float, t: float) -> Point:
+    """Point at parameter t on the ``arc3`` curve from p0 to p2."""
+    (x0, y0), (x2, y2), (cx, cy) = p0, p2, _control(p0, p2, rad)
+    a, b, c = (1 - t) ** 2, 2 * (1 - t) * t, t**2
+    return a * x0 + b * cx + c * x2, a * y0 + b * cy + c * y2
+
+
+def _curve_angle(p0: Point, p2: Point, rad: float, t: float) -> float:
+    """Direction in degrees of the ``arc3`` curve at t, folded into -90..90 to stay readable."""
+    (x0, y0), (x2, y2), (cx, cy) = p0, p2, _control(p0, p2, rad)
+    dx = (1 - t) * (cx - x0) + t * (x2 - cx)
+    dy = (1 - t) * (cy - y0) + t * (y2 - cy)
+    angle = math.degrees(math.atan2(dy, dx))
+    return angle - 180 if angle > 90 else angle + 180 if angle < -90 else angle
+
+
+def _route(p0: Point, p2: Point, obstacles: list[Point], taken: list[float]) -> float:
+    """Curvature for an edge p0->p2 that keeps clear of `obstacles` and of parallel edges."""
+    best, best_clear = _RADS[0], -math.inf
+    for rad in _RADS:
+        if any(abs(rad - r) < 0.2 for r in taken):
+            continue
+        samples = [_curve_point(p0, p2, rad, i / 20) for i in range(1, 20)]
+        clear = min(
+            (math.dist(s, o) for s in samples for o in obstacles),
+            default=math.inf,
+        )
+        if clear >= _CLEARANCE:
+            return rad
+        if clear > best_clear:
+            best, best_clear = rad, clear
+    return best
+
+
+class _CellDrawing:
+    """One panel: nodes and arrows are drawn at once; labels once the layout is final."""
+
+    def __init__(self, ax: Axes, genotype: Genotype, kind: str) -> None:
+        self.ax = ax
+        self.cell = genotype.cell(kind)
+        self.output = len(self.cell) + 2
+        self.pos = _layout(self.cell)
+        self.circles: dict[int, Circle] = {}
+        self.labels: list[tuple[str, Point, Point, float]] = []
+        self.curve_ys: list[float] = []
+        self._draw_nodes()
+        routes: dict[tuple[int, int], list[float]] = {}
+        for k, node in enumerate(self.cell):
+            for op, src in node:
+                rad = self._arrow(src, k + 2, routes, color="black", linewidth=0.9)
+                self.labels.append((op, self.pos[src], self.pos[k + 2], rad))
+        for index in genotype.concat(kind):
+            self._arrow(index, self.output, routes, color="#9a9a9a", linestyle="--", linewidth=0.9)
+        xs = [x for x, _ in self.pos.values()]
+        ys = [y for _, y in self.pos.values()]
+        bottom = min(min(ys) - 0.85, min(self.curve_ys, default=0.0) - 0.3)
+        top = max(max(ys) + 0.6, max(self.curve_ys, default=0.0) + 0.3)
+        ax.set_xlim(min(xs) - 0.75, max(xs) + 0.75)
+        ax.set_ylim(bottom, top)
+        self.size = (max(xs) - min(xs) + 1.5, top - bottom)  # data units
+        ax.set_aspect("equal")
+        ax.axis("off")
+        ax.set_title(_TITLES[kind], fontsize=11)
+
+    def _draw_nodes(self) -> None:
+        from matplotlib.patches import Circle
+
+        for index, (x, y) in self.pos.items():
+            if index < 2:
+                role, text = "input", _INPUT_LABELS[index]
+            elif index == self.output:
+                role, text = "output", r"$c_{k}$"
+            else:
+                role, text = ("node" if self.cell[index - 2] else "empty"), str(index - 2)
+            empty = role == "empty"
+            circle = Circle(
+                (x, y),
+                _RADIUS,
+                facecolor=_COLORS[role],
+                edgecolor="#8c8c8c" if empty else "black",
+                linestyle="--" if empty else "-",
+                linewidth=1.0,
+                zorder=3,
+            )
+            self.ax.add_patch(circle)
+            self.circles[index] = circle
+            color = "#777777" if empty else "black"
+            self.ax.text(x, y, text, ha="center", va="center", fontsize=10, color=color, zorder=4)
+            if empty:
+                below = y - _RADIUS - 0.08
+                self.ax.text(
+                    x,
+                    below,
+                    "no inputs",
+                    ha="center",
+                    va="top",
+                    fontsize=_LABEL_FONT,
+                    color="#777777",
+                )
+
+    def _arrow(
+        self, src: int, dst: int, routes: dict[tuple[int, int], list[float]], **style: Any
+    ) -> float:
+        from matplotlib.patches import FancyArrowPatch
+
+        obstacles = [p for i, p in self.pos.items() if i not in (src, dst)]
+        taken = routes.setdefault((src, dst), [])
+        rad = _route(self.pos[src], self.pos[dst], obstacles, taken)
+        taken.append(rad)
+        self.curve_ys += [
+            _curve_point(self.pos[src], self.pos[dst], rad, t / 8)[1] for t in range(9)
+        ]
+        self.ax.add_patch(
+            FancyArrowPatch(
+                self.pos[src],
+                self.pos[dst],
+                connectionstyle=f"arc3,rad={rad}",
+                arrowstyle="-|>,head_length=0.5,head_width=0.22",
+                mutation_scale=10,
+                patchA=self.circles[src],
+                patchB=self.circles[dst],
+                shrinkA=0,
+                shrinkB=1,
+                zorder=1,
+                **style,
+            )
+        )
+        return rad
+
+    def place_labels(self, renderer: RendererBase) -> None:
+        """Adds the op labels along their edges, each where it overlaps the least."""
+        frame = self.ax.get_window_extent(renderer)
+        to_px = self.ax.transData.transform
+        nodes = []
+        for circle in self.circles.values():
+            box = circle.get_window_extent(renderer)
+            nodes.append(((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2, box.width / 2 + 1))
+        placed: list[_Rect] = []
+        for op, p0, p2, rad in self.labels:
+            probe = self.ax.text(0, 0, op, **_LABEL_STYLE)
+            size = probe.get_window_extent(renderer)
+            probe.remove()
+            best, best_cost = None, math.inf
+            for t in _LABEL_TS:
+                x, y = _curve_point(p0, p2, rad, t)
+                angle = _curve_angle(p0, p2, rad, t)
+                px, py = to_px((x, y))
+                rect = _Rect(px, py, size.width / 2 + 2, size.height / 2 + 1, angle)
+                points = rect.points()
+                cost = sum(
+                    any(math.hypot(u - cx, v - cy) < r for cx, cy, r in nodes)
+                    or any(other.contains(u, v) for other in placed)
+                    or not frame.contains(u, v)
+                    for u, v in points
+                )
+                cost += sum(rect.contains(u, v) for other in placed for u, v in other.points())
+                if cost < best_cost:
+                    best, best_cost = (x, y, angle, rect), cost
+                if cost == 0:
+                    break
+            assert best is not None
+            x, y, angle, rect = best
+            self.ax.text(x, y, op, rotation=angle, **_LABEL_STYLE)
+            placed.append(rect)
+
+
+class _Rect:
+    """A rotated rectangle in display coordinates (a label's footprint)."""
+
+    def __init__(self, cx: float, cy: float, hw: float, hh: float, angle: float) -> None:
+        self.cx, self.cy, self.hw, self.hh = cx, cy, hw, hh
+        self.cos, self.sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+
+    def contains(self, x: float, y: float) -> bool:
+        dx, dy = x - self.cx, y - self.cy
+        u, v = dx * self.cos + dy * self.sin, -dx * self.sin + dy * self.cos
+        return abs(u) <= self.hw and abs(v) <= self.hh
+
+    def points(self) -> list[Point]:
+        """A 9x3 grid over the rectangle, corners included."""
+        grid = []
+        for i in range(9):
+            u = self.hw * (i / 4 - 1)
+            for j in range(3):
+                v = self.hh * (j - 1)
+                grid.append(
+                    (self.cx + u * self.cos - v * self.sin, self.cy + u * self.sin + v * self.cos)
+                )
+        return grid
+
+
+def plot_cells(genotype: Genotype, path: str | os.PathLike, title: str | None = None) -> None:
+    """Writes one PNG to `path` (atomically) showing the normal and the reduction cell.
+
+    Nodes are laid out left-to-right by depth: inputs ``c_{k-2}``, ``c_{k-1}``, intermediate
+    nodes 0..N-1 (grey and dashed when they have no inputs) and the output ``c_{k}``. Every
+    edge is labelled with its op; grey dashed arrows mark the nodes concatenated into the output.
+    """
+    if not isinstance(genotype, Genotype):
+        raise TypeError(f"plot_cells: expected a Genotype, got {type(genotype).__name__}")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(dpi=150)
+    canvas = FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 1)
+    drawings = [_CellDrawing(ax, genotype, kind) for ax, kind in zip(axes, KINDS, strict=False)]
+    # Size the figure so one data unit is about the same length in both panels.
+    scale = 0.62  # inches per data unit
+    width = max(d.size[0] for d in drawings)
+    heights = [d.size[1] for d in drawings]
+    axes[0].get_gridspec().set_height_ratios(heights)
+    for drawing in drawings:  # same data width, hence the same scale, in both panels
+        left = drawing.ax.get_xlim()[0]
+        drawing.ax.set_xlim(left, left + width)
+    fig.set_size_inches(max(6.0, width * scale), sum(heights) * scale + (1.1 if title else 0.7))
+    if title:
+        fig.suptitle(title, fontsize=13)
+    fig.tight_layout()
+    fig.set_layout_engine("none")  # layout is final: labels are placed against it
+    renderer = canvas.get_renderer()
+    for drawing in drawings:
+        drawing.ax.apply_aspect()
+        drawing.place_labels(renderer)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", facecolor="white")

@@ -1,0 +1,160 @@
+"""``kerasnas-search``: an SNAS search from the command line (absl flags).
+
+  kerasnas-search --output_dir=run                      # digits, default budget
+  kerasnas-search --dataset=tfds:cifar10 --init_channels=16 --layers=8 --output_dir=c10
+  kerasnas-search --output_dir=run --resume             # continue a stopped search
+
+``kerasnas-search --helpfull`` lists every flag. Outputs: see :mod:`kerasnas.pipeline`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+from kerasnas import ops as ops_lib
+from kerasnas import resource
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string(
+    "output_dir",
+    None,
+    "Directory for the genotype, child model, metrics, TensorBoard logs and checkpoints. Required.",
+)
+flags.DEFINE_string(
+    "dataset",
+    "digits",
+    "digits (bundled), tfds:<name> (e.g. tfds:cifar10, "
+    "must be prepared locally) or npz:<path> (arrays x, y).",
+)
+flags.DEFINE_integer("epochs", 30, "Search epochs.", lower_bound=1)
+flags.DEFINE_integer(
+    "batch_size", 64, "Minibatch size (weights and logits share each batch).", lower_bound=1
+)
+flags.DEFINE_integer("init_channels", 8, "C: channels of the first cells.", lower_bound=2)
+flags.DEFINE_integer(
+    "layers", 5, "L: number of cells (reductions at L//3 and 2L//3).", lower_bound=3
+)
+flags.DEFINE_integer("nodes", 4, "N: intermediate nodes per cell.", lower_bound=1)
+flags.DEFINE_list("ops", list(ops_lib.PRIMITIVES), "Candidate ops, comma separated.")
+flags.DEFINE_enum(
+    "relaxation",
+    "gumbel",
+    ["gumbel", "gumbel_hard"],
+    "gumbel: SNAS soft sample (all ops run); gumbel_hard: straight-through one-hot "
+    "(one op per edge runs).",
+)
+flags.DEFINE_enum(
+    "resource",
+    "params",
+    list(resource.RESOURCES),
+    "Cost the penalty charges: trainable params, mult-adds, memory access.",
+)
+flags.DEFINE_float(
+    "resource_lambda", 0.0, "Weight of the resource penalty (0: none).", lower_bound=0.0
+)
+flags.DEFINE_enum(
+    "resource_form", "log", list(resource.FORMS), "Penalise log(C) or C (in millions)."
+)
+flags.DEFINE_enum(
+    "resource_estimator",
+    "reparam",
+    list(resource.ESTIMATORS),
+    "Gradient of the penalty: reparameterised, score function, or exact expectation.",
+)
+flags.DEFINE_enum(
+    "derive",
+    "argmax",
+    ["argmax", "top2"],
+    "argmax: SNAS child (every edge its most likely op, none deletes it; inherits "
+    "weights). top2: DARTS rule (2 inputs per node; fresh weights).",
+)
+flags.DEFINE_float("temperature_start", 1.0, "Gumbel-softmax temperature at the first epoch.")
+flags.DEFINE_float("temperature_end", 0.03, "Temperature at the last epoch (linear schedule).")
+flags.DEFINE_float("w_lr", 0.025, "Weight learning rate (SGD, cosine to w_lr_min).")
+flags.DEFINE_float("w_lr_min", 0.001, "Final weight learning rate.")
+flags.DEFINE_float("a_lr", 3e-4, "Architecture-logit learning rate (Adam).")
+flags.DEFINE_float("valid_fraction", 0.2, "Fraction of the data held out for validation.")
+flags.DEFINE_float(
+    "test_fraction", 0.2, "Fraction held out for test (when the dataset has no test split)."
+)
+flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA.")
+flags.DEFINE_integer("seed", 0, "Seed of data split, initialisation and Gumbel noise.")
+flags.DEFINE_boolean("resume", False, "Continue the search checkpointed in --output_dir.")
+flags.DEFINE_boolean("overwrite", False, "Delete what --output_dir holds and start afresh.")
+flags.DEFINE_integer("verbose", 1, "0: quiet; 1: progress bar and a line per epoch.")
+
+flags.register_validator(
+    "ops",
+    lambda names: bool(names) and all(n in ops_lib.registered_ops() for n in names),
+    message=f"each op must be one of: {', '.join(ops_lib.registered_ops())}",
+)
+flags.register_validator("temperature_start", lambda v: v > 0, message="must be > 0")
+flags.register_validator("temperature_end", lambda v: v > 0, message="must be > 0")
+flags.register_validator("valid_fraction", lambda v: 0 < v < 1, message="must be in (0, 1)")
+flags.register_validator("test_fraction", lambda v: 0 < v < 1, message="must be in (0, 1)")
+flags.register_validator("w_lr", lambda v: v > 0, message="must be > 0")
+flags.register_validator("a_lr", lambda v: v > 0, message="must be > 0")
+flags.mark_flag_as_required("output_dir")
+
+
+def settings_from_flags():
+    from kerasnas.pipeline import SearchSettings
+    from kerasnas.trainers.snas import SNASConfig
+
+    snas = SNASConfig(
+        epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size,
+        w_lr=FLAGS.w_lr,
+        w_lr_min=FLAGS.w_lr_min,
+        a_lr=FLAGS.a_lr,
+        jit_compile=FLAGS.jit_compile,
+        seed=FLAGS.seed,
+        temperature_start=FLAGS.temperature_start,
+        temperature_end=FLAGS.temperature_end,
+        resource=FLAGS.resource,
+        resource_lambda=FLAGS.resource_lambda,
+        resource_form=FLAGS.resource_form,
+        resource_estimator=FLAGS.resource_estimator,
+    )
+    return SearchSettings(
+        output_dir=FLAGS.output_dir,
+        dataset=FLAGS.dataset,
+        init_channels=FLAGS.init_channels,
+        layers=FLAGS.layers,
+        nodes=FLAGS.nodes,
+        ops=tuple(FLAGS.ops),
+        relaxation=FLAGS.relaxation,
+        derive=FLAGS.derive,
+        valid_fraction=FLAGS.valid_fraction,
+        test_fraction=FLAGS.test_fraction,
+        resume=FLAGS.resume,
+        overwrite=FLAGS.overwrite,
+        verbose=FLAGS.verbose,
+        snas=snas,
+    )
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from kerasnas.data import DataError
+    from kerasnas.pipeline import SearchError, run_search
+
+    try:
+        run_search(settings_from_flags())
+    except (SearchError, DataError) as e:
+        print(f"kerasnas-search: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

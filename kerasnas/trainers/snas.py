@@ -1,0 +1,104 @@
+"""SNAS: weights and architecture logits updated together, from the same batch.
+
+loss = cross-entropy + lambda * resource penalty (see :func:`kerasnas.resource.penalty`);
+the Gumbel-softmax temperature anneals linearly from `temperature_start` to
+`temperature_end` over the epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from kerasnas import resource
+from kerasnas.layers import set_temperature
+from kerasnas.trainers.base import OneShotTrainer, TrainerConfig, linear
+
+
+@dataclasses.dataclass
+class SNASConfig(TrainerConfig):
+    """SNAS hyper-parameters (defaults from the authors' code); see TrainerConfig too.
+
+    resource: "params", "flops" or "mac" (units: millions); resource_lambda 0 disables the
+    penalty. resource_form: "log" or "linear". resource_estimator: "reparam", "score" or
+    "expected".
+    """
+
+    temperature_start: float = 1.0
+    temperature_end: float = 0.03
+    resource: str = "params"
+    resource_lambda: float = 0.0
+    resource_form: str = "log"
+    resource_estimator: str = "reparam"
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.temperature_start > 0 or not self.temperature_end > 0:
+            raise ValueError("temperature_start and temperature_end must be > 0")
+        if self.resource not in resource.RESOURCES:
+            raise ValueError(f"resource must be one of {resource.RESOURCES}, got {self.resource!r}")
+        if self.resource_form not in resource.FORMS:
+            raise ValueError(
+                f"resource_form must be one of {resource.FORMS}, got {self.resource_form!r}"
+            )
+        if self.resource_estimator not in resource.ESTIMATORS:
+            raise ValueError(
+                f"resource_estimator must be one of {resource.ESTIMATORS}, "
+                f"got {self.resource_estimator!r}"
+            )
+        if self.resource_lambda < 0:
+            raise ValueError(f"resource_lambda must be >= 0, got {self.resource_lambda}")
+
+
+class SNASTrainer(OneShotTrainer):
+    """Stochastic NAS on any Keras model with MixedOp layers (relaxation gumbel or
+    gumbel_hard). Call :meth:`fit`; derive the child with the search space's ``derive`` or
+    :func:`kerasnas.derive_model`."""
+
+    name = "snas"
+
+    def __init__(self, model, config: SNASConfig | None = None, output_dir=None, verbose=1):
+        super().__init__(model, config or SNASConfig(), output_dir, verbose)
+        bad = [m.name for m in self.mixed if m.relaxation not in ("gumbel", "gumbel_hard")]
+        if bad:
+            raise ValueError(
+                f"SNASTrainer needs MixedOps with relaxation 'gumbel' or 'gumbel_hard'; "
+                f"{bad[0]} uses {self.mixed[0].relaxation!r}"
+            )
+
+    def temperature(self, epoch: int) -> float:
+        c = self.config
+        return linear(epoch, c.epochs, c.temperature_start, c.temperature_end)
+
+    def on_epoch_begin(self, epoch):
+        logs = super().on_epoch_begin(epoch)
+        tau = self.temperature(epoch)
+        set_temperature(self.model, tau)
+        return {**logs, "temperature": tau}
+
+    def train_step(self, x, y):
+        c = self.config
+        with tf.GradientTape() as tape:
+            logits = self.model(x, training=True)
+            task, acc = self.loss_and_accuracy(y, logits)
+            loss = task
+            logs = {"loss": task, "accuracy": acc}
+            if c.resource_lambda > 0:
+                surrogate, value = resource.penalty(
+                    self.mixed, c.resource, c.resource_form, c.resource_estimator
+                )
+                loss = loss + c.resource_lambda * surrogate
+                logs["penalty"] = value
+        grads = tape.gradient(loss, self.weight_vars + self.arch_vars)
+        n = len(self.weight_vars)
+        self.apply_update(self.w_opt, grads[:n], self.weight_vars, c.w_grad_clip, c.w_weight_decay)
+        self.apply_update(self.a_opt, grads[n:], self.arch_vars, c.a_grad_clip, c.a_weight_decay)
+        return logs
+
+    def epoch_extras(self):
+        extras = super().epoch_extras()
+        extras[f"expected_{self.config.resource}"] = resource.expected_cost(
+            self.mixed, self.config.resource
+        )
+        return extras

@@ -1,0 +1,147 @@
+"""kerasnas-search end to end: output contract, resume, clear errors on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import kerasnas
+from kerasnas import data as data_lib
+from kerasnas.genotype import Genotype
+from kerasnas.pipeline import SearchError, SearchSettings, run_search
+from kerasnas.trainers.snas import SNASConfig
+
+SMALL = [
+    "--epochs=2",
+    "--init_channels=4",
+    "--layers=3",
+    "--nodes=2",
+    "--ops=none,skip_connect,max_pool_3x3,sep_conv_3x3",
+    "--verbose=0",
+]
+ENV = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "kerasnas.search", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    proc = _cli(f"--output_dir={out}", *SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_cli_writes_the_output_contract(finished_run):
+    out = finished_run
+    for name in ("genotype.json", "metrics.json", "child.keras", "cells.png", "history.json"):
+        assert (out / name).is_file(), name
+    assert any((out / "tensorboard").iterdir())
+    assert (out / "checkpoints" / "ckpt.npz").is_file()
+    assert not [p for p in os.listdir(out) if ".tmp" in p]  # no temp files left behind
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in (
+        "supernet_valid_accuracy",
+        "child_valid_accuracy",
+        "child_test_accuracy",
+        "child_params",
+        "child_flops",
+        "search_seconds",
+        "epochs",
+        "seed",
+    ):
+        assert key in metrics, key
+    assert metrics["epochs"] == 2 and metrics["seed"] == 0
+    assert (out / "cells.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    genotype = Genotype.load(out / "genotype.json")
+    assert len(genotype.normal) == 2
+
+
+def test_child_keras_loads_and_reproduces_reported_accuracy(finished_run):
+    child = keras.models.load_model(finished_run / "child.keras")
+    assert not kerasnas.mixed_ops(child)
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    bundle = data_lib.load("digits", seed=0)
+    x, y = bundle.numpy("test")  # raw images: preprocessing is inside the model
+    acc = float(np.mean(np.argmax(child.predict(x, verbose=0), -1) == y))
+    assert acc == pytest.approx(metrics["child_test_accuracy"], abs=1e-9)
+
+
+def test_resume_of_a_finished_run_keeps_its_result(finished_run):
+    before = (finished_run / "genotype.json").read_text()
+    proc = _cli(f"--output_dir={finished_run}", "--resume", *SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (finished_run / "genotype.json").read_text() == before
+
+
+def test_non_empty_output_dir_without_resume_is_refused(finished_run):
+    proc = _cli(f"--output_dir={finished_run}", *SMALL)
+    assert proc.returncode != 0
+    assert "--resume" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resume_with_other_settings_is_refused(finished_run):
+    args = [a for a in SMALL if not a.startswith("--epochs")]
+    proc = _cli(f"--output_dir={finished_run}", "--resume", "--epochs=3", *args)
+    assert proc.returncode != 0
+    assert "epochs" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "flag, expected",
+    [
+        ("--ops=sep_conv_9x9", "--ops"),
+        ("--relaxation=hardest", "--relaxation"),
+        ("--layers=2", "--layers"),
+        ("--resource=watts", "--resource"),
+    ],
+)
+def test_bad_flags_fail_with_one_clear_line(tmp_path, flag, expected):
+    out = tmp_path / "never"
+    proc = _cli(f"--output_dir={out}", flag, timeout=120)
+    assert proc.returncode != 0
+    assert expected in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_missing_npz_dataset_names_the_file_and_writes_nothing(tmp_path):
+    out = tmp_path / "never"
+    proc = _cli(f"--output_dir={out}", f"--dataset=npz:{tmp_path}/nope.npz", timeout=120)
+    assert proc.returncode == 2
+    assert "nope.npz" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_run_search_python_api_top2(tmp_path):
+    settings = SearchSettings(
+        output_dir=str(tmp_path / "top2"),
+        init_channels=4,
+        layers=3,
+        nodes=2,
+        ops=("none", "skip_connect", "sep_conv_3x3"),
+        derive="top2",
+        verbose=0,
+        snas=SNASConfig(epochs=1),
+    )
+    metrics = run_search(settings)
+    genotype = Genotype.load(tmp_path / "top2" / "genotype.json")
+    assert all(len(node) == 2 for node in genotype.normal + genotype.reduce)
+    assert all(
+        op != "none"
+        for op, _ in genotype.edges("normal") and [(e[2], e[0]) for e in genotype.edges("normal")]
+    )
+    assert metrics["derive"] == "top2"
+    with pytest.raises(SearchError, match="derive"):
+        run_search(SearchSettings(output_dir=str(tmp_path / "x"), derive="top3"))

@@ -1,0 +1,106 @@
+"""Tests for kerasnas.plotting."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+import matplotlib.image
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+from kerasnas.genotype import DARTS_V1, DARTS_V2, Genotype
+from kerasnas.plotting import plot_cells
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    assert len(data) > 20_000  # two drawn panels, not a blank canvas
+    image = matplotlib.image.imread(path)
+    height, width, channels = image.shape
+    assert 400 <= height <= 6000 and 600 <= width <= 8000
+    assert channels in (3, 4)
+    assert image[..., :3].std() > 0.05  # something is drawn
+
+
+@pytest.mark.parametrize("genotype", [DARTS_V1, DARTS_V2], ids=["V1", "V2"])
+def test_plot_cells_writes_png(tmp_path: Path, genotype: Genotype) -> None:
+    path = tmp_path / "cells.png"
+    plot_cells(genotype, str(path), title="DARTS")
+    _check_png(path)
+    assert os.listdir(tmp_path) == ["cells.png"]
+
+
+def test_plot_cells_empty_node_and_uneven_cells(tmp_path: Path) -> None:
+    genotype = Genotype(
+        normal=[
+            [("sep_conv_3x3", 0), ("skip_connect", 1), ("dil_conv_5x5", 0)],
+            [],
+            [("sep_conv_5x5", 2), ("max_pool_3x3", 3), ("avg_pool_3x3", 0)],
+        ],
+        normal_concat=[2, 3, 4],
+        reduce=[[]],
+        reduce_concat=[2],
+    )
+    path = tmp_path / "nested" / "snas.png"
+    plot_cells(genotype, path)  # PathLike and a missing directory are fine
+    _check_png(path)
+
+
+def test_plot_cells_overwrites_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "cells.png"
+    path.write_bytes(b"old")
+    plot_cells(DARTS_V2, path)
+    _check_png(path)
+
+
+def test_plot_cells_leaves_pyplot_alone(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    backend, figures = matplotlib.get_backend(), plt.get_fignums()
+    plot_cells(DARTS_V2, tmp_path / "cells.png")
+    assert matplotlib.get_backend() == backend
+    assert plt.get_fignums() == figures
+
+
+def test_render_failure_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(FigureCanvasAgg, "print_png", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        plot_cells(DARTS_V2, tmp_path / "cells.png")
+    assert os.listdir(tmp_path) == []
+
+
+def test_render_failure_keeps_previous_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "cells.png"
+    path.write_bytes(b"previous")
+
+    original = FigureCanvasAgg.print_png
+    targets: list[str] = []
+
+    def broken_after_partial_write(self: FigureCanvasAgg, target: object, **kwargs: object) -> None:
+        if not isinstance(target, (str, os.PathLike)):  # in-memory draws, e.g. for layout
+            kwargs.pop("orientation", None)
+            return original(self, target, **kwargs)
+        targets.append(os.fspath(target))
+        with open(target, "wb") as f:
+            f.write(PNG_SIGNATURE)  # half-written output must not replace the old file
+        raise OSError("interrupted")
+
+    monkeypatch.setattr(FigureCanvasAgg, "print_png", broken_after_partial_write)
+    with pytest.raises(OSError, match="interrupted"):
+        plot_cells(DARTS_V2, path)
+    assert path.read_bytes() == b"previous"
+    assert os.listdir(tmp_path) == ["cells.png"]
+    assert targets and targets[0].endswith(".png")  # rendered to a temp path keeping the suffix
+    assert os.path.dirname(targets[0]) == str(tmp_path)
