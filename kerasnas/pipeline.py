@@ -28,6 +28,7 @@ from kerasnas import data as data_lib
 from kerasnas import io, ops, resource
 from kerasnas.plotting import plot_cells
 from kerasnas.search_spaces.cell import DERIVATION_RULES, CellSpace
+from kerasnas.trainers.base import CheckpointError
 from kerasnas.trainers.snas import SNASConfig, SNASTrainer
 
 RESULT_FILES = ("genotype.json", "child.keras", "cells.png", "history.json", "metrics.json")
@@ -133,7 +134,10 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
     )
     trainer = SNASTrainer(supernet, settings.snas, settings.output_dir, settings.verbose)
     t0 = time.perf_counter()
-    history = trainer.fit(bundle, resume=settings.resume)
+    try:
+        history = trainer.fit(bundle, resume=settings.resume)
+    except CheckpointError as e:
+        raise SearchError(f"--resume: {e}") from None
     log(
         f"search done: {trainer.search_seconds:.0f} s of training in all, "
         f"{time.perf_counter() - t0:.0f} s in this run"

@@ -237,8 +237,10 @@ def expected_cost(layers: Sequence, resource: str = "params") -> float:
     total = 0.0
     for layer in layers:
         if layer.cost_table is None:
-            raise ValueError(f"expected_cost: MixedOp {layer.name!r} has no cost table "
-                             f"(built on inputs of unknown height/width)")
+            raise ValueError(
+                f"expected_cost: MixedOp {layer.name!r} has no cost table "
+                f"(built on inputs of unknown height/width)"
+            )
         p = K.convert_to_numpy(layer.probabilities())
         total += float((p * layer.cost_table[:, column]).sum())
     return total

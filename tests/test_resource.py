@@ -247,12 +247,6 @@ def test_network_cost_params_of_keras_batch_normalization(kwargs):
     assert resource.network_cost(model).params == _num_params(model)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: layer_cost counts 2*C params for keras BatchNormalization whenever "
-    "center OR scale is on (batch_norm_cost(shape, layer.center or layer.scale)); with only one "
-    "of them the layer has C params",
-)
 @pytest.mark.parametrize("kwargs", [{"center": False}, {"scale": False}])
 def test_network_cost_params_of_keras_batch_normalization_with_one_affine_part(kwargs):
     model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.BatchNormalization(**kwargs)])

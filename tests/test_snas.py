@@ -23,6 +23,12 @@ def digits():
     return data_lib.load("digits", seed=0, max_examples=256)
 
 
+@pytest.fixture(scope="module")
+def digits_full():
+    """All 1,797 digits (1,079 for training): enough steps for learning to show."""
+    return data_lib.load("digits", seed=0)
+
+
 def _supernet(bundle, relaxation="gumbel"):
     keras.utils.set_random_seed(0)
     space = CellSpace(
@@ -41,7 +47,8 @@ def _arch(model):
     return [keras.ops.convert_to_numpy(v).copy() for v in arch_variables(model)]
 
 
-def test_weights_and_logits_move_together_and_loss_falls(digits):
+def test_weights_and_logits_move_together_and_loss_falls(digits_full):
+    digits = digits_full
     _, net = _supernet(digits)
     before = _arch(net)
     w_before = keras.ops.convert_to_numpy(net.get_layer("stem_conv").kernel).copy()
@@ -95,7 +102,8 @@ def test_same_seed_same_result_and_resume_equals_uninterrupted(digits, tmp_path)
 
 
 @pytest.mark.parametrize("estimator", ["reparam", "score", "expected"])
-def test_resource_penalty_lowers_expected_params(digits, estimator):
+def test_resource_penalty_lowers_expected_params(digits_full, estimator):
+    digits = digits_full
     _, net = _supernet(digits)
     start = expected_cost(net.layers and kerasnas.mixed_ops(net), "params")
     cfg = _config(
@@ -121,34 +129,36 @@ def test_softmax_relaxation_is_rejected(digits):
         SNASTrainer(net, _config(), verbose=0)
 
 
-def test_user_cnn_search_then_plain_model_with_inherited_weights(digits):
+def test_user_cnn_search_then_plain_model_with_inherited_weights(digits_full):
     """A user's CNN where each layer chooses its kernel size: search, then derive."""
+    digits = digits_full
     keras.utils.set_random_seed(0)
 
     def choice(name):
         return kerasnas.MixedOp(
-            [
-                keras.layers.Conv2D(16, k, padding="same", activation="relu", name=f"k{k}")
-                for k in (1, 3, 5)
-            ],
+            [keras.layers.Conv2D(16, k, padding="same", name=f"k{k}") for k in (1, 3, 5)],
             name=name,
         )
 
     inputs = keras.Input(digits.input_shape)
     x = digits.normalization_layer()(inputs)
-    x = choice("conv1")(x)
-    x = choice("conv2")(x)
+    for name in ("conv1", "conv2"):
+        x = choice(name)(x)
+        # momentum 0.9: Keras' default 0.99 leaves the moving statistics far from the
+        # batch statistics after only ~80 steps
+        x = keras.layers.BatchNormalization(momentum=0.9)(x)
+        x = keras.layers.ReLU()(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(digits.num_classes)(x))
 
-    SNASTrainer(model, _config(epochs=4, w_lr=0.05), verbose=0).fit(digits)
+    SNASTrainer(model, _config(epochs=5, w_lr=0.1), verbose=0).fit(digits)
     child = kerasnas.derive_model(model)
     assert not kerasnas.mixed_ops(child)
     assert set(kerasnas.choices(model)) == {"conv1", "conv2"}
     x_valid, y_valid = digits.numpy("valid")
     np.testing.assert_allclose(child(x_valid), model(x_valid, training=False), atol=1e-5)
     acc = float(np.mean(np.argmax(child(x_valid), -1) == y_valid))
-    assert acc > 0.5, acc
+    assert acc > 0.6, acc
 
 
 def test_trainer_needs_mixed_ops():

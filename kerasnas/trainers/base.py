@@ -25,6 +25,10 @@ from kerasnas.layers import arch_variables, mixed_ops, set_inference, weight_var
 from kerasnas.trainers.optim import MomentumSGD
 
 
+class CheckpointError(ValueError):
+    """A checkpoint cannot be resumed from: unreadable, or written by other settings."""
+
+
 @dataclasses.dataclass
 class TrainerConfig:
     """Hyper-parameters shared by one-shot trainers (defaults: the SNAS/DARTS code).
@@ -305,9 +309,9 @@ class OneShotTrainer:
 
     def restore(self) -> int:
         """Loads the last checkpoint; returns the number of epochs it had completed (0 when
-        there is none). Raises ValueError when it was written by a different configuration."""
+        there is none). Raises CheckpointError when it was written by a different configuration."""
         if self.checkpoint_dir is None:
-            raise ValueError("resume needs an output_dir")
+            raise CheckpointError("resume needs an output_dir")
         state_path = os.path.join(self.checkpoint_dir, "state.json")
         if not os.path.exists(state_path):
             return 0
@@ -317,25 +321,25 @@ class OneShotTrainer:
             with np.load(os.path.join(self.checkpoint_dir, "ckpt.npz")) as npz:
                 arrays = [npz[f"v{i:05d}"] for i in range(len(npz.files))]
         except (OSError, ValueError, KeyError) as e:
-            raise ValueError(
+            raise CheckpointError(
                 f"cannot resume: checkpoint in {self.checkpoint_dir} is unreadable ({e})"
             ) from e
         saved, now = state.get("config", {}), self.config_dict()
         changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
         if changed:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
-            raise ValueError(
+            raise CheckpointError(
                 f"cannot resume: the checkpoint was written with other settings ({detail})"
             )
         variables = self._state_variables()
         if len(arrays) != len(variables):
-            raise ValueError(
+            raise CheckpointError(
                 f"cannot resume: checkpoint has {len(arrays)} variables, "
                 f"the model has {len(variables)}"
             )
         for v, a in zip(variables, arrays, strict=True):
             if tuple(v.shape) != a.shape:
-                raise ValueError(
+                raise CheckpointError(
                     f"cannot resume: variable {v.path} has shape {tuple(v.shape)}, "
                     f"checkpoint {a.shape}"
                 )
