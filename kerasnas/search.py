@@ -15,6 +15,9 @@ from absl import app, flags
 
 from kerasnas import ops as ops_lib
 from kerasnas import resource
+from kerasnas.pipeline import default_snas_config
+
+_DEFAULT = default_snas_config()
 
 FLAGS = flags.FLAGS
 
@@ -29,9 +32,12 @@ flags.DEFINE_string(
     "digits (bundled), tfds:<name> (e.g. tfds:cifar10, "
     "must be prepared locally) or npz:<path> (arrays x, y).",
 )
-flags.DEFINE_integer("epochs", 30, "Search epochs.", lower_bound=1)
+flags.DEFINE_integer("epochs", _DEFAULT.epochs, "Search epochs.", lower_bound=1)
 flags.DEFINE_integer(
-    "batch_size", 64, "Minibatch size (weights and logits share each batch).", lower_bound=1
+    "batch_size",
+    _DEFAULT.batch_size,
+    "Minibatch size (weights and logits share each batch).",
+    lower_bound=1,
 )
 flags.DEFINE_integer("init_channels", 8, "C: channels of the first cells.", lower_bound=2)
 flags.DEFINE_integer(
@@ -71,11 +77,22 @@ flags.DEFINE_enum(
     "argmax: SNAS child (every edge its most likely op, none deletes it; inherits "
     "weights). top2: DARTS rule (2 inputs per node; fresh weights).",
 )
-flags.DEFINE_float("temperature_start", 1.0, "Gumbel-softmax temperature at the first epoch.")
-flags.DEFINE_float("temperature_end", 0.03, "Temperature at the last epoch (linear schedule).")
-flags.DEFINE_float("w_lr", 0.025, "Weight learning rate (SGD, cosine to w_lr_min).")
-flags.DEFINE_float("w_lr_min", 0.001, "Final weight learning rate.")
-flags.DEFINE_float("a_lr", 3e-4, "Architecture-logit learning rate (Adam).")
+flags.DEFINE_float(
+    "temperature_start",
+    _DEFAULT.temperature_start,
+    "Gumbel-softmax temperature at the first epoch.",
+)
+flags.DEFINE_float(
+    "temperature_end", _DEFAULT.temperature_end, "Temperature at the last epoch (linear schedule)."
+)
+flags.DEFINE_float("w_lr", _DEFAULT.w_lr, "Weight learning rate (SGD, cosine to w_lr_min).")
+flags.DEFINE_float("w_lr_min", _DEFAULT.w_lr_min, "Final weight learning rate.")
+flags.DEFINE_float(
+    "a_lr",
+    _DEFAULT.a_lr,
+    "Architecture-logit learning rate (Adam). The SNAS paper uses 3e-4 over ~10^5 steps; "
+    "a digits search has ~500, hence the larger default.",
+)
 flags.DEFINE_float("valid_fraction", 0.2, "Fraction of the data held out for validation.")
 flags.DEFINE_float(
     "test_fraction", 0.2, "Fraction held out for test (when the dataset has no test split)."

@@ -145,3 +145,15 @@ def test_run_search_python_api_top2(tmp_path):
     assert metrics["derive"] == "top2"
     with pytest.raises(SearchError, match="derive"):
         run_search(SearchSettings(output_dir=str(tmp_path / "x"), derive="top3"))
+
+
+def test_command_line_defaults_are_the_python_api_defaults():
+    """One set of defaults: kerasnas-search with no flags == SearchSettings()."""
+    from kerasnas import search
+
+    search.FLAGS(["kerasnas-search", "--output_dir=somewhere"], known_only=True)
+    try:
+        from_flags = search.settings_from_flags()
+    finally:
+        search.FLAGS.unparse_flags()
+    assert from_flags == SearchSettings(output_dir="somewhere")

@@ -184,10 +184,11 @@ class OneShotTrainer:
         return out
 
     # -- evaluation ---------------------------------------------------------------------------
-    def evaluate(self, dataset: tf.data.Dataset, mode: str = "sample") -> float:
+    def evaluate(self, dataset: tf.data.Dataset, mode: str = "sample", repeats: int = 1) -> float:
         """Accuracy of the supernet on `dataset` with batch norm in inference mode and
         MixedOps in `mode` (``sample``: a Gumbel sample per batch at the current
-        temperature, the stochastic supernet SNAS reports; ``argmax``; ``softmax``)."""
+        temperature, the stochastic supernet SNAS reports; ``argmax``; ``softmax``).
+        With `repeats` > 1 the accuracy is the mean over that many passes (new samples)."""
         if mode not in self._eval_fns:
             self._eval_fns[mode] = tf.function(
                 lambda x: self.model(x, training=False),
@@ -196,10 +197,11 @@ class OneShotTrainer:
         set_inference(self.model, mode)  # read when the function is traced (once per mode)
         try:
             correct = total = 0
-            for x, y in dataset:
-                pred = np.argmax(self._eval_fns[mode](x).numpy(), axis=-1)
-                correct += int((pred == y.numpy()).sum())
-                total += int(y.shape[0])
+            for _ in range(repeats):
+                for x, y in dataset:
+                    pred = np.argmax(self._eval_fns[mode](x).numpy(), axis=-1)
+                    correct += int((pred == y.numpy()).sum())
+                    total += int(y.shape[0])
         finally:
             set_inference(self.model, "argmax")
         return correct / max(total, 1)
