@@ -23,7 +23,13 @@ setup(
         "ai-edge-litert>=1.0",  # runs TFLite models
     ],
     extras_require={"test": ["pytest>=8", "ruff>=0.5"]},
-    entry_points={"console_scripts": ["kerasnas-search=kerasnas.search:run"]},
+    entry_points={
+        "console_scripts": [
+            "kerasnas-search=kerasnas.search:run",
+            "kerasnas-train=kerasnas.train:run",
+            "kerasnas-export=kerasnas.export.cli:run",
+        ]
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

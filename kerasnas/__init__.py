@@ -21,7 +21,7 @@ from kerasnas.layers import (  # noqa: E402
     weight_variables,
 )
 from kerasnas.search_spaces.cell import CellSpace, build_network  # noqa: E402
-from kerasnas.trainers import SNASConfig, SNASTrainer  # noqa: E402
+from kerasnas.trainers import RetrainConfig, RetrainTrainer, SNASConfig, SNASTrainer  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -30,6 +30,8 @@ __all__ = [
     "DropPath",
     "Genotype",
     "MixedOp",
+    "RetrainConfig",
+    "RetrainTrainer",
     "SNASConfig",
     "SNASTrainer",
     "arch_variables",

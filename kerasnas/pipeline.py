@@ -9,7 +9,10 @@ This is what ``kerasnas-search`` runs; it is also the Python entry point
   (normalisation is its first layer) and returns logits;
 - ``cells.png``: drawings of the normal and reduction cells;
 - ``history.json``: one record per epoch (losses, accuracies, temperature, costs);
-- ``metrics.json``: accuracies, child cost, seconds, settings;
+- ``export/``: the child exported in the formats of ``export`` (default float and int8
+  TFLite), each verified against ``child.keras``, with ``export_report.json``
+  (see :mod:`kerasnas.export`);
+- ``metrics.json``: accuracies, child cost, seconds, export summary, settings;
 - ``tensorboard/``, ``checkpoints/`` (the latter lets ``resume=True`` continue a stopped run).
 """
 
@@ -21,18 +24,19 @@ import time
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from kerasnas import data as data_lib
 from kerasnas import io, ops, resource
+from kerasnas.export.exporter import ExportError, export_for_dataset, parse_formats
 from kerasnas.plotting import plot_cells
 from kerasnas.search_spaces.cell import DERIVATION_RULES, CellSpace
-from kerasnas.trainers.base import CheckpointError
+from kerasnas.trainers.base import CheckpointError, accuracy
 from kerasnas.trainers.snas import SNASConfig, SNASTrainer
 
 SUPERNET_EVAL_SAMPLES = 5  # passes averaged for the stochastic supernet's accuracy
 RESULT_FILES = ("genotype.json", "child.keras", "cells.png", "history.json", "metrics.json")
+DEFAULT_EXPORT = ("tflite", "tflite_int8")
 
 
 def default_snas_config(**overrides: Any) -> SNASConfig:
@@ -60,6 +64,7 @@ class SearchSettings:
     overwrite: bool = False
     deterministic: bool = True
     verbose: int = 1
+    export: tuple[str, ...] = DEFAULT_EXPORT
     snas: SNASConfig = dataclasses.field(default_factory=lambda: default_snas_config())
 
 
@@ -67,38 +72,12 @@ class SearchError(ValueError):
     """A search cannot start: the message says which setting or file is wrong."""
 
 
-def prepare_output_dir(settings: SearchSettings) -> None:
-    """Refuses to mix two runs in one directory."""
-    out = settings.output_dir
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise SearchError(f"--output_dir {out!r} exists and is not a directory")
-    existing = os.listdir(out) if os.path.isdir(out) else []
-    if existing and not (settings.resume or settings.overwrite):
-        raise SearchError(
-            f"--output_dir {out!r} is not empty; pass --resume to continue the search in it, "
-            f"--overwrite to replace it, or choose another directory"
-        )
-    if settings.overwrite and not settings.resume:
-        import shutil
-
-        for name in existing:
-            path = os.path.join(out, name)
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    os.makedirs(out, exist_ok=True)
-
-
-def accuracy(model: keras.Model, dataset: tf.data.Dataset) -> float:
-    """Top-1 accuracy of a logits model on batches of (x, y), inference mode."""
-    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    correct = total = 0
-    for x, y in dataset:
-        correct += int((np.argmax(fn(x).numpy(), -1) == y.numpy()).sum())
-        total += int(y.shape[0])
-    return correct / max(total, 1)
-
-
 def run_search(settings: SearchSettings) -> dict[str, Any]:
     """Runs an SNAS search and writes the output directory; returns the metrics."""
+    try:
+        export_formats = parse_formats(settings.export)
+    except ExportError as e:
+        raise SearchError(f"--export: {e}") from None
     if settings.derive not in DERIVATION_RULES:
         raise SearchError(f"--derive must be one of {DERIVATION_RULES}, got {settings.derive!r}")
     try:
@@ -131,7 +110,12 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
         )
     except ValueError as e:
         raise SearchError(str(e)) from None
-    prepare_output_dir(settings)  # only once the inputs are known to be good
+    try:  # only once the inputs are known to be good
+        io.prepare_output_dir(
+            settings.output_dir, resume=settings.resume, overwrite=settings.overwrite
+        )
+    except io.OutputDirError as e:
+        raise SearchError(str(e)) from None
     supernet = space.build_supernet(
         settings.relaxation, bundle.normalization_layer(), seed=settings.snas.seed
     )
@@ -193,6 +177,23 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
         title=f"SNAS on {bundle.name}: child test accuracy {metrics['child_test_accuracy']:.3f}",
     )
     io.write_json(os.path.join(out, "history.json"), history)
+    if export_formats:
+        try:
+            report = export_for_dataset(
+                child,
+                os.path.join(out, "export"),
+                export_formats,
+                bundle,
+                overwrite=True,  # a resumed run replaces what an interrupted one left
+                source=os.path.join(out, "child.keras"),
+                log=log,
+            )
+        except ExportError as e:
+            raise SearchError(f"--export: {e}") from None
+        metrics["export"] = {
+            fmt: {k: e[k] for k in ("file", "size_bytes", "accuracy", "latency_ms", "passed")}
+            for fmt, e in report["formats"].items()
+        }
     io.write_json(os.path.join(out, "metrics.json"), metrics)
     log(
         f"supernet valid {metrics['supernet_valid_accuracy']:.4f} | child valid "

@@ -9,9 +9,13 @@ Costs are counted per layer at a given input shape (batch excluded) as three num
 - ``mac``: memory access cost in elements (ShuffleNet V2): every convolution, dense, pooling
   and batch-norm layer reads its input and weights and writes its output. Identity and zero
   ops cost nothing.
+- ``latency``: milliseconds of one image through the LiteRT interpreter on this machine,
+  looked up in a measured per-op table (:mod:`kerasnas.latency`). Not analytic: a MixedOp
+  has a latency column only after :func:`kerasnas.latency.attach_latency` (the SNAS trainer
+  does it when ``resource="latency"``).
 
 Penalties are expressed in millions of the chosen unit, so a linear penalty of 1.0 means
-1M params / 1M mult-adds / 1M elements.
+1M params / 1M mult-adds / 1M elements; latency penalties are in milliseconds.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ import math
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 
-RESOURCES: tuple[str, ...] = ("params", "flops", "mac")
+ANALYTIC: tuple[str, ...] = ("params", "flops", "mac")  # counted by layer_cost
+RESOURCES: tuple[str, ...] = (*ANALYTIC, "latency")  # columns of MixedOp.cost_table
+UNITS: dict[str, str] = {"params": "M", "flops": "M", "mac": "M", "latency": "ms"}
+_SCALE: dict[str, float] = {"params": 1e-6, "flops": 1e-6, "mac": 1e-6, "latency": 1.0}
 FORMS: tuple[str, ...] = ("log", "linear")
 ESTIMATORS: tuple[str, ...] = ("reparam", "score", "expected")
 
@@ -39,8 +47,12 @@ class Cost:
         return Cost(self.params + other.params, self.flops + other.flops, self.mac + other.mac)
 
     def get(self, resource: str) -> float:
-        if resource not in RESOURCES:
-            raise ValueError(f"resource must be one of {RESOURCES}, got {resource!r}")
+        if resource == "latency":
+            raise ValueError(
+                "latency is measured, not counted: see kerasnas.latency (LatencyTable)"
+            )
+        if resource not in ANALYTIC:
+            raise ValueError(f"resource must be one of {ANALYTIC}, got {resource!r}")
         return getattr(self, resource)
 
 
@@ -155,13 +167,35 @@ def network_cost(model: keras.Model) -> Cost:
     return total
 
 
+def cost_column(layer, resource: str) -> np.ndarray:
+    """Costs of a built MixedOp's candidates in `resource` (params, mult-adds, elements or
+    ms), shape (k,). Raises ValueError when the layer has no such column."""
+    if resource not in RESOURCES:
+        raise ValueError(f"resource must be one of {RESOURCES}, got {resource!r}")
+    table = layer.cost_table
+    if table is None:
+        raise ValueError(
+            f"MixedOp {layer.name!r} was built on inputs of unknown height/width; "
+            f"resource costs need a fixed input shape"
+        )
+    column = RESOURCES.index(resource)
+    if table.shape[1] <= column:
+        raise ValueError(
+            f"MixedOp {layer.name!r} has no {resource} column: measure it with "
+            f"kerasnas.latency.attach_latency(model) first (SNASTrainer does this when "
+            f"config.resource == 'latency')"
+        )
+    return table[:, column]
+
+
 def penalty(
     layers: Sequence,
     resource: str = "params",
     form: str = "log",
     estimator: str = "reparam",
 ):
-    """The SNAS resource penalty of a supernet's MixedOp layers, in millions of `resource`.
+    """The SNAS resource penalty of a supernet's MixedOp layers, in millions of `resource`
+    (params, flops, mac) or in milliseconds (latency).
 
     C(Z) = sum over layers of sum_k Z_k c_k, with c_k the cost of candidate k at that layer's
     input shape and Z the layer's sample of the current training step. `form` "linear"
@@ -186,14 +220,10 @@ def penalty(
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if not layers:
         raise ValueError("penalty: the model has no MixedOp layers")
-    unknown = [layer.name for layer in layers if layer.cost_table is None]
-    if unknown:
-        raise ValueError(
-            f"penalty: MixedOp {unknown[0]!r} was built on inputs of unknown height/width; "
-            f"resource costs need a fixed input shape"
-        )
-    column = RESOURCES.index(resource)
-    tables = [layer.cost_table[:, column] * 1e-6 for layer in layers]
+    try:
+        tables = [cost_column(layer, resource) * _SCALE[resource] for layer in layers]
+    except ValueError as e:
+        raise ValueError(f"penalty: {e}") from None
     eps = 0.01 * max(sum(float(t.max()) for t in tables), 1e-12)
 
     def shape(c):
@@ -230,17 +260,16 @@ def penalty(
 
 
 def expected_cost(layers: Sequence, resource: str = "params") -> float:
-    """E[C(Z)] = sum over layers of softmax(alpha) . c, in units of `resource` (not millions)."""
+    """E[C(Z)] = sum over layers of softmax(alpha) . c, in units of `resource` (not millions;
+    ms for latency)."""
     from keras import ops as K
 
-    column = RESOURCES.index(resource)
     total = 0.0
     for layer in layers:
-        if layer.cost_table is None:
-            raise ValueError(
-                f"expected_cost: MixedOp {layer.name!r} has no cost table "
-                f"(built on inputs of unknown height/width)"
-            )
+        try:
+            costs = cost_column(layer, resource)
+        except ValueError as e:
+            raise ValueError(f"expected_cost: {e}") from None
         p = K.convert_to_numpy(layer.probabilities())
-        total += float((p * layer.cost_table[:, column]).sum())
+        total += float((p * costs).sum())
     return total

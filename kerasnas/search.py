@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from kerasnas import ops as ops_lib
 from kerasnas import resource
-from kerasnas.pipeline import default_snas_config
+from kerasnas.pipeline import DEFAULT_EXPORT, default_snas_config
 
 _DEFAULT = default_snas_config()
 
@@ -56,7 +56,14 @@ flags.DEFINE_enum(
     "resource",
     "params",
     list(resource.RESOURCES),
-    "Cost the penalty charges: trainable params, mult-adds, memory access.",
+    "Cost the penalty charges: trainable params, mult-adds, memory access, or latency "
+    "(ms, a LiteRT table measured on this machine and cached, see --latency_cache).",
+)
+flags.DEFINE_string(
+    "latency_cache",
+    None,
+    "Directory of the --resource=latency tables (default $KERASNAS_CACHE/latency, "
+    "else ~/.cache/kerasnas/latency).",
 )
 flags.DEFINE_float(
     "resource_lambda", 0.0, "Weight of the resource penalty (0: none).", lower_bound=0.0
@@ -97,6 +104,12 @@ flags.DEFINE_float("valid_fraction", 0.2, "Fraction of the data held out for val
 flags.DEFINE_float(
     "test_fraction", 0.2, "Fraction held out for test (when the dataset has no test split)."
 )
+flags.DEFINE_list(
+    "export",
+    list(DEFAULT_EXPORT),
+    "Export the child into <output_dir>/export, each format verified against child.keras: "
+    "some of saved_model, tflite, tflite_fp16, tflite_dynamic, tflite_int8; empty: none.",
+)
 flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA.")
 flags.DEFINE_integer("seed", 0, "Seed of data split, initialisation and Gumbel noise.")
 flags.DEFINE_boolean("resume", False, "Continue the search checkpointed in --output_dir.")
@@ -135,6 +148,7 @@ def settings_from_flags():
         resource_lambda=FLAGS.resource_lambda,
         resource_form=FLAGS.resource_form,
         resource_estimator=FLAGS.resource_estimator,
+        latency_cache=FLAGS.latency_cache,
     )
     return SearchSettings(
         output_dir=FLAGS.output_dir,
@@ -150,6 +164,7 @@ def settings_from_flags():
         resume=FLAGS.resume,
         overwrite=FLAGS.overwrite,
         verbose=FLAGS.verbose,
+        export=tuple(FLAGS.export),
         snas=snas,
     )
 
@@ -158,11 +173,13 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from kerasnas.data import DataError
+    from kerasnas.latency import LatencyCacheError
     from kerasnas.pipeline import SearchError, run_search
 
+    logging.set_verbosity(logging.WARNING)  # TF's SavedModel writer logs at INFO
     try:
         run_search(settings_from_flags())
-    except (SearchError, DataError) as e:
+    except (SearchError, DataError, LatencyCacheError) as e:
         print(f"kerasnas-search: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -69,6 +69,19 @@ def test_cli_writes_the_output_contract(finished_run):
     assert len(genotype.normal) == 2
 
 
+def test_search_ends_with_verified_tflite_files(finished_run):
+    """The default --export: float and int8 TFLite of the child, checked against it."""
+    report = json.loads((finished_run / "export" / "export_report.json").read_text())
+    assert report["passed"] is True and set(report["formats"]) == {"tflite", "tflite_int8"}
+    assert report["formats"]["tflite"]["max_abs_diff"] < 1e-4
+    assert report["keras_accuracy"] - report["formats"]["tflite_int8"]["accuracy"] <= 0.02
+    for entry in report["formats"].values():
+        assert (finished_run / "export" / entry["file"]).stat().st_size == entry["size_bytes"]
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert report["keras_accuracy"] == pytest.approx(metrics["child_test_accuracy"], abs=1e-9)
+    assert metrics["export"]["tflite_int8"]["passed"] is True
+
+
 def test_child_keras_loads_and_reproduces_reported_accuracy(finished_run):
     child = keras.models.load_model(finished_run / "child.keras")
     assert not kerasnas.mixed_ops(child)
@@ -106,6 +119,7 @@ def test_resume_with_other_settings_is_refused(finished_run):
         ("--relaxation=hardest", "--relaxation"),
         ("--layers=2", "--layers"),
         ("--resource=watts", "--resource"),
+        ("--export=tflite,onnx", "--export"),
     ],
 )
 def test_bad_flags_fail_with_one_clear_line(tmp_path, flag, expected):
@@ -133,6 +147,7 @@ def test_run_search_python_api_top2(tmp_path):
         ops=("none", "skip_connect", "sep_conv_3x3"),
         derive="top2",
         verbose=0,
+        export=(),
         snas=SNASConfig(epochs=1),
     )
     metrics = run_search(settings)

@@ -1,8 +1,11 @@
-"""The loop every one-shot trainer shares: epochs of compiled steps, learning-rate and
-temperature schedules, evaluation, TensorBoard, progress output, checkpoints and resume.
+"""The loop every trainer shares: epochs of compiled steps, learning-rate schedules,
+evaluation, TensorBoard, progress output, checkpoints and resume.
 
-A trainer subclass provides ``train_step(x, y) -> dict of scalars`` (compiled here with
-``tf.function``) and may override ``on_epoch_begin``. Weight updates follow the authors'
+:class:`Trainer` trains any Keras model whose (first) output is logits; it knows nothing of
+architecture search. :class:`OneShotTrainer` adds what a one-shot search needs: the
+MixedOp layers, their architecture logits and an optimizer for them. A subclass provides
+``train_step(x, y) -> dict of scalars`` (compiled here with ``tf.function``) and may override
+``on_epoch_begin``, ``train_batches`` and ``epoch_extras``. Weight updates follow the authors'
 PyTorch code: gradients are clipped by global norm, then coupled L2 weight decay is added,
 then the optimizer step (SGD with momentum for weights, Adam for architecture logits).
 """
@@ -30,11 +33,12 @@ class CheckpointError(ValueError):
 
 
 @dataclasses.dataclass
-class TrainerConfig:
-    """Hyper-parameters shared by one-shot trainers (defaults: the SNAS/DARTS code).
+class LoopConfig:
+    """Hyper-parameters of the shared loop and the weight optimizer (defaults: DARTS/SNAS).
 
-    Learning rates are per step; the weight learning rate follows a cosine from `w_lr` to
-    `w_lr_min` over `epochs`, set once per epoch.
+    Weights: SGD with momentum `w_momentum`, coupled L2 decay `w_weight_decay`, gradients
+    clipped to global norm `w_grad_clip`; the learning rate follows a cosine from `w_lr`
+    (epoch 0) to `w_lr_min` over `epochs`, set once per epoch.
     """
 
     epochs: int = 50
@@ -44,30 +48,45 @@ class TrainerConfig:
     w_momentum: float = 0.9
     w_weight_decay: float = 3e-4
     w_grad_clip: float = 5.0
-    a_lr: float = 3e-4
-    a_beta_1: float = 0.5
-    a_beta_2: float = 0.999
-    a_weight_decay: float = 1e-3
-    a_grad_clip: float = 10.0
     jit_compile: bool = False
     seed: int = 0
 
     def validate(self) -> None:
         """Raises ValueError naming the first invalid field."""
-        positive_ints = ("epochs", "batch_size")
-        for name in positive_ints:
+        for name in ("epochs", "batch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("w_lr", "a_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("w_lr_min", "w_weight_decay", "a_weight_decay", "w_momentum"):
+        if not self.w_lr > 0:
+            raise ValueError(f"w_lr must be > 0, got {self.w_lr!r}")
+        for name in ("w_lr_min", "w_weight_decay", "w_momentum"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("w_grad_clip", "a_grad_clip"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not self.w_grad_clip > 0:
+            raise ValueError(f"w_grad_clip must be > 0, got {self.w_grad_clip!r}")
+
+
+@dataclasses.dataclass
+class TrainerConfig(LoopConfig):
+    """Hyper-parameters shared by one-shot trainers (defaults: the SNAS/DARTS code): the
+    loop's (see :class:`LoopConfig`) plus Adam for the architecture logits (learning rate
+    `a_lr` per step, betas, coupled L2 decay, global-norm clipping)."""
+
+    a_lr: float = 3e-4
+    a_beta_1: float = 0.5
+    a_beta_2: float = 0.999
+    a_weight_decay: float = 1e-3
+    a_grad_clip: float = 10.0
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first invalid field."""
+        super().validate()
+        if not self.a_lr > 0:
+            raise ValueError(f"a_lr must be > 0, got {self.a_lr!r}")
+        if self.a_weight_decay < 0:
+            raise ValueError(f"a_weight_decay must be >= 0, got {self.a_weight_decay!r}")
+        if not self.a_grad_clip > 0:
+            raise ValueError(f"a_grad_clip must be > 0, got {self.a_grad_clip!r}")
 
 
 def cosine(epoch: int, epochs: int, start: float, end: float) -> float:
@@ -87,23 +106,37 @@ def entropy(p: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-class OneShotTrainer:
-    """Trains a Keras model that contains MixedOp layers (see the module doc).
+def accuracy(model: keras.Model, dataset: tf.data.Dataset) -> float:
+    """Top-1 accuracy of a logits model on batches ``(x, y)``, in inference mode."""
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    correct = total = 0
+    for x, y in dataset:
+        correct += int((np.argmax(fn(x).numpy(), -1) == y.numpy()).sum())
+        total += int(y.shape[0])
+    return correct / max(total, 1)
+
+
+class Trainer:
+    """Trains the weights of any Keras model whose output is logits (see the module doc).
+
+    Holds the epoch loop, the weight optimizer and its cosine schedule, evaluation,
+    TensorBoard logging, progress output, checkpoints and resume; nothing here needs
+    MixedOp layers. Subclasses implement :meth:`train_step`.
 
     Args:
-      model: any Keras model with at least one :class:`kerasnas.layers.MixedOp`; its output
-        must be logits (B, num_classes).
-      config: a :class:`TrainerConfig` (or subclass).
+      model: a Keras model; its output is logits (B, num_classes), or a list whose first
+        entry is (e.g. ``[logits, aux_logits]``).
+      config: a :class:`LoopConfig` (or subclass).
       output_dir: where ``tensorboard/`` and ``checkpoints/`` go; None keeps nothing.
       verbose: 0 silent, 1 a progress bar per epoch and an epoch summary line.
     """
 
-    name = "oneshot"
+    name = "trainer"
 
     def __init__(
         self,
         model: keras.Model,
-        config: TrainerConfig,
+        config: LoopConfig,
         output_dir: str | None = None,
         verbose: int = 1,
     ):
@@ -112,26 +145,27 @@ class OneShotTrainer:
         self.config = config
         self.output_dir = output_dir
         self.verbose = verbose
-        self.mixed = mixed_ops(model)
-        if not self.mixed:
-            raise ValueError(f"{type(self).__name__}: the model has no MixedOp layer to search")
-        self.arch_vars = arch_variables(model)
-        self.weight_vars = weight_variables(model)
+        self.weight_vars = self.select_weights()
         self.w_opt = MomentumSGD(config.w_lr, momentum=config.w_momentum, name="w_opt")
-        self.a_opt = keras.optimizers.Adam(
-            config.a_lr, beta_1=config.a_beta_1, beta_2=config.a_beta_2, name="a_opt"
-        )
         self.w_opt.build(self.weight_vars)
-        self.a_opt.build(self.arch_vars)
         self.history: list[dict[str, Any]] = []
-        self.search_seconds = 0.0
+        self.seconds = 0.0  # training time of every epoch so far, resumed runs included
         self._step_fn = None
         self._eval_fns: dict[str, object] = {}
         self._writer = None
 
+    def select_weights(self) -> list:
+        """The variables the weight optimizer trains (default: all trainable ones)."""
+        return list(self.model.trainable_variables)
+
+    def optimizers(self) -> list:
+        """Every optimizer whose state is checkpointed, in a fixed order."""
+        return [self.w_opt]
+
     # -- pieces subclasses use --------------------------------------------------------------
     @staticmethod
     def loss_and_accuracy(y, logits):
+        """Mean sparse cross-entropy of `logits` (B, K) against labels `y` (B,), and accuracy."""
         loss = keras.ops.mean(
             keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
         )
@@ -155,6 +189,11 @@ class OneShotTrainer:
             gs = [g + weight_decay * v.value for g, v in zip(gs, vs, strict=True)]
         optimizer.apply(gs, list(vs))
 
+    @staticmethod
+    def logits_of(outputs):
+        """The logits among a model's outputs (the first one of a list)."""
+        return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
     def train_step(self, x, y) -> dict:
         raise NotImplementedError
 
@@ -164,51 +203,39 @@ class OneShotTrainer:
         self.w_opt.learning_rate = lr
         return {"w_lr": lr}
 
-    def arch_summary(self) -> dict[str, float]:
-        """Mean per-edge entropy and op probabilities of each owner of logits."""
-        out = {}
-        ents = []
-        seen = set()
-        for layer in self.mixed:
-            owner = layer.owner()
-            if id(owner) in seen:
-                continue
-            seen.add(id(owner))
-            p = keras.ops.convert_to_numpy(owner.probabilities())
-            e = entropy(p)
-            ents.append(e)
-            out[f"entropy/{owner.name}"] = e
-            for name, value in zip(owner.candidate_names, p, strict=True):
-                out[f"prob/{owner.name}/{name}"] = float(value)
-        out["entropy"] = float(np.mean(ents))  # mean over edges, nats
-        return out
+    def train_batches(self, data, epoch: int) -> tf.data.Dataset:
+        """The training batches ``(x, y)`` of `epoch`: a pure function of (seed, epoch)."""
+        return data.train(epoch, self.config.batch_size)
+
+    def epoch_extras(self) -> dict[str, float]:
+        """Figures added to every epoch's record after validation."""
+        return {}
 
     # -- evaluation ---------------------------------------------------------------------------
-    def evaluate(self, dataset: tf.data.Dataset, mode: str = "sample", repeats: int = 1) -> float:
-        """Accuracy of the supernet on `dataset` with batch norm in inference mode and
-        MixedOps in `mode` (``sample``: a Gumbel sample per batch at the current
-        temperature, the stochastic supernet SNAS reports; ``argmax``; ``softmax``).
-        With `repeats` > 1 the accuracy is the mean over that many passes (new samples)."""
-        if mode not in self._eval_fns:
-            self._eval_fns[mode] = tf.function(
-                lambda x: self.model(x, training=False),
+    def _inference_fn(self, key: str):
+        if key not in self._eval_fns:
+            self._eval_fns[key] = tf.function(
+                lambda x: self.logits_of(self.model(x, training=False)),
                 input_signature=[tf.TensorSpec((None, *self.model.inputs[0].shape[1:]))],
             )
-        set_inference(self.model, mode)  # read when the function is traced (once per mode)
-        try:
-            correct = total = 0
-            for _ in range(repeats):
-                for x, y in dataset:
-                    pred = np.argmax(self._eval_fns[mode](x).numpy(), axis=-1)
-                    correct += int((pred == y.numpy()).sum())
-                    total += int(y.shape[0])
-        finally:
-            set_inference(self.model, "argmax")
+        return self._eval_fns[key]
+
+    def _accuracy(self, fn, dataset: tf.data.Dataset, repeats: int = 1) -> float:
+        correct = total = 0
+        for _ in range(repeats):
+            for x, y in dataset:
+                pred = np.argmax(fn(x).numpy(), axis=-1)
+                correct += int((pred == y.numpy()).sum())
+                total += int(y.shape[0])
         return correct / max(total, 1)
+
+    def evaluate(self, dataset: tf.data.Dataset) -> float:
+        """Top-1 accuracy of the model on batches ``(x, y)``, in inference mode."""
+        return self._accuracy(self._inference_fn("inference"), dataset)
 
     # -- the loop -----------------------------------------------------------------------------
     def fit(self, data, resume: bool = False) -> list[dict[str, Any]]:
-        """Runs the search on `data` (a :class:`kerasnas.data.DataBundle`).
+        """Trains on `data` (a :class:`kerasnas.data.DataBundle`) for ``config.epochs``.
 
         With `resume`, continues from the last checkpoint in ``output_dir``; the result is
         the same as an uninterrupted run with the same seed. Returns one dict per epoch.
@@ -232,7 +259,7 @@ class OneShotTrainer:
             bar = keras.utils.Progbar(steps, verbose=self.verbose, unit_name="step")
             sums: dict[str, float] = {}
             n = 0
-            for x, y in data.train(epoch, cfg.batch_size):
+            for x, y in self.train_batches(data, epoch):
                 logs = {k: float(v) for k, v in self._step_fn(x, y).items()}
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -240,8 +267,8 @@ class OneShotTrainer:
                 bar.update(n, list(logs.items()))
             record = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}, **sched}
             record["valid_accuracy"] = self.evaluate(data.valid(cfg.batch_size))
-            self.search_seconds += time.perf_counter() - t0
-            record["seconds"] = self.search_seconds
+            self.seconds += time.perf_counter() - t0
+            record["seconds"] = self.seconds
             record.update(self.epoch_extras())
             self.history.append(record)
             self._log(record)
@@ -256,9 +283,6 @@ class OneShotTrainer:
         if self._writer is not None:
             self._writer.flush()
         return self.history
-
-    def epoch_extras(self) -> dict[str, float]:
-        return self.arch_summary()
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.output_dir is None:
@@ -276,7 +300,8 @@ class OneShotTrainer:
     # -- checkpoints ----------------------------------------------------------------------------
     def _state_variables(self) -> list:
         seen, out = set(), []
-        for v in [*self.model.variables, *self.w_opt.variables, *self.a_opt.variables]:
+        optimizer_vars = [v for opt in self.optimizers() for v in opt.variables]
+        for v in [*self.model.variables, *optimizer_vars]:
             if id(v) not in seen:
                 seen.add(id(v))
                 out.append(v)
@@ -287,6 +312,7 @@ class OneShotTrainer:
         return None if self.output_dir is None else os.path.join(self.output_dir, "checkpoints")
 
     def config_dict(self) -> dict[str, Any]:
+        """What a checkpoint must have been written with to be resumed (JSON-able)."""
         return {"trainer": self.name, **dataclasses.asdict(self.config)}
 
     def checkpoint(self, epochs_done: int) -> None:
@@ -302,7 +328,8 @@ class OneShotTrainer:
             os.path.join(self.checkpoint_dir, "state.json"),
             {
                 "epochs_done": epochs_done,
-                "search_seconds": self.search_seconds,
+                # the key predates the generic trainer: training seconds of any trainer
+                "search_seconds": self.seconds,
                 "history": self.history,
                 "config": self.config_dict(),
                 "variables": [v.path for v in variables],
@@ -347,5 +374,89 @@ class OneShotTrainer:
                 )
             v.assign(a)
         self.history = list(state["history"])
-        self.search_seconds = float(state["search_seconds"])
+        self.seconds = float(state["search_seconds"])
         return int(state["epochs_done"])
+
+
+class OneShotTrainer(Trainer):
+    """Trains a Keras model that contains MixedOp layers: the loop of :class:`Trainer` plus
+    the architecture logits, their Adam optimizer and a per-epoch summary of the
+    architecture distribution.
+
+    Args:
+      model: any Keras model with at least one :class:`kerasnas.layers.MixedOp`; its output
+        must be logits (B, num_classes).
+      config: a :class:`TrainerConfig` (or subclass).
+      output_dir: where ``tensorboard/`` and ``checkpoints/`` go; None keeps nothing.
+      verbose: 0 silent, 1 a progress bar per epoch and an epoch summary line.
+    """
+
+    name = "oneshot"
+
+    def __init__(
+        self,
+        model: keras.Model,
+        config: TrainerConfig,
+        output_dir: str | None = None,
+        verbose: int = 1,
+    ):
+        config.validate()
+        self.mixed = mixed_ops(model)
+        if not self.mixed:
+            raise ValueError(f"{type(self).__name__}: the model has no MixedOp layer to search")
+        super().__init__(model, config, output_dir, verbose)
+        self.arch_vars = arch_variables(model)
+        self.a_opt = keras.optimizers.Adam(
+            config.a_lr, beta_1=config.a_beta_1, beta_2=config.a_beta_2, name="a_opt"
+        )
+        self.a_opt.build(self.arch_vars)
+
+    def select_weights(self) -> list:
+        """Network weights only: every trainable variable except the architecture logits."""
+        return weight_variables(self.model)
+
+    def optimizers(self) -> list:
+        return [self.w_opt, self.a_opt]
+
+    @property
+    def search_seconds(self) -> float:
+        """Seconds of search so far (:attr:`seconds`)."""
+        return self.seconds
+
+    @search_seconds.setter
+    def search_seconds(self, value: float) -> None:
+        self.seconds = value
+
+    def arch_summary(self) -> dict[str, float]:
+        """Mean per-edge entropy and op probabilities of each owner of logits."""
+        out = {}
+        ents = []
+        seen = set()
+        for layer in self.mixed:
+            owner = layer.owner()
+            if id(owner) in seen:
+                continue
+            seen.add(id(owner))
+            p = keras.ops.convert_to_numpy(owner.probabilities())
+            e = entropy(p)
+            ents.append(e)
+            out[f"entropy/{owner.name}"] = e
+            for name, value in zip(owner.candidate_names, p, strict=True):
+                out[f"prob/{owner.name}/{name}"] = float(value)
+        out["entropy"] = float(np.mean(ents))  # mean over edges, nats
+        return out
+
+    def epoch_extras(self) -> dict[str, float]:
+        return self.arch_summary()
+
+    def evaluate(self, dataset: tf.data.Dataset, mode: str = "sample", repeats: int = 1) -> float:
+        """Accuracy of the supernet on `dataset` with batch norm in inference mode and
+        MixedOps in `mode` (``sample``: a Gumbel sample per batch at the current
+        temperature, the stochastic supernet SNAS reports; ``argmax``; ``softmax``).
+        With `repeats` > 1 the accuracy is the mean over that many passes (new samples)."""
+        fn = self._inference_fn(mode)
+        set_inference(self.model, mode)  # read when the function is traced (once per mode)
+        try:
+            return self._accuracy(fn, dataset, repeats)
+        finally:
+            set_inference(self.model, "argmax")

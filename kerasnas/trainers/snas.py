@@ -20,9 +20,12 @@ from kerasnas.trainers.base import OneShotTrainer, TrainerConfig, linear
 class SNASConfig(TrainerConfig):
     """SNAS hyper-parameters (defaults from the authors' code); see TrainerConfig too.
 
-    resource: "params", "flops" or "mac" (units: millions); resource_lambda 0 disables the
-    penalty. resource_form: "log" or "linear". resource_estimator: "reparam", "score" or
-    "expected".
+    resource: "params", "flops" or "mac" (units: millions) or "latency" (ms, from a LiteRT
+    table measured on this machine, see :mod:`kerasnas.latency`); resource_lambda 0 disables
+    the penalty. resource_form: "log" or "linear". resource_estimator: "reparam", "score" or
+    "expected". latency_cache: directory of the latency tables (None: the default,
+    ``~/.cache/kerasnas/latency``); latency_threads: LiteRT threads the latency is measured
+    with.
     """
 
     temperature_start: float = 1.0
@@ -31,6 +34,8 @@ class SNASConfig(TrainerConfig):
     resource_lambda: float = 0.0
     resource_form: str = "log"
     resource_estimator: str = "reparam"
+    latency_cache: str | None = None
+    latency_threads: int = 1
 
     def validate(self) -> None:
         super().validate()
@@ -49,6 +54,10 @@ class SNASConfig(TrainerConfig):
             )
         if self.resource_lambda < 0:
             raise ValueError(f"resource_lambda must be >= 0, got {self.resource_lambda}")
+        if not isinstance(self.latency_threads, int) or self.latency_threads < 1:
+            raise ValueError(
+                f"latency_threads must be a positive int, got {self.latency_threads!r}"
+            )
 
 
 class SNASTrainer(OneShotTrainer):
@@ -66,6 +75,32 @@ class SNASTrainer(OneShotTrainer):
                 f"SNASTrainer needs MixedOps with relaxation 'gumbel' or 'gumbel_hard'; "
                 f"{bad[0]} uses {self.mixed[0].relaxation!r}"
             )
+        self._latency_ready = False
+
+    def prepare_resources(self) -> None:
+        """Measures (or reads from the cache) the latency table of the model's MixedOps when
+        ``config.resource == "latency"``; :meth:`fit` calls it before tracing the step."""
+        c = self.config
+        if c.resource != "latency" or self._latency_ready:
+            return
+        from kerasnas import latency
+
+        latency.attach_latency(
+            self.mixed,
+            cache_dir=c.latency_cache,
+            num_threads=c.latency_threads,
+            verbose=self.verbose,
+        )
+        self._latency_ready = True
+
+    def fit(self, data, resume: bool = False) -> list[dict]:
+        self.prepare_resources()
+        return super().fit(data, resume)
+
+    def config_dict(self) -> dict:
+        config = super().config_dict()
+        config.pop("latency_cache", None)  # where the table lives does not change the search
+        return config
 
     def temperature(self, epoch: int) -> float:
         c = self.config

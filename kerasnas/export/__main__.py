@@ -1,0 +1,5 @@
+"""``python -m kerasnas.export``: the same as ``kerasnas-export``."""
+
+from kerasnas.export.cli import run
+
+run()
