@@ -398,28 +398,33 @@ def table_rows(layers: Sequence[MixedOp], table: LatencyTable) -> list[dict[str,
 # -- command line ----------------------------------------------------------------------------
 
 
-def _define_flags() -> None:
-    from absl import flags
+def _command():
+    from kerasnas.cli import Command
 
-    flags.DEFINE_string("dataset", "digits", "digits, tfds:<name> or npz:<path> (input shape).")
-    flags.DEFINE_integer("init_channels", 8, "C: channels of the first cells.", lower_bound=2)
-    flags.DEFINE_integer("layers", 5, "L: number of cells.", lower_bound=3)
-    flags.DEFINE_integer("nodes", 4, "N: intermediate nodes per cell.", lower_bound=1)
-    flags.DEFINE_list("ops", list(ops_lib.PRIMITIVES), "Candidate ops, comma separated.")
-    flags.DEFINE_integer("num_threads", 1, "LiteRT interpreter threads.", lower_bound=1)
-    flags.DEFINE_string("cache_dir", None, f"Cache directory (default {default_cache_dir()}).")
-    flags.DEFINE_integer("runs", DEFAULT_RUNS, "Timed invokes per op (median).", lower_bound=1)
+    cmd = Command(
+        "kerasnas.latency", "python -m kerasnas.latency: " + (__doc__ or "").split("\n")[0]
+    )
+    d = cmd.define
+    d("string", "dataset", "digits", "digits, tfds:<name> or npz:<path> (input shape).")
+    d("integer", "init_channels", 8, "C: channels of the first cells.", lower_bound=2)
+    d("integer", "layers", 5, "L: number of cells.", lower_bound=3)
+    d("integer", "nodes", 4, "N: intermediate nodes per cell.", lower_bound=1)
+    d("list", "ops", list(ops_lib.PRIMITIVES), "Candidate ops, comma separated.")
+    d("integer", "num_threads", 1, "LiteRT interpreter threads.", lower_bound=1)
+    d("string", "cache_dir", None, f"Cache directory (default {default_cache_dir()}).")
+    d("integer", "runs", DEFAULT_RUNS, "Timed invokes per op (median).", lower_bound=1)
+    return cmd
 
 
 def _main(argv: list[str]) -> int:
-    from absl import app, flags
-
     from kerasnas import data as data_lib
     from kerasnas.search_spaces.cell import CellSpace
 
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    FLAGS = flags.FLAGS
+    command = _command()
+    code = command.parse(argv)
+    if code is not None:
+        return code
+    FLAGS = command.flags
     try:
         bundle = data_lib.load(FLAGS.dataset)
         space = CellSpace(
@@ -435,8 +440,7 @@ def _main(argv: list[str]) -> int:
         layers = mixed_ops(supernet)
         attach_latency(layers, table)
     except (ValueError, OSError) as e:
-        print(f"kerasnas.latency: error: {e}", file=sys.stderr)
-        return 2
+        return command.error(str(e))
     print(f"\nlatency table ({table.path or 'not cached'}); device {table.device}")
     print(f"{'op':<14} {'input':>9} {'stride':>6} {'ms':>9} {'edges':>5}")
     for row in table_rows(layers, table):
@@ -448,7 +452,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    _define_flags()
-    app.run(_main)
+    sys.exit(_main(sys.argv))

@@ -18,7 +18,7 @@ so its presence means the run finished):
 - ``tensorboard/``, ``checkpoints/`` (the latter lets ``--resume`` continue a stopped run to
   the result of an uninterrupted one).
 
-The flags live in this module's own ``FLAGS`` (an ``absl.flags.FlagValues``), not absl's
+The flags live in this command's own flag set (:class:`kerasnas.cli.Command`), not absl's
 global one, so this module and :mod:`kerasnas.search` can be imported together.
 """
 
@@ -31,8 +31,8 @@ import time
 from typing import Any
 
 import numpy as np
-from absl import flags
 
+from kerasnas.cli import Command
 from kerasnas.trainers.retrain import RetrainConfig
 
 PUBLISHED = ("DARTS_V1", "DARTS_V2")
@@ -227,11 +227,9 @@ def run_train(settings: RetrainSettings) -> dict[str, Any]:
 _DEFAULT = default_retrain_config()
 _SETTINGS = RetrainSettings(genotype="", output_dir="")
 
-FLAGS = flags.FlagValues()
-
-
-def _define(kind: str, name: str, default: Any, help_text: str, **kwargs: Any) -> None:
-    getattr(flags, f"DEFINE_{kind}")(name, default, help_text, flag_values=FLAGS, **kwargs)
+COMMAND = Command("kerasnas-train", __doc__ or "", required=("genotype", "output_dir"))
+FLAGS = COMMAND.flags
+_define = COMMAND.define
 
 
 _define(
@@ -320,8 +318,6 @@ _define("integer", "seed", _DEFAULT.seed, "Seed of data split, initialisation, d
 _define("boolean", "resume", False, "Continue the run checkpointed in --output_dir.")
 _define("boolean", "overwrite", False, "Delete what --output_dir holds and start afresh.")
 _define("integer", "verbose", 1, "0: quiet; 1: progress bar and a line per epoch.")
-_define("boolean", "help", False, "Show the flags and exit.", short_name="h")
-_define("boolean", "helpfull", False, "Show the flags and exit.")
 
 
 def settings_from_flags() -> RetrainSettings:
@@ -354,30 +350,15 @@ def settings_from_flags() -> RetrainSettings:
 
 def main(argv: list[str]) -> int:
     """Parses `argv` (program name first) and runs; returns the exit code (2: bad input)."""
-    prog = "kerasnas-train"
-    FLAGS.unparse_flags()
-    try:
-        rest = FLAGS(list(argv))
-    except flags.Error as e:
-        print(f"{prog}: error: {e} (see --helpfull)", file=sys.stderr)
-        return 2
-    if FLAGS.help or FLAGS.helpfull:
-        print((__doc__ or "").split("\n\n")[0] + "\n\n" + FLAGS.get_help())
-        return 0
-    if len(rest) > 1:
-        print(f"{prog}: error: unexpected arguments: {' '.join(rest[1:])}", file=sys.stderr)
-        return 2
-    for name in ("genotype", "output_dir"):
-        if not FLAGS[name].value:
-            print(f"{prog}: error: --{name} is required (see --helpfull)", file=sys.stderr)
-            return 2
+    code = COMMAND.parse(argv)
+    if code is not None:
+        return code
     from kerasnas.data import DataError
 
     try:
         run_train(settings_from_flags())
     except (TrainError, DataError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+        return COMMAND.error(str(e))
     return 0
 
 

@@ -15,47 +15,64 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags
 
+from kerasnas.cli import Command
 from kerasnas.export.exporter import FORMATS
 
-FLAGS = flags.FLAGS
+COMMAND = Command("kerasnas-export", __doc__ or "", required=("model", "output_dir"))
+FLAGS = COMMAND.flags
 
-flags.DEFINE_string("model", None, "The .keras model to export (raw images -> logits). Required.")
-flags.DEFINE_string("output_dir", None, "New directory for the exported files. Required.")
+flags.DEFINE_string(
+    "model", None, "The .keras model to export (raw images -> logits). Required.", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "output_dir", None, "New directory for the exported files. Required.", flag_values=FLAGS
+)
 flags.DEFINE_list(
     "formats",
     list(FORMATS),
     f"Formats, comma separated, some of: {', '.join(FORMATS)}.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_string(
     "dataset",
     None,
     "Images for the checks, accuracy and int8 calibration: digits, tfds:<name> or npz:<path>. "
     "Default: the dataset in metrics.json beside --model, else digits.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_integer(
-    "seed", None, "Split seed of --dataset. Default: metrics.json's beside --model, else 0."
+    "seed",
+    None,
+    "Split seed of --dataset. Default: metrics.json's beside --model, else 0.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_string(
     "representative",
     None,
     "A .npz file whose array 'x' (N, H, W, C) calibrates tflite_int8 "
     "(default: 200 training images of --dataset).",
+    flag_values=FLAGS,
 )
-flags.DEFINE_boolean("int8_io", False, "tflite_int8 takes int8 images and returns int8 output.")
+flags.DEFINE_boolean(
+    "int8_io", False, "tflite_int8 takes int8 images and returns int8 output.", flag_values=FLAGS
+)
 flags.DEFINE_enum(
     "input_dtype",
     "auto",
     ["auto", "float32", "uint8"],
     "dtype of the SavedModel's images (auto: uint8 for 8-bit datasets, else float32).",
+    flag_values=FLAGS,
 )
-flags.DEFINE_integer("num_threads", 1, "LiteRT threads for latency figures.", lower_bound=1)
-flags.DEFINE_integer("max_eval", 1000, "Test images used for the checks.", lower_bound=1)
-flags.DEFINE_boolean("overwrite", False, "Replace an existing --output_dir.")
-flags.DEFINE_integer("verbose", 1, "0: quiet; 1: a line per format.")
-flags.mark_flag_as_required("model")
-flags.mark_flag_as_required("output_dir")
+flags.DEFINE_integer(
+    "num_threads", 1, "LiteRT threads for latency figures.", lower_bound=1, flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "max_eval", 1000, "Test images used for the checks.", lower_bound=1, flag_values=FLAGS
+)
+flags.DEFINE_boolean("overwrite", False, "Replace an existing --output_dir.", flag_values=FLAGS)
+flags.DEFINE_integer("verbose", 1, "0: quiet; 1: a line per format.", flag_values=FLAGS)
 
 
 def _recorded(model_path: str) -> dict:
@@ -88,8 +105,10 @@ def _representative(path: str):
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    """Parses `argv` (program name first) and runs; returns the exit code (2: bad input)."""
+    code = COMMAND.parse(argv)
+    if code is not None:
+        return code
     from kerasnas import data as data_lib
     from kerasnas.export.exporter import (
         ExportError,
@@ -98,7 +117,6 @@ def main(argv: list[str]) -> int:
         parse_formats,
     )
 
-    logging.set_verbosity(logging.WARNING)  # TF's SavedModel writer logs at INFO
     log = print if FLAGS.verbose else (lambda *a, **k: None)
     try:
         formats = parse_formats(FLAGS.formats)
@@ -140,15 +158,14 @@ def main(argv: list[str]) -> int:
             log=log,
         )
     except (ExportError, data_lib.DataError) as e:
-        print(f"kerasnas-export: error: {e}", file=sys.stderr)
-        return 2
+        return COMMAND.error(str(e))
     log(f"all {len(report['formats'])} formats passed; report: {out}/export_report.json")
     return 0
 
 
 def run() -> None:
     """Console-script entry point."""
-    app.run(main)
+    sys.exit(main(sys.argv))
 
 
 if __name__ == "__main__":
