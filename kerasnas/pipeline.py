@@ -19,6 +19,7 @@ This is what ``kerasnas-search`` runs; it is also the Python entry point
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from typing import Any
@@ -72,6 +73,12 @@ class SearchError(ValueError):
     """A search cannot start: the message says which setting or file is wrong."""
 
 
+def trainable_params(model: keras.Model) -> int:
+    """Distinct trainable parameters (weights and architecture logits), each shared variable
+    counted once."""
+    return int(sum(math.prod(v.shape) for v in model.trainable_weights))
+
+
 def run_search(settings: SearchSettings) -> dict[str, Any]:
     """Runs an SNAS search and writes the output directory; returns the metrics."""
     try:
@@ -121,7 +128,7 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
     )
     log(
         f"supernet: C={space.init_channels} L={space.layers} N={space.nodes}, "
-        f"{len(space.ops)} ops, {supernet.count_params():,} params; "
+        f"{len(space.ops)} ops, {trainable_params(supernet):,} trainable params; "
         f"relaxation {settings.relaxation}"
     )
     trainer = SNASTrainer(supernet, settings.snas, settings.output_dir, settings.verbose)
@@ -157,7 +164,7 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
         "child_params": int(cost.params),
         "child_flops": int(cost.flops),
         "child_mac": int(cost.mac),
-        "supernet_params": int(resource.network_cost(supernet).params),
+        "supernet_params": trainable_params(supernet),
         "child_edges": {k: len(genotype.edges(k)) for k in ("normal", "reduce")},
         "search_seconds": round(trainer.search_seconds, 2),
         "epochs": settings.snas.epochs,

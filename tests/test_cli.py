@@ -172,3 +172,18 @@ def test_command_line_defaults_are_the_python_api_defaults():
     finally:
         search.FLAGS.unparse_flags()
     assert from_flags == SearchSettings(output_dir="somewhere")
+
+
+def test_supernet_params_count_shared_variables_once():
+    """Cells of a kind share their architecture logits: each variable is counted once."""
+    import math
+
+    from kerasnas.pipeline import trainable_params
+    from kerasnas.search_spaces import CellSpace
+
+    space = CellSpace((8, 8, 1), 10, init_channels=4, layers=3, nodes=2)
+    net = space.build_supernet("gumbel", seed=0)
+    unique = {id(v): v for layer in net.layers for v in layer.trainable_weights}
+    assert trainable_params(net) == sum(math.prod(v.shape) for v in unique.values())
+    naive = sum(math.prod(v.shape) for layer in net.layers for v in layer.trainable_weights)
+    assert naive > trainable_params(net)
