@@ -1,5 +1,51 @@
-"""Search spaces. ``cell``: the DARTS/SNAS cell space (supernet, children, evaluation nets)."""
+"""Search spaces.
 
+``cell``: the DARTS/SNAS cell space (supernet, children, evaluation nets). Discrete spaces
+for trial-based strategies (:class:`DiscreteSpace`; keras-tuner Choices): ``nasrl`` (Zoph &
+Le's chain), ``metaqnn`` (MetaQNN's layers) and ``cell`` (the cell space, one op per edge),
+made by name with :func:`get_space`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kerasnas.search_spaces.base import DiscreteSpace, SpaceError, SpaceHyperModel
 from kerasnas.search_spaces.cell import CellSpace, build_network, inherit_weights, reduction_cells
+from kerasnas.search_spaces.cell_discrete import DiscreteCellSpace
+from kerasnas.search_spaces.metaqnn import MetaQNNSpace, MetaQNNState
+from kerasnas.search_spaces.nasrl import NASRLSpace
 
-__all__ = ["CellSpace", "build_network", "inherit_weights", "reduction_cells"]
+SPACES: dict[str, type[DiscreteSpace]] = {
+    "nasrl": NASRLSpace,
+    "metaqnn": MetaQNNSpace,
+    "cell": DiscreteCellSpace,
+}
+
+
+def get_space(name: str, **kwargs: Any) -> DiscreteSpace:
+    """The discrete space called `name` ("nasrl", "metaqnn" or "cell"), made with `kwargs`
+    (its constructor's arguments; ``get_space(**space.get_config())`` rebuilds a space)."""
+    if name not in SPACES:
+        raise ValueError(f"unknown search space {name!r}; available: {', '.join(sorted(SPACES))}")
+    try:
+        return SPACES[name](**kwargs)
+    except TypeError as e:
+        raise ValueError(f"search space {name!r}: {e}") from None
+
+
+__all__ = [
+    "SPACES",
+    "CellSpace",
+    "DiscreteCellSpace",
+    "DiscreteSpace",
+    "MetaQNNSpace",
+    "MetaQNNState",
+    "NASRLSpace",
+    "SpaceError",
+    "SpaceHyperModel",
+    "build_network",
+    "get_space",
+    "inherit_weights",
+    "reduction_cells",
+]

@@ -1,0 +1,221 @@
+"""The DARTS/SNAS cell space with one op per edge, for trial-based strategies.
+
+The same space :class:`~kerasnas.search_spaces.cell.CellSpace` relaxes for SNAS, made
+discrete the DARTS way: every intermediate node i (0-based) of the normal and of the
+reduction cell takes two *different* inputs (0, 1: the cell inputs; 2..i+1: earlier nodes),
+each through one op. Decisions, in order, for kind in (normal, reduce), node i, k in (0, 1):
+``{kind}/node{i}/input{k}`` (values 0..i+1) and ``{kind}/node{i}/op{k}`` (the ops).
+An assignment whose two inputs coincide is repaired by moving ``input1`` to the first other
+index. The architecture is a :class:`~kerasnas.Genotype` (two pairs per node, every node
+concatenated), which :meth:`DiscreteCellSpace.describe` returns as its JSON dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from kerasnas import ops as ops_lib
+from kerasnas.genotype import Genotype, GenotypeError
+from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError, _check_shape
+from kerasnas.search_spaces.cell import CELL_KINDS, CellSpace, build_network
+
+__all__ = ["DiscreteCellSpace"]
+
+DEFAULT_OPS: tuple[str, ...] = tuple(op for op in ops_lib.PRIMITIVES if op != "none")
+FORMS: tuple[str, ...] = ("eval", "search")
+
+
+class DiscreteCellSpace(DiscreteSpace):
+    """The cell space with one op on each of two inputs per node.
+
+    Args:
+      init_channels: C of the built network (the SNAS search default 8 on digits).
+      layers: L cells (>= 3; reductions at L//3 and 2L//3).
+      nodes: N intermediate nodes per cell.
+      ops: candidate op names (registered in :mod:`kerasnas.ops`; not ``none``: a discrete
+        cell keeps two inputs per node). Default: the 7 DARTS/SNAS ops other than ``none``.
+      form: ``eval`` builds :func:`~kerasnas.search_spaces.cell.build_network` (affine batch
+        norm, no batch norm after pooling: the network the papers retrain); ``search``
+        builds :meth:`CellSpace.build_child` (the SNAS child's search-time form).
+      drop_path: drop-path rate of the ``eval`` form (training only).
+      stem_multiplier: stem channels = stem_multiplier * C.
+    """
+
+    name = "cell"
+
+    def __init__(
+        self,
+        init_channels: int = 8,
+        layers: int = 5,
+        nodes: int = 4,
+        ops: Sequence[str] = DEFAULT_OPS,
+        form: str = "eval",
+        drop_path: float = 0.0,
+        stem_multiplier: int = 3,
+    ):
+        super().__init__()
+        ops = tuple(ops)
+        if "none" in ops:
+            raise ValueError(
+                "DiscreteCellSpace: 'none' is not a candidate (a discrete cell keeps two "
+                "inputs per node)"
+            )
+        if form not in FORMS:
+            raise ValueError(f"DiscreteCellSpace: form must be one of {FORMS}, got {form!r}")
+        if not 0.0 <= drop_path < 1.0:
+            raise ValueError(f"DiscreteCellSpace: drop_path must be in [0, 1), got {drop_path}")
+        # CellSpace checks sizes and ops; its input shape is replaced at build time
+        try:
+            CellSpace((8, 8, 1), 2, init_channels, layers, nodes, ops, stem_multiplier)
+        except ValueError as e:
+            raise ValueError(str(e).replace("CellSpace", "DiscreteCellSpace")) from None
+        self.init_channels = init_channels
+        self.layers = layers
+        self.nodes = nodes
+        self.ops = ops
+        self.form = form
+        self.drop_path = float(drop_path)
+        self.stem_multiplier = stem_multiplier
+        default_op = "sep_conv_3x3" if "sep_conv_3x3" in ops else ops[0]
+        for kind in CELL_KINDS:
+            for i in range(nodes):
+                inputs = tuple(range(i + 2))
+                for k in range(2):
+                    self._decisions.append((f"{kind}/node{i}/input{k}", inputs))
+                    self._defaults[f"{kind}/node{i}/input{k}"] = k
+                    self._decisions.append((f"{kind}/node{i}/op{k}", ops))
+                    self._defaults[f"{kind}/node{i}/op{k}"] = default_op
+        self._finish_init()
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "init_channels": self.init_channels,
+            "layers": self.layers,
+            "nodes": self.nodes,
+            "ops": list(self.ops),
+            "form": self.form,
+            "drop_path": self.drop_path,
+            "stem_multiplier": self.stem_multiplier,
+        }
+
+    def _check(self, arch: Arch, repair: bool) -> Arch:
+        for kind in CELL_KINDS:
+            for i in range(self.nodes):
+                a, b = f"{kind}/node{i}/input0", f"{kind}/node{i}/input1"
+                if arch[a] != arch[b]:
+                    continue
+                if not repair:
+                    raise SpaceError(
+                        f"cell: {b} = {arch[b]} repeats {a}; the two inputs of a node must differ",
+                        decision=b,
+                    )
+                arch[b] = 0 if arch[a] != 0 else 1
+        return arch
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """Two different inputs per node uniformly, each op uniformly."""
+        arch: Arch = {}
+        for kind in CELL_KINDS:
+            for i in range(self.nodes):
+                inputs = rng.choice(i + 2, size=2, replace=False)
+                for k in range(2):
+                    arch[f"{kind}/node{i}/input{k}"] = int(inputs[k])
+                    arch[f"{kind}/node{i}/op{k}"] = self.ops[int(rng.integers(len(self.ops)))]
+        return self.validate(arch)
+
+    # -- genotypes ---------------------------------------------------------------------------
+
+    def genotype(self, arch: Mapping[str, Any]) -> Genotype:
+        """The :class:`~kerasnas.Genotype` of `arch`: per node [(op0, input0), (op1, input1)]."""
+        arch = self.validate(arch)
+        cells = {
+            kind: [
+                [(arch[f"{kind}/node{i}/op{k}"], arch[f"{kind}/node{i}/input{k}"]) for k in (0, 1)]
+                for i in range(self.nodes)
+            ]
+            for kind in CELL_KINDS
+        }
+        concat = list(range(2, self.nodes + 2))
+        return Genotype(
+            normal=cells["normal"],
+            normal_concat=concat,
+            reduce=cells["reduce"],
+            reduce_concat=concat,
+            allowed_ops=self.ops,
+        )
+
+    def from_genotype(self, genotype: Genotype) -> Arch:
+        """The architecture of a genotype with this space's nodes, two different inputs
+        per node, ops of this space, and every node concatenated."""
+        arch: dict[str, Any] = {}
+        for kind in CELL_KINDS:
+            cell = genotype.cell(kind)
+            if len(cell) != self.nodes:
+                raise SpaceError(
+                    f"cell: the {kind} cell has {len(cell)} nodes, the space {self.nodes}"
+                )
+            if tuple(genotype.concat(kind)) != tuple(range(2, self.nodes + 2)):
+                raise SpaceError(
+                    f"cell: {kind}_concat must be {list(range(2, self.nodes + 2))} in this space"
+                )
+            for i, node in enumerate(cell):
+                if len(node) != 2:
+                    raise SpaceError(
+                        f"cell: {kind} node {i} has {len(node)} inputs; this space keeps 2",
+                        decision=f"{kind}/node{i}/input0",
+                    )
+                for k, (op, src) in enumerate(node):
+                    arch[f"{kind}/node{i}/input{k}"] = src
+                    arch[f"{kind}/node{i}/op{k}"] = op
+        return self.validate(arch, repair=False)
+
+    def describe(self, arch: Mapping[str, Any]) -> dict[str, Any]:
+        """The genotype's JSON dict (``Genotype.to_dict``: what ``genotype.json`` holds)."""
+        return self.genotype(arch).to_dict()
+
+    def from_description(self, description: Mapping[str, Any]) -> Arch:
+        try:
+            genotype = Genotype.from_dict(description, allowed_ops=self.ops)
+        except GenotypeError as e:
+            raise SpaceError(f"cell description: {e}") from None
+        return self.from_genotype(genotype)
+
+    # -- model -------------------------------------------------------------------------------
+
+    def build(
+        self,
+        arch: Mapping[str, Any],
+        input_shape: Sequence[int],
+        num_classes: int,
+        preprocessing: keras.layers.Layer | None = None,
+    ) -> keras.Model:
+        """Raw images (B, H, W, C) -> logits (B, num_classes): the stacked cells of the
+        genotype, by ``build_network`` (``eval``) or ``CellSpace.build_child`` (``search``)."""
+        shape = _check_shape(input_shape, num_classes, "DiscreteCellSpace.build")
+        genotype = self.genotype(arch)
+        if self.form == "search":
+            space = CellSpace(
+                shape,
+                int(num_classes),
+                self.init_channels,
+                self.layers,
+                self.nodes,
+                self.ops,
+                self.stem_multiplier,
+            )
+            return space.build_child(genotype, preprocessing=preprocessing)
+        return build_network(
+            genotype,
+            int(num_classes),
+            shape,
+            init_channels=self.init_channels,
+            layers=self.layers,
+            drop_path=self.drop_path,
+            preprocessing=preprocessing,
+            stem_multiplier=self.stem_multiplier,
+        )

@@ -1,0 +1,266 @@
+"""The chain space of Zoph & Le (NAS with reinforcement learning, ICLR 2017).
+
+A network is ``num_layers`` convolutional layers (conv, batch norm, ReLU; 'same' padding),
+each with a searched filter height, filter width, number of filters and optionally stride,
+and skip connections chosen by anchor points: layer n takes the outputs of every earlier
+layer j with ``L{n}/skip{j} == 1``. The paper's rules make every sample a valid network:
+
+- a layer with no input takes the image;
+- inputs of different spatial size are zero-padded (centred) to the largest;
+- several inputs are concatenated along the channels;
+- every layer output no later layer consumes is concatenated (padded likewise) into the
+  classifier: global average pooling + dense, giving logits.
+
+Decisions, in order: ``num_layers``; then per layer n = 0 .. max_layers-1:
+``L{n}/filter_height``, ``L{n}/filter_width``, ``L{n}/stride`` (when strides are searched),
+``L{n}/filters``, ``L{n}/skip{j}`` for j = 0 .. n-1 (values [0, 1]). Layers >= num_layers
+are inactive. The default architecture is a plain chain (``skip{n-1} = 1``) of 3x3 convs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+
+from kerasnas import ops as ops_lib
+from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError, _check_shape
+
+__all__ = ["NASRLSpace"]
+
+
+def _ints(values: Sequence[int], what: str, minimum: int = 1) -> tuple[int, ...]:
+    out = tuple(values)
+    if not out or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in out):
+        raise ValueError(f"NASRLSpace: {what} must be a non-empty list of ints >= {minimum}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"NASRLSpace: {what} lists a value twice: {out}")
+    return out
+
+
+class NASRLSpace(DiscreteSpace):
+    """Zoph & Le's chain of convolutions with anchor-point skip connections.
+
+    Args:
+      max_layers: largest depth (decisions exist for layers 0 .. max_layers-1).
+      min_layers: smallest depth; ``num_layers`` takes the values min_layers..max_layers.
+      filter_heights, filter_widths: kernel sizes in pixels (paper: 1, 3, 5, 7).
+      filters: output channels per layer (paper: 24, 36, 48, 64).
+      strides: stride values to search (paper's option: 1, 2, 3); None = stride 1, no decision.
+      skip_connections: search anchor-point inputs; False = a plain chain, no skip decisions.
+    """
+
+    name = "nasrl"
+
+    def __init__(
+        self,
+        max_layers: int = 6,
+        min_layers: int = 2,
+        filter_heights: Sequence[int] = (1, 3, 5, 7),
+        filter_widths: Sequence[int] = (1, 3, 5, 7),
+        filters: Sequence[int] = (24, 36, 48, 64),
+        strides: Sequence[int] | None = None,
+        skip_connections: bool = True,
+    ):
+        super().__init__()
+        for what, v in (("max_layers", max_layers), ("min_layers", min_layers)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"NASRLSpace: {what} must be an int >= 1, got {v!r}")
+        if min_layers > max_layers:
+            raise ValueError(
+                f"NASRLSpace: min_layers ({min_layers}) must be <= max_layers ({max_layers})"
+            )
+        self.max_layers = max_layers
+        self.min_layers = min_layers
+        self.filter_heights = _ints(filter_heights, "filter_heights")
+        self.filter_widths = _ints(filter_widths, "filter_widths")
+        self.filters = _ints(filters, "filters")
+        self.strides = None if strides is None else _ints(strides, "strides")
+        self.skip_connections = bool(skip_connections)
+
+        depths = tuple(range(min_layers, max_layers + 1))
+        self._decisions.append(("num_layers", depths))
+        self._defaults["num_layers"] = max_layers
+        for n in range(max_layers):
+            self._decisions.append((f"L{n}/filter_height", self.filter_heights))
+            self._defaults[f"L{n}/filter_height"] = _prefer(self.filter_heights, 3)
+            self._decisions.append((f"L{n}/filter_width", self.filter_widths))
+            self._defaults[f"L{n}/filter_width"] = _prefer(self.filter_widths, 3)
+            if self.strides is not None:
+                self._decisions.append((f"L{n}/stride", self.strides))
+                self._defaults[f"L{n}/stride"] = _prefer(self.strides, 1)
+            self._decisions.append((f"L{n}/filters", self.filters))
+            if self.skip_connections:
+                for j in range(n):
+                    self._decisions.append((f"L{n}/skip{j}", (0, 1)))
+                    self._defaults[f"L{n}/skip{j}"] = int(j == n - 1)
+        self._finish_init()
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "max_layers": self.max_layers,
+            "min_layers": self.min_layers,
+            "filter_heights": list(self.filter_heights),
+            "filter_widths": list(self.filter_widths),
+            "filters": list(self.filters),
+            "strides": None if self.strides is None else list(self.strides),
+            "skip_connections": self.skip_connections,
+        }
+
+    # -- structure ---------------------------------------------------------------------------
+
+    def inputs(self, arch: Mapping[str, Any], n: int) -> list[int]:
+        """Earlier layers feeding layer `n` of a validated arch ([] = the image)."""
+        if not self.skip_connections:
+            return [n - 1] if n > 0 else []
+        return [j for j in range(n) if arch[f"L{n}/skip{j}"] == 1]
+
+    def outputs(self, arch: Mapping[str, Any]) -> list[int]:
+        """Layers (of the first num_layers) whose output no later layer consumes: the
+        classifier's inputs, in layer order."""
+        depth = arch["num_layers"]
+        consumed = {j for n in range(depth) for j in self.inputs(arch, n)}
+        return [j for j in range(depth) if j not in consumed]
+
+    def active_decisions(self, arch: Mapping[str, Any]) -> list[str]:
+        depth = arch["num_layers"]
+        return [
+            name
+            for name, _ in self._decisions
+            if name == "num_layers" or int(name[1:].split("/", 1)[0]) < depth
+        ]
+
+    def layers(self, arch: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The active layers of `arch`: filter_height, filter_width, filters, stride, inputs."""
+        arch = self.validate(arch)
+        out = []
+        for n in range(arch["num_layers"]):
+            out.append(
+                {
+                    "filter_height": arch[f"L{n}/filter_height"],
+                    "filter_width": arch[f"L{n}/filter_width"],
+                    "filters": arch[f"L{n}/filters"],
+                    "stride": arch[f"L{n}/stride"] if self.strides is not None else 1,
+                    "inputs": self.inputs(arch, n),
+                }
+            )
+        return out
+
+    # -- description -------------------------------------------------------------------------
+
+    def describe(self, arch: Mapping[str, Any]) -> dict[str, Any]:
+        """``{"space": "nasrl", "layers": [{"filter_height", "filter_width", "filters",
+        "stride", "inputs"}, ...], "outputs": [...]}``; ``inputs`` [] means the image,
+        ``outputs`` lists the layers concatenated into the classifier."""
+        arch = self.validate(arch)
+        return {"space": self.name, "layers": self.layers(arch), "outputs": self.outputs(arch)}
+
+    def from_description(self, description: Mapping[str, Any]) -> Arch:
+        if not isinstance(description, Mapping) or "layers" not in description:
+            raise SpaceError("nasrl description: expected an object with a 'layers' list")
+        if description.get("space", self.name) != self.name:
+            raise SpaceError(f"nasrl description: 'space' is {description['space']!r}")
+        layers = description["layers"]
+        if not isinstance(layers, list):
+            raise SpaceError("nasrl description: 'layers' must be a list")
+        depths = self.values("num_layers")
+        if len(layers) not in depths:
+            raise SpaceError(
+                f"nasrl description: {len(layers)} layers, the space allows {list(depths)}",
+                decision="num_layers",
+            )
+        arch: dict[str, Any] = dict(self.defaults())
+        arch["num_layers"] = len(layers)
+        for n, layer in enumerate(layers):
+            if not isinstance(layer, Mapping):
+                raise SpaceError(f"nasrl description: layer {n} must be an object")
+            for key in ("filter_height", "filter_width", "filters"):
+                if key not in layer:
+                    raise SpaceError(f"nasrl description: layer {n} has no {key!r}")
+                arch[f"L{n}/{key}"] = layer[key]
+            stride = layer.get("stride", 1)
+            if self.strides is not None:
+                arch[f"L{n}/stride"] = stride
+            elif stride != 1:
+                raise SpaceError(
+                    f"nasrl description: layer {n} has stride {stride!r}; this space has no "
+                    f"stride decision (stride 1)",
+                    decision=f"L{n}/stride",
+                )
+            inputs = list(layer.get("inputs", [n - 1] if n else []))
+            bad = [j for j in inputs if not isinstance(j, int) or not 0 <= j < n]
+            if bad:
+                raise SpaceError(
+                    f"nasrl description: layer {n} input {bad[0]!r} is not an earlier layer",
+                    decision=f"L{n}/skip{bad[0]}",
+                )
+            if self.skip_connections:
+                for j in range(n):
+                    arch[f"L{n}/skip{j}"] = int(j in inputs)
+            elif inputs != ([n - 1] if n else []):
+                raise SpaceError(
+                    f"nasrl description: layer {n} inputs {inputs}; this space is a plain chain"
+                )
+        return self.canonical(arch)
+
+    # -- model -------------------------------------------------------------------------------
+
+    def build(
+        self,
+        arch: Mapping[str, Any],
+        input_shape: Sequence[int],
+        num_classes: int,
+        preprocessing: keras.layers.Layer | None = None,
+    ) -> keras.Model:
+        """Raw images (B, H, W, C) -> logits (B, num_classes). Layer names: ``L{n}_conv``,
+        ``L{n}_bn``, ``L{n}_relu``, ``L{n}_pad{j}``, ``L{n}_concat``, ``head_pad{j}``,
+        ``head_concat``, ``global_pool``, ``classifier``."""
+        shape = _check_shape(input_shape, num_classes, "NASRLSpace.build")
+        arch = self.validate(arch)
+        inputs = keras.Input(shape, name="image")
+        image = preprocessing(inputs) if preprocessing is not None else inputs
+        outputs = []
+        for n, layer in enumerate(self.layers(arch)):
+            sources = layer["inputs"]
+            if sources:
+                x = _merge([outputs[j] for j in sources], sources, f"L{n}")
+            else:
+                x = image
+            x = keras.layers.Conv2D(
+                layer["filters"],
+                (layer["filter_height"], layer["filter_width"]),
+                strides=layer["stride"],
+                padding="same",
+                use_bias=False,
+                name=f"L{n}_conv",
+            )(x)
+            x = ops_lib.BatchNorm(affine=True, name=f"L{n}_bn")(x)
+            outputs.append(keras.layers.ReLU(name=f"L{n}_relu")(x))
+        heads = self.outputs(arch)
+        x = _merge([outputs[j] for j in heads], heads, "head")
+        x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+        logits = keras.layers.Dense(int(num_classes), name="classifier")(x)
+        return keras.Model(inputs, logits, name="nasrl_child")
+
+
+def _prefer(values: tuple[int, ...], wanted: int) -> int:
+    return wanted if wanted in values else values[0]
+
+
+def _merge(tensors: list, sources: list[int], prefix: str):
+    """Zero-pads (centred) every tensor to the largest height and width, then concatenates
+    along the channels; a single tensor is returned as it is."""
+    height = max(int(t.shape[1]) for t in tensors)
+    width = max(int(t.shape[2]) for t in tensors)
+    padded = []
+    for t, j in zip(tensors, sources, strict=True):
+        dh, dw = height - int(t.shape[1]), width - int(t.shape[2])
+        if dh or dw:
+            pad = ((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2))
+            t = keras.layers.ZeroPadding2D(pad, name=f"{prefix}_pad{j}")(t)
+        padded.append(t)
+    if len(padded) == 1:
+        return padded[0]
+    return keras.layers.Concatenate(axis=-1, name=f"{prefix}_concat")(padded)
