@@ -1,7 +1,8 @@
 """The SNAS search job: data -> supernet -> joint search -> child -> output directory.
 
-This is what ``kerasnas-search`` runs; it is also the Python entry point
-(:func:`run_search`). Output directory contract (every file written atomically,
+This is what ``kerasnas-search`` (``--strategy=snas``, the default) runs; it is also the
+Python entry point (:func:`run_search`). The trial-based strategies (``--strategy=reinforce``
+etc.) are :mod:`kerasnas.blackbox`. Output directory contract (every file written atomically,
 ``metrics.json`` last, so its presence means the run finished):
 
 - ``genotype.json``: the child architecture (:class:`kerasnas.Genotype`);

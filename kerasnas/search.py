@@ -1,10 +1,15 @@
-"""``kerasnas-search``: an SNAS search from the command line (absl flags).
+"""``kerasnas-search``: an architecture search from the command line (absl flags).
 
-  kerasnas-search --output_dir=run                      # digits, default budget
+  kerasnas-search --output_dir=run                      # SNAS on digits, default budget
   kerasnas-search --dataset=tfds:cifar10 --init_channels=16 --layers=8 --output_dir=c10
   kerasnas-search --output_dir=run --resume             # continue a stopped search
+  kerasnas-search --strategy=reinforce --search_space=nasrl --max_trials=50 --output_dir=rl
 
-``kerasnas-search --helpfull`` lists every flag. Outputs: see :mod:`kerasnas.pipeline`.
+--strategy=snas (default) is the one-shot SNAS search of the cell space (outputs: see
+:mod:`kerasnas.pipeline`); reinforce, metaqnn, evolution, renas, random, bayesian and
+hyperband train one child per trial over --search_space=cell, nasrl or metaqnn (outputs and
+distributed mode: see :mod:`kerasnas.blackbox`). ``kerasnas-search --helpfull`` lists every
+flag.
 """
 
 from __future__ import annotations
@@ -165,6 +170,105 @@ flags.DEFINE_integer(
     "verbose", 1, "0: quiet; 1: progress bar and a line per epoch.", flag_values=FLAGS
 )
 
+# -- black-box strategies (kerasnas.blackbox) ---------------------------------------------
+STRATEGIES = ("snas", "reinforce", "metaqnn", "evolution", "renas", "random", "bayesian")
+STRATEGIES += ("hyperband",)
+for _name, _default, _values, _help in (
+    (
+        "strategy",
+        "snas",
+        STRATEGIES,
+        "snas: one-shot SNAS search of the cell space. reinforce (Zoph & Le's controller), "
+        "metaqnn (Q-learning), evolution (aging), renas, random, bayesian, hyperband: one "
+        "trained child per trial.",
+    ),
+    (
+        "search_space",
+        "cell",
+        ("cell", "nasrl", "metaqnn"),
+        "cell: the SNAS cell space (--init_channels, --layers, --nodes, --ops; one op per "
+        "edge, 'none' dropped); nasrl: Zoph & Le's chain; metaqnn: MetaQNN's layers.",
+    ),
+    ("trial_optimizer", "adam", ("adam", "sgd"), "Child optimizer (sgd: momentum 0.9)."),
+    ("reward_resource", "params", ("params", "flops"), "Cost of the MnasNet reward."),
+):
+    flags.DEFINE_enum(_name, _default, list(_values), _help, flag_values=FLAGS)
+for _kind, _name, _default, _help, _kwargs in (
+    ("integer", "max_trials", 20, "Trials (children trained).", {"lower_bound": 1}),
+    ("integer", "trial_epochs", 3, "Epochs per child (hyperband: most).", {"lower_bound": 1}),
+    ("float", "trial_learning_rate", None, "Child learning rate (None: 1e-3 adam, 0.05 sgd).", {}),
+    ("integer", "max_layers", None, "nasrl, metaqnn: most layers (None: 6).", {"lower_bound": 1}),
+    ("integer", "min_layers", None, "nasrl: fewest layers (None: 2).", {"lower_bound": 1}),
+    ("list", "filter_sizes", [], "nasrl: kernel heights/widths; metaqnn: conv kernels.", {}),
+    ("list", "num_filters", [], "nasrl: filters per layer; metaqnn: conv filters.", {}),
+    ("boolean", "skip_connections", True, "nasrl: search anchor-point skip connections.", {}),
+    ("integer", "population_size", 10, "evolution, renas: population.", {"lower_bound": 1}),
+    ("integer", "sample_size", 3, "evolution, renas: tournament size.", {"lower_bound": 1}),
+    ("integer", "controller_batch_size", 5, "reinforce, renas: m per update.", {"lower_bound": 1}),
+    ("float", "controller_learning_rate", 6e-4, "reinforce, renas: controller Adam lr.", {}),
+    ("float", "entropy_weight", 0.0, "reinforce, renas: entropy bonus.", {"lower_bound": 0.0}),
+    ("integer", "epsilon_explore", None, "metaqnn: trials at epsilon 1 (None: half).", {}),
+    ("integer", "hyperband_factor", 3, "hyperband: reduction factor.", {"lower_bound": 2}),
+    ("float", "reward_target", None, "MnasNet reward acc*(cost/target)^w (None: acc).", {}),
+    ("float", "reward_alpha", 0.0, "MnasNet exponent w when cost <= target.", {}),
+    ("float", "reward_beta", -0.07, "MnasNet exponent w when cost > target.", {}),
+    (
+        "float",
+        "distributed_timeout",
+        600.0,
+        "Distributed mode (KERASTUNER_* variables): seconds a worker waits for the chief, "
+        "and the chief's longest run.",
+        {},
+    ),
+):
+    COMMAND.define(_kind, _name, _default, _help, **_kwargs)
+
+# flags of one kind of search only: given for another, they are an error
+SNAS_ONLY = (
+    "epochs",
+    "relaxation",
+    "resource",
+    "latency_cache",
+    "resource_lambda",
+    "resource_form",
+    "resource_estimator",
+    "derive",
+    "temperature_start",
+    "temperature_end",
+    "w_lr",
+    "w_lr_min",
+    "a_lr",
+    "jit_compile",
+)
+BLACKBOX_ONLY = (
+    "max_trials",
+    "trial_epochs",
+    "trial_optimizer",
+    "trial_learning_rate",
+    "population_size",
+    "sample_size",
+    "controller_batch_size",
+    "controller_learning_rate",
+    "entropy_weight",
+    "epsilon_explore",
+    "hyperband_factor",
+    "reward_target",
+    "reward_resource",
+    "reward_alpha",
+    "reward_beta",
+    "distributed_timeout",
+    "max_layers",
+    "min_layers",
+    "filter_sizes",
+    "num_filters",
+    "skip_connections",
+)
+SPACE_FLAGS = {
+    "cell": ("init_channels", "layers", "nodes", "ops"),
+    "nasrl": ("max_layers", "min_layers", "filter_sizes", "num_filters", "skip_connections"),
+    "metaqnn": ("max_layers", "filter_sizes", "num_filters"),
+}
+
 flags.register_validator(
     "ops",
     lambda names: bool(names) and all(n in ops_lib.registered_ops() for n in names),
@@ -184,6 +288,23 @@ flags.register_validator(
     "test_fraction", lambda v: 0 < v < 1, message="must be in (0, 1)", flag_values=FLAGS
 )
 flags.register_validator("w_lr", lambda v: v > 0, message="must be > 0", flag_values=FLAGS)
+for _name in ("trial_learning_rate", "reward_target"):
+    flags.register_validator(
+        _name, lambda v: v is None or v > 0, message="must be > 0", flag_values=FLAGS
+    )
+flags.register_validator(
+    "distributed_timeout", lambda v: v > 0, message="must be > 0", flag_values=FLAGS
+)
+flags.register_validator(
+    "controller_learning_rate", lambda v: v > 0, message="must be > 0", flag_values=FLAGS
+)
+for _name in ("filter_sizes", "num_filters"):
+    flags.register_validator(
+        _name,
+        lambda v: all(x.isdigit() and int(x) > 0 for x in v),
+        message="must be a comma-separated list of positive ints",
+        flag_values=FLAGS,
+    )
 flags.register_validator("a_lr", lambda v: v > 0, message="must be > 0", flag_values=FLAGS)
 
 
@@ -226,19 +347,138 @@ def settings_from_flags():
     )
 
 
+def _ints(name: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in FLAGS[name].value)
+    except ValueError:
+        raise ValueError(f"--{name} must be a comma-separated list of ints") from None
+
+
+def blackbox_settings_from_flags():
+    """The :class:`~kerasnas.blackbox.BlackBoxSettings` of the parsed flags."""
+    from kerasnas.blackbox import BlackBoxSettings
+    from kerasnas.trainers.trials import TrialConfig
+
+    space = FLAGS.search_space
+    args: dict = {}
+    if space == "cell":
+        args = {
+            "init_channels": FLAGS.init_channels,
+            "layers": FLAGS.layers,
+            "nodes": FLAGS.nodes,
+            "ops": [op for op in FLAGS.ops if op != "none"],
+        }
+    else:
+        if FLAGS.max_layers is not None:
+            args["max_layers"] = FLAGS.max_layers
+        sizes, filters = _ints("filter_sizes"), _ints("num_filters")
+        if space == "nasrl":
+            if FLAGS.min_layers is not None:
+                args["min_layers"] = FLAGS.min_layers
+            elif FLAGS.max_layers is not None:
+                args["min_layers"] = min(2, FLAGS.max_layers)
+            if sizes:
+                args["filter_heights"] = args["filter_widths"] = sizes
+            if filters:
+                args["filters"] = filters
+            args["skip_connections"] = FLAGS.skip_connections
+        else:
+            if sizes:
+                args["conv_kernels"] = sizes
+            if filters:
+                args["conv_filters"] = filters
+    trial = TrialConfig(
+        epochs=FLAGS.trial_epochs,
+        batch_size=FLAGS.batch_size,
+        optimizer=FLAGS.trial_optimizer,
+        learning_rate=FLAGS.trial_learning_rate,
+        seed=FLAGS.seed,
+        reward_target=FLAGS.reward_target,
+        reward_resource=FLAGS.reward_resource,
+        reward_alpha=FLAGS.reward_alpha,
+        reward_beta=FLAGS.reward_beta,
+        verbose=int(FLAGS.verbose > 0),
+    )
+    return BlackBoxSettings(
+        output_dir=FLAGS.output_dir,
+        strategy=FLAGS.strategy,
+        search_space=space,
+        dataset=FLAGS.dataset,
+        max_trials=FLAGS.max_trials,
+        trial=trial,
+        space_args=args,
+        population_size=FLAGS.population_size,
+        sample_size=FLAGS.sample_size,
+        controller_batch_size=FLAGS.controller_batch_size,
+        controller_learning_rate=FLAGS.controller_learning_rate,
+        entropy_weight=FLAGS.entropy_weight,
+        epsilon_explore=FLAGS.epsilon_explore,
+        hyperband_factor=FLAGS.hyperband_factor,
+        valid_fraction=FLAGS.valid_fraction,
+        test_fraction=FLAGS.test_fraction,
+        export=tuple(FLAGS.export) if FLAGS["export"].present else (),
+        resume=FLAGS.resume,
+        overwrite=FLAGS.overwrite,
+        verbose=FLAGS.verbose,
+        distributed_timeout=FLAGS.distributed_timeout,
+    )
+
+
+def flag_combination_error() -> str | None:
+    """The first flag given that the chosen strategy and space do not use, as a message."""
+    strategy, space = FLAGS.strategy, FLAGS.search_space
+    if strategy == "snas":
+        if space != "cell":
+            return f"--strategy=snas searches the cell space only, not --search_space={space}"
+        unused = [n for n in BLACKBOX_ONLY if FLAGS[n].present]
+        if unused:
+            return f"--{unused[0]} applies to black-box strategies, not --strategy=snas"
+        return None
+    unused = [n for n in SNAS_ONLY if FLAGS[n].present]
+    if unused:
+        return f"--{unused[0]} applies to --strategy=snas only, not --strategy={strategy}"
+    own = SPACE_FLAGS[space]
+    for other, names in SPACE_FLAGS.items():
+        for name in names:
+            if other != space and name not in own and FLAGS[name].present:
+                return f"--{name} applies to --search_space={other}, not --search_space={space}"
+    if strategy in ("evolution", "renas") and FLAGS.sample_size > FLAGS.population_size:
+        return "--sample_size must be <= --population_size"
+    return None
+
+
 def main(argv: list[str]) -> int:
-    """Parses `argv` (program name first) and runs; returns the exit code (2: bad input)."""
+    """Parses `argv` (program name first) and runs; returns the exit code (2: bad input;
+    1: a distributed search timed out or lost its chief)."""
     code = COMMAND.parse(argv)
     if code is not None:
         return code
+    message = flag_combination_error()
+    if message:
+        return COMMAND.error(message)
     from kerasnas.data import DataError
     from kerasnas.latency import LatencyCacheError
     from kerasnas.pipeline import SearchError, run_search
 
+    if FLAGS.strategy == "snas":
+        try:
+            run_search(settings_from_flags())
+        except (SearchError, DataError, LatencyCacheError) as e:
+            return COMMAND.error(str(e))
+        return 0
+
+    from kerasnas.blackbox import DistributedError, run_blackbox
+
     try:
-        run_search(settings_from_flags())
-    except (SearchError, DataError, LatencyCacheError) as e:
+        metrics = run_blackbox(blackbox_settings_from_flags())
+    except (SearchError, DataError, ValueError) as e:
         return COMMAND.error(str(e))
+    except DistributedError as e:
+        print(f"{COMMAND.prog}: error: {e}", file=sys.stderr)
+        return 1
+    if metrics.get("timed_out"):
+        print(f"{COMMAND.prog}: error: the distributed search timed out", file=sys.stderr)
+        return 1
     return 0
 
 

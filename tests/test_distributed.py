@@ -1,0 +1,101 @@
+"""Distributed mode for real: a chief and two workers on localhost finish a small search and
+every process exits; a lone worker and a lone chief exit after their timeouts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEARCH = [
+    "--strategy=reinforce",
+    "--search_space=nasrl",
+    "--max_layers=2",
+    "--num_filters=4,8",
+    "--filter_sizes=1,3",
+    "--controller_batch_size=2",
+    "--trial_epochs=1",
+    "--batch_size=128",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(tuner_id: str, port: int, out, *flags: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PYTHONPATH": ROOT,
+        "KERASTUNER_ORACLE_IP": "127.0.0.1",
+        "KERASTUNER_ORACLE_PORT": str(port),
+        "KERASTUNER_TUNER_ID": tuner_id,
+        "OMP_NUM_THREADS": "1",
+        "TF_NUM_INTRAOP_THREADS": "1",
+        "TF_NUM_INTEROP_THREADS": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "kerasnas.search", f"--output_dir={out}", *SEARCH, *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _wait(procs: dict, timeout: float) -> dict:
+    """Exit code, stdout and stderr of every process; kills (and fails) on timeout."""
+    deadline = time.monotonic() + timeout
+    results = {}
+    for name, proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=max(deadline - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
+            for p in procs.values():
+                p.kill()
+            raise AssertionError(f"{name} did not exit within {timeout} s") from None
+        results[name] = (proc.returncode, out, err)
+    return results
+
+
+def test_chief_and_two_workers_finish_and_every_process_exits(tmp_path):
+    port, out = _free_port(), tmp_path / "run"
+    flags = ("--max_trials=8", "--distributed_timeout=100")
+    procs = {"chief": _start("chief", port, out, *flags)}
+    procs.update({t: _start(t, port, out, *flags) for t in ("tuner0", "tuner1")})
+    start = time.monotonic()
+    results = _wait(procs, timeout=150)
+    for name, (code, stdout, stderr) in results.items():
+        assert code == 0, f"{name} exited {code}:\n{stdout}\n{stderr}"
+    assert time.monotonic() - start < 150
+
+    with open(out / "history.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and all(r["status"] == "COMPLETED" for r in rows)
+    by_worker = {t: sum(r["tuner_id"] == t for r in rows) for t in ("tuner0", "tuner1")}
+    assert by_worker["tuner0"] >= 1 and by_worker["tuner1"] >= 1, by_worker
+    assert sum(by_worker.values()) == 8
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["workers"] == ["tuner0", "tuner1"] and not metrics["timed_out"]
+    assert (out / "best.keras").exists() and (out / "architecture.json").exists()
+    # each worker printed its trials' progress lines, the chief none
+    assert "trial " in results["tuner0"][1] and "trial " in results["tuner1"][1]
+
+
+def test_lone_worker_and_lone_chief_exit_after_their_timeouts(tmp_path):
+    procs = {
+        "worker": _start("tuner0", _free_port(), tmp_path / "w", "--distributed_timeout=3"),
+        "chief": _start("chief", _free_port(), tmp_path / "c", "--distributed_timeout=3"),
+    }
+    results = _wait(procs, timeout=90)
+    code, _, err = results["worker"]
+    assert code == 1 and "chief" in err and "Traceback" not in err
+    code, _, err = results["chief"]
+    assert code == 1 and "timed out" in err and "Traceback" not in err
