@@ -145,14 +145,26 @@ def _out_shape(layer: keras.layers.Layer, input_shape: Sequence[int]) -> tuple[i
     return tuple(int(d) for d in layer.compute_output_shape((None, *input_shape))[1:])
 
 
+_MERGE_LAYERS = (
+    keras.layers.Add,
+    keras.layers.Concatenate,
+    keras.layers.Average,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+    keras.layers.Multiply,
+    keras.layers.Subtract,
+)
+
+
 def network_cost(model: keras.Model) -> Cost:
     """Cost of a functional or Sequential model for one example: the sum of its layers' costs.
 
-    Layers with several inputs (Add, Concatenate) and input layers cost nothing.
+    Merging layers (Add, Concatenate, ...; also when called on a one-element list) and input
+    layers cost nothing.
     """
     total = Cost()
     for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
+        if isinstance(layer, (keras.layers.InputLayer, _MERGE_LAYERS)):
             continue
         try:
             shape = layer.input.shape

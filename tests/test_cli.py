@@ -166,6 +166,7 @@ def test_command_line_defaults_are_the_python_api_defaults():
     """One set of defaults: kerasnas-search with no flags == SearchSettings()."""
     from kerasnas import search
 
+    search.FLAGS.unparse_flags()  # other tests run search.main in this process
     search.FLAGS(["kerasnas-search", "--output_dir=somewhere"], known_only=True)
     try:
         from_flags = search.settings_from_flags()

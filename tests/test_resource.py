@@ -274,3 +274,12 @@ def test_network_cost_params_of_evaluation_network(auxiliary, drop_path):
         drop_path=drop_path,
     )  # fmt: skip
     assert resource.network_cost(net).params == _num_params(net)
+
+
+def test_network_cost_of_a_cell_network_with_one_node():
+    """With N=1 a cell concatenates a one-element list; merging layers cost nothing."""
+    from kerasnas.search_spaces import CellSpace
+
+    net = CellSpace((8, 8, 1), 10, init_channels=4, layers=3, nodes=1).build_supernet("gumbel")
+    params = resource.network_cost(net).params
+    assert 0 < params <= sum(int(np.prod(v.shape)) for v in net.trainable_weights) * 2
