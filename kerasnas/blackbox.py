@@ -51,9 +51,9 @@ from keras_tuner.src.distribute import utils as dist_utils
 
 from kerasnas import data as data_lib
 from kerasnas import io
-from kerasnas.export.exporter import ExportError, export_for_dataset, parse_formats
+from kerasnas.export.exporter import ExportError, parse_formats
 from kerasnas.genotype import Genotype
-from kerasnas.pipeline import SearchError
+from kerasnas.pipeline import SearchError, export_child
 from kerasnas.search_spaces import SPACES, DiscreteSpace, get_space
 from kerasnas.trainers.base import accuracy
 from kerasnas.trainers.oracles import (
@@ -498,22 +498,9 @@ def _finish(
         f"best reward {metrics['best_reward']:.4f}",
     )
     if formats:
-        try:
-            report = export_for_dataset(
-                model,
-                os.path.join(out, "export"),
-                formats,
-                bundle,
-                overwrite=True,
-                source=os.path.join(out, "best.keras"),
-                log=log,
-            )
-        except ExportError as e:
-            raise SearchError(f"--export: {e}") from None
-        metrics["export"] = {
-            fmt: {k: e[k] for k in ("file", "size_bytes", "accuracy", "latency_ms", "passed")}
-            for fmt, e in report["formats"].items()
-        }
+        metrics["export"] = export_child(
+            model, os.path.join(out, "export"), formats, bundle, "best.keras", log
+        )
     io.write_json(os.path.join(out, "metrics.json"), metrics)
     log(
         f"best: trial {int(best.trial_id) + 1} (id {best.trial_id}), reward "

@@ -74,6 +74,35 @@ class SearchError(ValueError):
     """A search cannot start: the message says which setting or file is wrong."""
 
 
+def export_child(
+    model: keras.Model,
+    export_dir: str,
+    formats: tuple[str, ...],
+    bundle: data_lib.DataBundle,
+    source: str,
+    log,
+) -> dict[str, Any]:
+    """Exports a search's result model into `export_dir` (replacing what an interrupted run
+    left), verified on `bundle`; returns the per-format summary for metrics.json. Raises
+    SearchError naming ``--export`` when a format fails."""
+    try:
+        report = export_for_dataset(
+            model,
+            export_dir,
+            formats,
+            bundle,
+            overwrite=True,
+            source=os.path.join(os.path.dirname(export_dir), source),
+            log=log,
+        )
+    except ExportError as e:
+        raise SearchError(f"--export: {e}") from None
+    return {
+        fmt: {k: e[k] for k in ("file", "size_bytes", "accuracy", "latency_ms", "passed")}
+        for fmt, e in report["formats"].items()
+    }
+
+
 def trainable_params(model: keras.Model) -> int:
     """Distinct trainable parameters (weights and architecture logits), each shared variable
     counted once."""
@@ -186,22 +215,9 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
     )
     io.write_json(os.path.join(out, "history.json"), history)
     if export_formats:
-        try:
-            report = export_for_dataset(
-                child,
-                os.path.join(out, "export"),
-                export_formats,
-                bundle,
-                overwrite=True,  # a resumed run replaces what an interrupted one left
-                source=os.path.join(out, "child.keras"),
-                log=log,
-            )
-        except ExportError as e:
-            raise SearchError(f"--export: {e}") from None
-        metrics["export"] = {
-            fmt: {k: e[k] for k in ("file", "size_bytes", "accuracy", "latency_ms", "passed")}
-            for fmt, e in report["formats"].items()
-        }
+        metrics["export"] = export_child(
+            child, os.path.join(out, "export"), export_formats, bundle, "child.keras", log
+        )
     io.write_json(os.path.join(out, "metrics.json"), metrics)
     log(
         f"supernet valid {metrics['supernet_valid_accuracy']:.4f} | child valid "

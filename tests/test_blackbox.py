@@ -200,3 +200,14 @@ def test_command_line_lists_every_strategy():
 
     assert search.STRATEGIES == ("snas", *STRATEGIES)
     assert set(RUNS) == set(STRATEGIES)
+
+
+def test_export_of_the_best_child_is_verified(tmp_path):
+    """--export works for black-box searches too: the best child, checked, in export/."""
+    out = tmp_path / "exp"
+    assert search.main(_argv(out, "random", "nasrl", "--export=tflite")) == 0
+    report = json.loads((out / "export" / "export_report.json").read_text())
+    assert report["passed"] is True and report["formats"]["tflite"]["max_abs_diff"] < 1e-4
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["export"]["tflite"]["passed"] is True
+    assert report["keras_accuracy"] == pytest.approx(metrics["best_test_accuracy"], abs=1e-9)
