@@ -245,6 +245,16 @@ class DiscreteSpace:
         return f"{type(self).__name__}({args})"
 
 
+def int_values(values: Sequence[int], what: str, owner: str, minimum: int = 1) -> tuple[int, ...]:
+    """`values` as a tuple of distinct ints >= `minimum`; ValueError naming `owner`'s `what`."""
+    out = tuple(values)
+    if not out or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in out):
+        raise ValueError(f"{owner}: {what} must be a non-empty list of ints >= {minimum}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{owner}: {what} lists a value twice: {out}")
+    return out
+
+
 def _check_shape(input_shape: Sequence[int], num_classes: int, where: str) -> tuple[int, ...]:
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 3 or min(shape) < 1:

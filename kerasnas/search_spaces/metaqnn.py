@@ -44,7 +44,7 @@ import keras
 import numpy as np
 
 from kerasnas import ops as ops_lib
-from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError, _check_shape
+from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError, _check_shape, int_values
 
 __all__ = ["MetaQNNSpace", "MetaQNNState"]
 
@@ -99,13 +99,8 @@ def _as_state(state: Any) -> MetaQNNState:
         ) from None
 
 
-def _ints(values: Sequence[int], what: str) -> tuple[int, ...]:
-    out = tuple(values)
-    if not out or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in out):
-        raise ValueError(f"MetaQNNSpace: {what} must be a non-empty list of ints >= 1")
-    if len(set(out)) != len(out):
-        raise ValueError(f"MetaQNNSpace: {what} lists a value twice: {out}")
-    return out
+def _ints(values: Sequence[int], what: str, minimum: int = 1) -> tuple[int, ...]:
+    return int_values(values, what, "MetaQNNSpace", minimum)
 
 
 class MetaQNNSpace(DiscreteSpace):

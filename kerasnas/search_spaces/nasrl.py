@@ -25,18 +25,13 @@ from typing import Any
 import keras
 
 from kerasnas import ops as ops_lib
-from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError, _check_shape
+from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError, _check_shape, int_values
 
 __all__ = ["NASRLSpace"]
 
 
 def _ints(values: Sequence[int], what: str, minimum: int = 1) -> tuple[int, ...]:
-    out = tuple(values)
-    if not out or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in out):
-        raise ValueError(f"NASRLSpace: {what} must be a non-empty list of ints >= {minimum}")
-    if len(set(out)) != len(out):
-        raise ValueError(f"NASRLSpace: {what} lists a value twice: {out}")
-    return out
+    return int_values(values, what, "NASRLSpace", minimum)
 
 
 class NASRLSpace(DiscreteSpace):
