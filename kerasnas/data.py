@@ -117,12 +117,13 @@ class _ArraySource:
         ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    def train(self, seed: int, epoch: int, batch_size: int, shuffle: bool, drop: bool):
-        n = int(self._y["train"].shape[0])
+    def train(
+        self, seed: int, epoch: int, batch_size: int, shuffle: bool, drop: bool, part: tuple
+    ):
+        k, parts = part
+        order = np.arange(k, int(self._y["train"].shape[0]), parts)
         if shuffle:
-            order = np.random.default_rng(_epoch_seed(seed, epoch)).permutation(n)
-        else:
-            order = np.arange(n)
+            order = np.random.default_rng(_epoch_seed(seed, epoch)).permutation(order)
         return self._batches("train", order, batch_size, drop)
 
     def evaluate(self, split: str, batch_size: int):
@@ -155,13 +156,18 @@ class _StreamSource:
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    def train(self, seed: int, epoch: int, batch_size: int, shuffle: bool, drop: bool):
+    def train(
+        self, seed: int, epoch: int, batch_size: int, shuffle: bool, drop: bool, part: tuple
+    ):
         ds = self._ds["train"]
+        k, parts = part
+        if parts > 1:
+            ds = ds.enumerate().filter(lambda i, _: i % parts == k).map(lambda _, e: e)
         if shuffle:
             # Stateless shuffling inside blocks: unlike Dataset.shuffle, the order depends only
             # on (seed, epoch), not on TensorFlow's global seed.
             block = max(_MIN_BLOCK, _BLOCK_BYTES // max(self._image_bytes, 1))
-            block = min(block, max(self._counts["train"], 1))
+            block = min(block, max(self._counts["train"] // parts, 1))
             base = tf.constant(_epoch_seed(seed, epoch), tf.int64)
 
             def permute(index, example):
@@ -219,15 +225,40 @@ class DataBundle:
     _source: _ArraySource | _StreamSource = dataclasses.field(repr=False)
 
     def train(
-        self, epoch: int, batch_size: int, shuffle: bool = True, drop_remainder: bool = False
+        self,
+        epoch: int,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_remainder: bool = False,
+        part: tuple[int, int] = (0, 1),
     ) -> tf.data.Dataset:
         """Training batches ``(x, y)``: x float32 raw values (B, H, W, C), y int32 (B,).
 
-        With ``shuffle`` the order is a pure function of ``(self.seed, epoch)``.
+        With ``shuffle`` the order is a pure function of ``(self.seed, epoch)``. ``part=(k, n)``
+        keeps only part k of n of the training split: example i belongs to part ``i % n``
+        (DARTS trains weights on one half and architecture logits on the other).
         """
         epoch = _check_int(epoch, "epoch", 0)
         batch_size = _check_int(batch_size, "batch_size", 1)
-        return self._source.train(self.seed, epoch, batch_size, bool(shuffle), drop_remainder)
+        k, parts = self._check_part(part)
+        return self._source.train(
+            self.seed, epoch, batch_size, bool(shuffle), drop_remainder, (k, parts)
+        )
+
+    def part_size(self, part: tuple[int, int]) -> int:
+        """Examples of the training split in ``part=(k, n)`` (see :meth:`train`)."""
+        k, parts = self._check_part(part)
+        return len(range(k, self.num_train, parts))
+
+    @staticmethod
+    def _check_part(part: tuple[int, int]) -> tuple[int, int]:
+        try:
+            k, parts = (int(v) for v in part)
+        except (TypeError, ValueError):
+            raise DataError(f"part must be a pair (k, n), got {part!r}") from None
+        if parts < 1 or not 0 <= k < parts:
+            raise DataError(f"part must be (k, n) with 0 <= k < n, got {part!r}")
+        return k, parts
 
     def valid(self, batch_size: int) -> tf.data.Dataset:
         """Validation batches ``(x, y)`` in a fixed order (not shuffled); shapes as `train`."""

@@ -9,6 +9,10 @@ training):
   computes only the sampled op (time and memory of one op); gradients reach the logits
   through the soft sample.
 - ``softmax``: DARTS. Output = sum_k softmax(alpha)_k op_k(x), no sampling.
+- ``controlled``: a sampler outside the layer picks the op (ENAS' controller, uniform
+  random sampling with weight sharing): it writes the op's index into the owner's
+  non-trainable ``choice`` weight (int32 scalar); only that op runs, in training and, with
+  ``inference="sample"``, at inference. The logits are not used.
 
 At inference (``training=False``) the layer runs only its argmax op, unless ``inference`` is
 set to ``"sample"`` (draw as in training; trainers use it to measure the stochastic supernet)
@@ -28,7 +32,7 @@ from keras import ops as K
 from kerasnas import ops as ops_lib
 from kerasnas import resource
 
-RELAXATIONS: tuple[str, ...] = ("gumbel", "gumbel_hard", "softmax")
+RELAXATIONS: tuple[str, ...] = ("gumbel", "gumbel_hard", "softmax", "controlled")
 INFERENCE_MODES: tuple[str, ...] = ("argmax", "sample", "softmax")
 _EPS = 1e-10
 
@@ -42,7 +46,8 @@ class MixedOp(keras.layers.Layer):
         required) or Keras layers, which must all give the same output shape.
       channels: output channels of named ops.
       strides: stride of named ops (1 or 2).
-      relaxation: one of ``gumbel``, ``gumbel_hard``, ``softmax`` (see module doc).
+      relaxation: one of ``gumbel``, ``gumbel_hard``, ``softmax``, ``controlled`` (see the
+        module doc).
       inference: behaviour when ``training=False``: ``argmax``, ``sample`` or ``softmax``.
       affine: batch-norm affine parameters in named ops (False during search).
       search: build named ops in their supernet form (pooling followed by batch norm).
@@ -127,11 +132,18 @@ class MixedOp(keras.layers.Layer):
                 raise ValueError(f"MixedOp {self.name}: share_with layer must be built first")
             if self.share_with.candidate_names != self.candidate_names:
                 raise ValueError(f"MixedOp {self.name}: share_with has different candidates")
+            if self.share_with.relaxation != self.relaxation:
+                raise ValueError(
+                    f"MixedOp {self.name}: share_with uses relaxation "
+                    f"{self.share_with.relaxation!r}, this layer {self.relaxation!r}"
+                )
             # Tracked here too, so a saved model holds every layer's full state: a loaded
             # model's layers carry copies (equal values) and no longer share.
             self.arch_logits = self.share_with.arch_logits
             self.temperature = self.share_with.temperature
             self.gumbel_noise = self.share_with.gumbel_noise
+            if self.relaxation == "controlled":
+                self.choice = self.share_with.owner().choice
         else:
             mean, std = self.logit_init
             self.arch_logits = self.add_weight(
@@ -146,6 +158,10 @@ class MixedOp(keras.layers.Layer):
             self.gumbel_noise = self.add_weight(
                 name="gumbel_noise", shape=(k,), initializer="zeros", trainable=False
             )
+            if self.relaxation == "controlled":
+                self.choice = self.add_weight(
+                    name="choice", shape=(), dtype="int32", initializer="zeros", trainable=False
+                )
         shapes = []
         for layer in self.candidates:
             if not layer.built:
@@ -228,9 +244,11 @@ class MixedOp(keras.layers.Layer):
         if mode == "softmax":
             return self._weighted_sum(x, self.probabilities(), training)
         if mode == "sample":
-            mode = self.relaxation if self.relaxation != "softmax" else "softmax"
+            mode = self.relaxation
             if mode == "softmax":
                 return self._weighted_sum(x, self.probabilities(), training)
+        if mode == "controlled":
+            return self._one_op(x, self.owner().choice, None, training)
         soft = self._draw()
         if mode == "gumbel":
             return self._weighted_sum(x, soft, training)

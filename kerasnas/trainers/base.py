@@ -4,8 +4,12 @@ evaluation, TensorBoard, progress output, checkpoints and resume.
 :class:`Trainer` trains any Keras model whose (first) output is logits; it knows nothing of
 architecture search. :class:`OneShotTrainer` adds what a one-shot search needs: the
 MixedOp layers, their architecture logits and an optimizer for them. A subclass provides
-``train_step(x, y) -> dict of scalars`` (compiled here with ``tf.function``) and may override
-``on_epoch_begin``, ``train_batches`` and ``epoch_extras``. Weight updates follow the authors'
+``train_step(*batch) -> dict of scalars`` (compiled here with ``tf.function``; by default a
+batch is ``(x, y)``) and may override ``step_signature``/``train_batches``/``steps_per_epoch``
+together (steps that read more than one batch, e.g. DARTS' train and validation batches),
+``on_epoch_begin``, ``on_epoch_end`` (work after the epoch's steps, e.g. ENAS' controller)
+and ``epoch_extras``; ``extra_variables``/``extra_state``/``set_extra_state`` put more state
+into checkpoints. Weight updates follow the authors'
 PyTorch code: gradients are clipped by global norm, then coupled L2 weight decay is added,
 then the optimizer step (SGD with momentum for weights, Adam for architecture logits).
 """
@@ -203,9 +207,36 @@ class Trainer:
         self.w_opt.learning_rate = lr
         return {"w_lr": lr}
 
+    def step_signature(self) -> tuple[tf.TensorSpec, ...]:
+        """Specs of the arguments of :meth:`train_step`: images (B, H, W, C), labels (B,)."""
+        return (
+            tf.TensorSpec((None, *self.model.inputs[0].shape[1:])),
+            tf.TensorSpec((None,), tf.int32),
+        )
+
     def train_batches(self, data, epoch: int) -> tf.data.Dataset:
-        """The training batches ``(x, y)`` of `epoch`: a pure function of (seed, epoch)."""
+        """The step arguments of `epoch`, by default batches ``(x, y)`` of the training split:
+        a pure function of (seed, epoch)."""
         return data.train(epoch, self.config.batch_size)
+
+    def steps_per_epoch(self, data) -> int:
+        """How many steps :meth:`train_batches` yields (for the progress bar)."""
+        return math.ceil(data.num_train / self.config.batch_size)
+
+    def on_epoch_end(self, data, epoch: int) -> dict[str, float]:
+        """Work after the epoch's steps, before validation; returns values to log."""
+        return {}
+
+    def extra_variables(self) -> list:
+        """Variables outside the model and optimizers that checkpoints keep."""
+        return []
+
+    def extra_state(self) -> dict[str, Any]:
+        """JSON-able Python state that checkpoints keep (see :meth:`set_extra_state`)."""
+        return {}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restores what :meth:`extra_state` returned."""
 
     def epoch_extras(self) -> dict[str, float]:
         """Figures added to every epoch's record after validation."""
@@ -245,27 +276,26 @@ class Trainer:
         if resume:
             start_epoch = self.restore()
         if self._step_fn is None:
-            spec = (
-                tf.TensorSpec((None, *self.model.inputs[0].shape[1:])),
-                tf.TensorSpec((None,), tf.int32),
-            )
             self._step_fn = tf.function(
-                self.train_step, jit_compile=cfg.jit_compile, input_signature=spec
+                self.train_step,
+                jit_compile=cfg.jit_compile,
+                input_signature=self.step_signature(),
             )
-        steps = math.ceil(data.num_train / cfg.batch_size)
+        steps = self.steps_per_epoch(data)
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             sched = self.on_epoch_begin(epoch)
             bar = keras.utils.Progbar(steps, verbose=self.verbose, unit_name="step")
             sums: dict[str, float] = {}
             n = 0
-            for x, y in self.train_batches(data, epoch):
-                logs = {k: float(v) for k, v in self._step_fn(x, y).items()}
+            for batch in self.train_batches(data, epoch):
+                logs = {k: float(v) for k, v in self._step_fn(*batch).items()}
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n += 1
                 bar.update(n, list(logs.items()))
             record = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}, **sched}
+            record.update(self.on_epoch_end(data, epoch))
             record["valid_accuracy"] = self.evaluate(data.valid(cfg.batch_size))
             self.seconds += time.perf_counter() - t0
             record["seconds"] = self.seconds
@@ -301,7 +331,7 @@ class Trainer:
     def _state_variables(self) -> list:
         seen, out = set(), []
         optimizer_vars = [v for opt in self.optimizers() for v in opt.variables]
-        for v in [*self.model.variables, *optimizer_vars]:
+        for v in [*self.model.variables, *optimizer_vars, *self.extra_variables()]:
             if id(v) not in seen:
                 seen.add(id(v))
                 out.append(v)
@@ -333,6 +363,7 @@ class Trainer:
                 "history": self.history,
                 "config": self.config_dict(),
                 "variables": [v.path for v in variables],
+                "extra": self.extra_state(),
             },
         )
 
@@ -375,6 +406,7 @@ class Trainer:
             v.assign(a)
         self.history = list(state["history"])
         self.seconds = float(state["search_seconds"])
+        self.set_extra_state(state.get("extra", {}))
         return int(state["epochs_done"])
 
 
