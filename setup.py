@@ -28,6 +28,7 @@ setup(
             "kerasnas-search=kerasnas.search:run",
             "kerasnas-train=kerasnas.train:run",
             "kerasnas-export=kerasnas.export.cli:run",
+            "kerasnas-compare=kerasnas.compare:run",
         ]
     },
     classifiers=[

@@ -117,9 +117,7 @@ class _ArraySource:
         ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    def train(
-        self, seed: int, epoch: int, batch_size: int, shuffle: bool, drop: bool, part: tuple
-    ):
+    def train(self, seed: int, epoch: int, batch_size: int, shuffle: bool, drop: bool, part: tuple):
         k, parts = part
         order = np.arange(k, int(self._y["train"].shape[0]), parts)
         if shuffle:
@@ -156,9 +154,7 @@ class _StreamSource:
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    def train(
-        self, seed: int, epoch: int, batch_size: int, shuffle: bool, drop: bool, part: tuple
-    ):
+    def train(self, seed: int, epoch: int, batch_size: int, shuffle: bool, drop: bool, part: tuple):
         ds = self._ds["train"]
         k, parts = part
         if parts > 1:

@@ -1,13 +1,25 @@
-"""The SNAS search job: data -> supernet -> joint search -> child -> output directory.
+"""The one-shot search job: data -> supernet -> search -> child -> output directory.
 
-This is what ``kerasnas-search`` (``--strategy=snas``, the default) runs; it is also the
-Python entry point (:func:`run_search`). The trial-based strategies (``--strategy=reinforce``
-etc.) are :mod:`kerasnas.blackbox`. Output directory contract (every file written atomically,
-``metrics.json`` last, so its presence means the run finished):
+This is what ``kerasnas-search`` runs for the one-shot strategies; it is also the Python
+entry point (:func:`run_search`). Supported strategies (``SearchSettings.strategy``), all on
+the same cell-space supernet:
+
+- ``snas`` (default): SNAS, weights and logits from the same batch (relaxation ``gumbel`` or
+  ``gumbel_hard``); child = argmax edge ops (:mod:`kerasnas.trainers.snas`).
+- ``darts``: DARTS first or second order, bilevel on the two halves of the training split
+  (relaxation ``softmax``); child = top-2 rule (:mod:`kerasnas.trainers.darts`).
+- ``enas``: ENAS, children sampled by the LSTM controller train the shared weights, the
+  controller learns by REINFORCE on validation minibatches; ``random_ws``: children sampled
+  uniformly, no controller. Child = the best of ``final_samples`` sampled children on the
+  validation split (:mod:`kerasnas.trainers.enas`).
+
+The trial-based strategies (``--strategy=reinforce`` etc.) are :mod:`kerasnas.blackbox`.
+Output directory contract (every file written atomically, ``metrics.json`` last, so its
+presence means the run finished):
 
 - ``genotype.json``: the child architecture (:class:`kerasnas.Genotype`);
-- ``child.keras``: the child with the supernet's weights, no retraining; takes raw images
-  (normalisation is its first layer) and returns logits;
+- ``child.keras``: the child with the supernet's weights (the weights of its chosen ops),
+  no retraining; takes raw images (normalisation is its first layer) and returns logits;
 - ``cells.png``: drawings of the normal and reduction cells;
 - ``history.json``: one record per epoch (losses, accuracies, temperature, costs);
 - ``export/``: the child exported in the formats of ``export`` (default float and int8
@@ -32,34 +44,82 @@ from kerasnas import data as data_lib
 from kerasnas import io, ops, resource
 from kerasnas.export.exporter import ExportError, export_for_dataset, parse_formats
 from kerasnas.plotting import plot_cells
-from kerasnas.search_spaces.cell import DERIVATION_RULES, CellSpace
-from kerasnas.trainers.base import CheckpointError, accuracy
+from kerasnas.search_spaces.cell import CellSpace
+from kerasnas.trainers.base import CheckpointError, TrainerConfig, accuracy
 from kerasnas.trainers.snas import SNASConfig, SNASTrainer
 
-SUPERNET_EVAL_SAMPLES = 5  # passes averaged for the stochastic supernet's accuracy
+SUPERNET_EVAL_SAMPLES = 5  # passes averaged for a stochastic supernet's accuracy
 RESULT_FILES = ("genotype.json", "child.keras", "cells.png", "history.json", "metrics.json")
 DEFAULT_EXPORT = ("tflite", "tflite_int8")
+STRATEGIES: tuple[str, ...] = ("snas", "darts", "enas", "random_ws")
+# per strategy: the relaxations it trains (first: default) and derivation rules (first: default)
+RELAXATIONS = {
+    "snas": ("gumbel", "gumbel_hard"),
+    "darts": ("softmax",),
+    "enas": ("controlled",),
+    "random_ws": ("controlled",),
+}
+DERIVATIONS = {
+    "snas": ("argmax", "top2"),
+    "darts": ("top2", "argmax"),
+    "enas": ("best_sampled",),
+    "random_ws": ("best_sampled",),
+}
+STRATEGY_NAMES = {
+    "snas": "SNAS",
+    "darts": "DARTS",
+    "enas": "ENAS",
+    "random_ws": "random sampling with weight sharing",
+}
+
+
+def config_class(strategy: str) -> type:
+    """The trainer configuration class of a one-shot `strategy`."""
+    if strategy == "snas":
+        return SNASConfig
+    if strategy == "darts":
+        from kerasnas.trainers.darts import DARTSConfig
+
+        return DARTSConfig
+    if strategy in ("enas", "random_ws"):
+        from kerasnas.trainers.enas import ENASConfig
+
+        return ENASConfig
+    raise SearchError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+
+
+def default_config(strategy: str = "snas", **overrides: Any) -> TrainerConfig:
+    """The search job's defaults for `strategy` (also the command line's): the papers',
+    except 30 epochs and an architecture learning rate of 0.2 instead of 3e-4. A digits
+    search makes about 500 steps where SNAS makes about 10^5; with 3e-4 the logits barely
+    move. Unknown keys of `overrides` raise TypeError."""
+    return config_class(strategy)(**{"epochs": 30, "a_lr": 0.2, **overrides})
 
 
 def default_snas_config(**overrides: Any) -> SNASConfig:
-    """The search job's SNAS defaults (also the command line's): the paper's, except 30
-    epochs and an architecture learning rate of 0.2 instead of 3e-4. A digits search makes
-    about 500 steps where SNAS makes about 10^5; with 3e-4 the logits barely move."""
-    return SNASConfig(**{"epochs": 30, "a_lr": 0.2, **overrides})
+    """:func:`default_config` of SNAS."""
+    return default_config("snas", **overrides)
+
+
+class SearchError(ValueError):
+    """A search cannot start: the message says which setting or file is wrong."""
 
 
 @dataclasses.dataclass
 class SearchSettings:
-    """Everything a search run needs. Sizes: C = init_channels, L = layers, N = nodes."""
+    """Everything a one-shot search run needs. Sizes: C = init_channels, L = layers,
+    N = nodes. ``relaxation``, ``derive`` and ``config`` default (None) to the strategy's
+    own (see :data:`RELAXATIONS`, :data:`DERIVATIONS`, :func:`default_config`)."""
 
     output_dir: str
+    strategy: str = "snas"
     dataset: str = "digits"
     init_channels: int = 8
     layers: int = 5
     nodes: int = 4
     ops: tuple[str, ...] = ops.PRIMITIVES
-    relaxation: str = "gumbel"
-    derive: str = "argmax"
+    relaxation: str | None = None
+    derive: str | None = None
     valid_fraction: float = 0.2
     test_fraction: float = 0.2
     resume: bool = False
@@ -67,11 +127,61 @@ class SearchSettings:
     deterministic: bool = True
     verbose: int = 1
     export: tuple[str, ...] = DEFAULT_EXPORT
-    snas: SNASConfig = dataclasses.field(default_factory=lambda: default_snas_config())
+    config: TrainerConfig | None = None
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise SearchError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.relaxation is None:
+            self.relaxation = RELAXATIONS[self.strategy][0]
+        if self.derive is None:
+            self.derive = DERIVATIONS[self.strategy][0]
+        if self.config is None:
+            self.config = default_config(self.strategy)
+
+    def check(self) -> None:
+        """Raises SearchError naming the first setting that does not fit the strategy."""
+        strategy = self.strategy
+        if self.relaxation not in RELAXATIONS[strategy]:
+            raise SearchError(
+                f"--relaxation must be one of {RELAXATIONS[strategy]} for --strategy="
+                f"{strategy}, got {self.relaxation!r}"
+            )
+        if self.derive not in DERIVATIONS[strategy]:
+            raise SearchError(
+                f"--derive must be one of {DERIVATIONS[strategy]} for --strategy={strategy}, "
+                f"got {self.derive!r}"
+            )
+        expected = config_class(strategy)
+        if type(self.config) is not expected:
+            raise SearchError(
+                f"--strategy={strategy} needs a {expected.__name__}, "
+                f"got {type(self.config).__name__}"
+            )
+        try:
+            self.config.validate()
+        except ValueError as e:
+            raise SearchError(f"invalid setting: {e}") from None
+        if strategy in ("enas", "random_ws") and "none" not in self.ops:
+            raise SearchError(
+                f"--strategy={strategy} samples cells with two inputs per node and needs "
+                "'none' among --ops (it switches the other edges off)"
+            )
 
 
-class SearchError(ValueError):
-    """A search cannot start: the message says which setting or file is wrong."""
+def make_trainer(settings: SearchSettings, supernet: keras.Model, space: CellSpace) -> SNASTrainer:
+    """The trainer of ``settings.strategy`` for `supernet` (see the module doc)."""
+    args = (settings.config, settings.output_dir, settings.verbose)
+    if settings.strategy == "snas":
+        return SNASTrainer(supernet, *args)
+    if settings.strategy == "darts":
+        from kerasnas.trainers.darts import DARTSTrainer
+
+        return DARTSTrainer(supernet, *args)
+    from kerasnas.trainers.enas import ENASTrainer, RandomWSTrainer
+
+    cls = ENASTrainer if settings.strategy == "enas" else RandomWSTrainer
+    return cls(supernet, space, *args)
 
 
 def export_child(
@@ -115,20 +225,16 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
         export_formats = parse_formats(settings.export)
     except ExportError as e:
         raise SearchError(f"--export: {e}") from None
-    if settings.derive not in DERIVATION_RULES:
-        raise SearchError(f"--derive must be one of {DERIVATION_RULES}, got {settings.derive!r}")
-    try:
-        settings.snas.validate()
-    except ValueError as e:
-        raise SearchError(f"invalid setting: {e}") from None
-    keras.utils.set_random_seed(settings.snas.seed)
+    settings.check()
+    cfg = settings.config
+    keras.utils.set_random_seed(cfg.seed)
     if settings.deterministic:
         tf.config.experimental.enable_op_determinism()
     log = print if settings.verbose else (lambda *a, **k: None)
 
     bundle = data_lib.load(
         settings.dataset,
-        seed=settings.snas.seed,
+        seed=cfg.seed,
         valid_fraction=settings.valid_fraction,
         test_fraction=settings.test_fraction,
     )
@@ -154,14 +260,15 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
     except io.OutputDirError as e:
         raise SearchError(str(e)) from None
     supernet = space.build_supernet(
-        settings.relaxation, bundle.normalization_layer(), seed=settings.snas.seed
+        settings.relaxation, bundle.normalization_layer(), seed=cfg.seed
     )
     log(
         f"supernet: C={space.init_channels} L={space.layers} N={space.nodes}, "
         f"{len(space.ops)} ops, {trainable_params(supernet):,} trainable params; "
         f"relaxation {settings.relaxation}"
     )
-    trainer = SNASTrainer(supernet, settings.snas, settings.output_dir, settings.verbose)
+    log(f"strategy: {STRATEGY_NAMES[settings.strategy]}")
+    trainer = make_trainer(settings, supernet, space)
     t0 = time.perf_counter()
     try:
         history = trainer.fit(bundle, resume=settings.resume)
@@ -172,17 +279,17 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
         f"{time.perf_counter() - t0:.0f} s in this run"
     )
 
-    genotype = space.derive(supernet, settings.derive)
-    inherit = settings.derive == "argmax"
-    child = space.build_child(
-        genotype, supernet if inherit else None, preprocessing=bundle.normalization_layer()
-    )
-    if not inherit:
-        log("note: top2 children do not compute the supernet's function; weights are fresh")
+    if settings.derive == "best_sampled":
+        genotype, _ = trainer.best_genotype(bundle)
+    else:
+        genotype = space.derive(supernet, settings.derive)
+    # every child inherits the weights of its ops: its accuracy is "without retraining"
+    child = space.build_child(genotype, supernet, preprocessing=bundle.normalization_layer())
     cost = resource.network_cost(child)
-    batch = settings.snas.batch_size
+    batch = cfg.batch_size
     metrics = {
-        # the stochastic supernet: mean over SUPERNET_EVAL_SAMPLES passes of new samples
+        # the supernet as it searched (SNAS: Gumbel samples; DARTS: the softmax mixture;
+        # ENAS/random: sampled children): mean over SUPERNET_EVAL_SAMPLES passes
         "supernet_valid_accuracy": trainer.evaluate(
             bundle.valid(batch), "sample", SUPERNET_EVAL_SAMPLES
         ),
@@ -197,12 +304,14 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
         "supernet_params": trainable_params(supernet),
         "child_edges": {k: len(genotype.edges(k)) for k in ("normal", "reduce")},
         "search_seconds": round(trainer.search_seconds, 2),
-        "epochs": settings.snas.epochs,
-        "seed": settings.snas.seed,
+        "final_entropy": history[-1].get("entropy") if history else None,
+        "epochs": cfg.epochs,
+        "seed": cfg.seed,
         "dataset": bundle.name,
+        "strategy": settings.strategy,
         "relaxation": settings.relaxation,
         "derive": settings.derive,
-        "settings": {**dataclasses.asdict(settings), "snas": dataclasses.asdict(settings.snas)},
+        "settings": {**dataclasses.asdict(settings), "config": dataclasses.asdict(cfg)},
     }
     out = settings.output_dir
     genotype.save(os.path.join(out, "genotype.json"))
@@ -211,7 +320,10 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
     plot_cells(
         genotype,
         os.path.join(out, "cells.png"),
-        title=f"SNAS on {bundle.name}: child test accuracy {metrics['child_test_accuracy']:.3f}",
+        title=(
+            f"{STRATEGY_NAMES[settings.strategy]} on {bundle.name}: "
+            f"child test accuracy {metrics['child_test_accuracy']:.3f}"
+        ),
     )
     io.write_json(os.path.join(out, "history.json"), history)
     if export_formats:

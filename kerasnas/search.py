@@ -5,11 +5,15 @@
   kerasnas-search --output_dir=run --resume             # continue a stopped search
   kerasnas-search --strategy=reinforce --search_space=nasrl --max_trials=50 --output_dir=rl
 
---strategy=snas (default) is the one-shot SNAS search of the cell space (outputs: see
-:mod:`kerasnas.pipeline`); reinforce, metaqnn, evolution, renas, random, bayesian and
-hyperband train one child per trial over --search_space=cell, nasrl or metaqnn (outputs and
-distributed mode: see :mod:`kerasnas.blackbox`). ``kerasnas-search --helpfull`` lists every
-flag.
+  kerasnas-search --strategy=darts --darts_order=2 --output_dir=darts
+  kerasnas-search --strategy=enas --output_dir=enas
+
+One-shot strategies search the cell space with one weight-shared supernet: snas (default),
+darts (first or second order), enas (LSTM controller) and random_ws (uniform sampling with
+weight sharing); outputs: see :mod:`kerasnas.pipeline`. Trial-based strategies (reinforce,
+metaqnn, evolution, renas, random, bayesian, hyperband) train one child per trial over
+--search_space=cell, nasrl or metaqnn (outputs and distributed mode: see
+:mod:`kerasnas.blackbox`). ``kerasnas-search --helpfull`` lists every flag.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from absl import flags
 from kerasnas import ops as ops_lib
 from kerasnas import resource
 from kerasnas.cli import Command
-from kerasnas.pipeline import DEFAULT_EXPORT, default_snas_config
+from kerasnas.pipeline import DEFAULT_EXPORT, DERIVATIONS, RELAXATIONS, default_snas_config
+from kerasnas.pipeline import STRATEGIES as ONE_SHOT
 
 _DEFAULT = default_snas_config()
 
@@ -67,10 +72,11 @@ flags.DEFINE_list(
 )
 flags.DEFINE_enum(
     "relaxation",
-    "gumbel",
-    ["gumbel", "gumbel_hard"],
-    "gumbel: SNAS soft sample (all ops run); gumbel_hard: straight-through one-hot "
-    "(one op per edge runs).",
+    None,
+    sorted({r for values in RELAXATIONS.values() for r in values}),
+    "How the supernet mixes ops; default: the strategy's own. snas: gumbel (soft sample, "
+    "all ops run, the default) or gumbel_hard (straight-through one-hot, one op per edge "
+    "runs); darts: softmax; enas, random_ws: controlled.",
     flag_values=FLAGS,
 )
 flags.DEFINE_enum(
@@ -111,10 +117,20 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_enum(
     "derive",
-    "argmax",
-    ["argmax", "top2"],
-    "argmax: SNAS child (every edge its most likely op, none deletes it; inherits "
-    "weights). top2: DARTS rule (2 inputs per node; fresh weights).",
+    None,
+    sorted({r for values in DERIVATIONS.values() for r in values}),
+    "How the child is read off; default: the strategy's own. argmax (snas): every edge "
+    "its most likely op, none deletes it. top2 (darts): 2 inputs per node. best_sampled "
+    "(enas, random_ws): the best of the sampled children on the validation split. The "
+    "child inherits the supernet's weights either way.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_enum(
+    "darts_order",
+    "1",
+    ["1", "2"],
+    "darts: 1 = first order (alternate steps); 2 = second order (one virtual weight step, "
+    "Hessian-vector product by finite differences).",
     flag_values=FLAGS,
 )
 flags.DEFINE_float(
@@ -171,16 +187,17 @@ flags.DEFINE_integer(
 )
 
 # -- black-box strategies (kerasnas.blackbox) ---------------------------------------------
-STRATEGIES = ("snas", "reinforce", "metaqnn", "evolution", "renas", "random", "bayesian")
-STRATEGIES += ("hyperband",)
+BLACKBOX = ("reinforce", "metaqnn", "evolution", "renas", "random", "bayesian", "hyperband")
+STRATEGIES = ONE_SHOT + BLACKBOX
 for _name, _default, _values, _help in (
     (
         "strategy",
         "snas",
         STRATEGIES,
-        "snas: one-shot SNAS search of the cell space. reinforce (Zoph & Le's controller), "
-        "metaqnn (Q-learning), evolution (aging), renas, random, bayesian, hyperband: one "
-        "trained child per trial.",
+        "One-shot, on a weight-shared supernet of the cell space: snas, darts, enas, "
+        "random_ws (uniform sampling). Trial-based, one trained child per trial: reinforce "
+        "(Zoph & Le's controller), metaqnn (Q-learning), evolution (aging), renas, random, "
+        "bayesian, hyperband.",
     ),
     (
         "search_space",
@@ -224,22 +241,19 @@ for _kind, _name, _default, _help, _kwargs in (
     COMMAND.define(_kind, _name, _default, _help, **_kwargs)
 
 # flags of one kind of search only: given for another, they are an error
+ONE_SHOT_ONLY = ("epochs", "relaxation", "derive", "w_lr", "w_lr_min", "jit_compile")
 SNAS_ONLY = (
-    "epochs",
-    "relaxation",
     "resource",
     "latency_cache",
     "resource_lambda",
     "resource_form",
     "resource_estimator",
-    "derive",
     "temperature_start",
     "temperature_end",
-    "w_lr",
-    "w_lr_min",
-    "a_lr",
-    "jit_compile",
 )
+FLAG_STRATEGIES = {"a_lr": ("snas", "darts"), "darts_order": ("darts",)}
+FLAG_STRATEGIES.update({name: ("snas",) for name in SNAS_ONLY})
+FLAG_STRATEGIES.update({name: ONE_SHOT for name in ONE_SHOT_ONLY})
 BLACKBOX_ONLY = (
     "max_trials",
     "trial_epochs",
@@ -309,27 +323,35 @@ flags.register_validator("a_lr", lambda v: v > 0, message="must be > 0", flag_va
 
 
 def settings_from_flags():
-    from kerasnas.pipeline import SearchSettings
-    from kerasnas.trainers.snas import SNASConfig
+    """The :class:`~kerasnas.pipeline.SearchSettings` of the parsed flags (one-shot)."""
+    from kerasnas.pipeline import SearchSettings, default_config
 
-    snas = SNASConfig(
-        epochs=FLAGS.epochs,
-        batch_size=FLAGS.batch_size,
-        w_lr=FLAGS.w_lr,
-        w_lr_min=FLAGS.w_lr_min,
-        a_lr=FLAGS.a_lr,
-        jit_compile=FLAGS.jit_compile,
-        seed=FLAGS.seed,
-        temperature_start=FLAGS.temperature_start,
-        temperature_end=FLAGS.temperature_end,
-        resource=FLAGS.resource,
-        resource_lambda=FLAGS.resource_lambda,
-        resource_form=FLAGS.resource_form,
-        resource_estimator=FLAGS.resource_estimator,
-        latency_cache=FLAGS.latency_cache,
-    )
+    strategy = FLAGS.strategy
+    args = {
+        "epochs": FLAGS.epochs,
+        "batch_size": FLAGS.batch_size,
+        "w_lr": FLAGS.w_lr,
+        "w_lr_min": FLAGS.w_lr_min,
+        "jit_compile": FLAGS.jit_compile,
+        "seed": FLAGS.seed,
+    }
+    if strategy in FLAG_STRATEGIES["a_lr"]:
+        args["a_lr"] = FLAGS.a_lr
+    if strategy == "snas":
+        args.update(
+            temperature_start=FLAGS.temperature_start,
+            temperature_end=FLAGS.temperature_end,
+            resource=FLAGS.resource,
+            resource_lambda=FLAGS.resource_lambda,
+            resource_form=FLAGS.resource_form,
+            resource_estimator=FLAGS.resource_estimator,
+            latency_cache=FLAGS.latency_cache,
+        )
+    elif strategy == "darts":
+        args["order"] = int(FLAGS.darts_order)
     return SearchSettings(
         output_dir=FLAGS.output_dir,
+        strategy=strategy,
         dataset=FLAGS.dataset,
         init_channels=FLAGS.init_channels,
         layers=FLAGS.layers,
@@ -343,7 +365,7 @@ def settings_from_flags():
         overwrite=FLAGS.overwrite,
         verbose=FLAGS.verbose,
         export=tuple(FLAGS.export),
-        snas=snas,
+        config=default_config(strategy, **args),
     )
 
 
@@ -427,16 +449,16 @@ def blackbox_settings_from_flags():
 def flag_combination_error() -> str | None:
     """The first flag given that the chosen strategy and space do not use, as a message."""
     strategy, space = FLAGS.strategy, FLAGS.search_space
-    if strategy == "snas":
+    for name, owners in FLAG_STRATEGIES.items():
+        if FLAGS[name].present and strategy not in owners:
+            return f"--{name} applies to --strategy={','.join(owners)} only, not {strategy}"
+    if strategy in ONE_SHOT:
         if space != "cell":
-            return f"--strategy=snas searches the cell space only, not --search_space={space}"
+            return f"--strategy={strategy} searches the cell space only, not --search_space={space}"
         unused = [n for n in BLACKBOX_ONLY if FLAGS[n].present]
         if unused:
-            return f"--{unused[0]} applies to black-box strategies, not --strategy=snas"
+            return f"--{unused[0]} applies to trial-based strategies, not --strategy={strategy}"
         return None
-    unused = [n for n in SNAS_ONLY if FLAGS[n].present]
-    if unused:
-        return f"--{unused[0]} applies to --strategy=snas only, not --strategy={strategy}"
     own = SPACE_FLAGS[space]
     for other, names in SPACE_FLAGS.items():
         for name in names:
@@ -460,7 +482,7 @@ def main(argv: list[str]) -> int:
     from kerasnas.latency import LatencyCacheError
     from kerasnas.pipeline import SearchError, run_search
 
-    if FLAGS.strategy == "snas":
+    if FLAGS.strategy in ONE_SHOT:
         try:
             run_search(settings_from_flags())
         except (SearchError, DataError, LatencyCacheError) as e:

@@ -148,7 +148,7 @@ def test_run_search_python_api_top2(tmp_path):
         derive="top2",
         verbose=0,
         export=(),
-        snas=SNASConfig(epochs=1),
+        config=SNASConfig(epochs=1),
     )
     metrics = run_search(settings)
     genotype = Genotype.load(tmp_path / "top2" / "genotype.json")

@@ -1,0 +1,178 @@
+"""kerasnas-compare: the comparison experiment end to end on a tiny budget, resume, errors;
+and every one-shot strategy through kerasnas-search's pipeline."""
+
+import csv
+import json
+import os
+
+import pytest
+
+from kerasnas import compare
+from kerasnas.comparison import COLUMNS, CompareError, CompareSettings, summarize
+from kerasnas.genotype import Genotype
+from kerasnas.pipeline import SearchError, SearchSettings, default_config, run_search
+
+OPS = ("none", "skip_connect", "max_pool_3x3", "sep_conv_3x3")
+TINY = {"init_channels": 4, "layers": 3, "nodes": 2, "ops": OPS}
+
+
+def _tiny_compare(out, **kw):
+    return CompareSettings(
+        output_dir=str(out),
+        seeds=1,
+        epochs=2,
+        retrain_epochs=1,
+        retrain_init_channels=4,
+        retrain_layers=3,
+        verbose=0,
+        **TINY,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    from kerasnas.comparison import run_comparison
+
+    out = tmp_path_factory.mktemp("cmp") / "cmp"
+    settings = _tiny_compare(out, jobs=2)
+    rows = run_comparison(settings)
+    return out, settings, rows
+
+
+def test_comparison_writes_table_summary_and_three_plots(finished):
+    out, settings, rows = finished
+    with open(out / "comparison.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["strategy"] for r in table] == list(settings.strategies)
+    assert list(table[0]) == list(COLUMNS)
+    for r in table:
+        for col in ("supernet_valid_accuracy", "child_valid_accuracy", "retrained_test_accuracy"):
+            assert 0.0 <= float(r[col]) <= 1.0
+        assert int(r["params"]) > 0 and float(r["search_seconds"]) > 0
+        assert float(r["final_entropy"]) > 0
+    for name in ("accuracy_vs_epoch.png", "supernet_vs_child.png", "entropy_vs_epoch.png"):
+        assert (out / name).stat().st_size > 5000
+    summary = json.loads((out / "summary.json").read_text())["strategies"]
+    assert set(summary) == set(settings.strategies)
+    assert summary["snas"]["accuracy_drop"]["n"] == 1
+    # each run is a normal search + retrain output directory
+    for s in settings.strategies:
+        run = out / "runs" / f"{s}_seed0"
+        assert (run / "search" / "metrics.json").exists()
+        assert (run / "retrain" / "model.keras").exists()
+        history = json.loads((run / "search" / "history.json").read_text())
+        assert len(history) == 2 and "valid_accuracy" in history[0] and "entropy" in history[0]
+    # DARTS keeps two inputs per node; random sampling with weight sharing too
+    for s in ("darts", "random"):
+        g = Genotype.load(out / "runs" / f"{s}_seed0" / "search" / "genotype.json")
+        assert all(len(node) == 2 for node in g.normal + g.reduce)
+    metrics = json.loads((out / "runs" / "darts_seed0" / "search" / "metrics.json").read_text())
+    assert metrics["settings"]["config"]["order"] == 2
+
+
+def test_resumed_comparison_reuses_finished_runs(finished):
+    out, settings, rows = finished
+    stamp = os.stat(out / "runs" / "snas_seed0" / "search" / "metrics.json").st_mtime_ns
+    again = compare.main(
+        ["kerasnas-compare", f"--output_dir={out}", "--resume", "--verbose=0"]
+        + _flags(settings)
+    )
+    assert again == 0
+    assert os.stat(out / "runs" / "snas_seed0" / "search" / "metrics.json").st_mtime_ns == stamp
+    with open(out / "comparison.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [float(r["child_test_accuracy"]) for r in table] == pytest.approx(
+        [r["child_test_accuracy"] for r in rows], abs=1e-5
+    )
+
+
+def _flags(settings):
+    return [
+        "--seeds=1",
+        f"--epochs={settings.epochs}",
+        f"--retrain_epochs={settings.retrain_epochs}",
+        f"--retrain_init_channels={settings.retrain_init_channels}",
+        f"--retrain_layers={settings.retrain_layers}",
+        f"--init_channels={settings.init_channels}",
+        f"--layers={settings.layers}",
+        f"--nodes={settings.nodes}",
+        f"--ops={','.join(settings.ops)}",
+    ]
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--strategies=snas,genetic"], "--strategies"),
+        (["--strategies=snas,snas"], "twice"),
+        (["--strategies=enas", "--ops=skip_connect,sep_conv_3x3"], "'none'"),
+        (["--a_lr=0"], "--a_lr"),
+        (["--darts_order=3"], "--darts_order"),
+        (["--ops=conv_9x9"], "--ops"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(flags, expected, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert compare.main(["kerasnas-compare", f"--output_dir={out}", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and err[0].startswith("kerasnas-compare: error:")
+    assert not out.exists()
+
+
+def test_a_failing_run_names_the_run_and_its_log(tmp_path):
+    from kerasnas.comparison import run_comparison
+
+    settings = _tiny_compare(tmp_path / "bad", strategies=("snas",), jobs=1)
+    settings.dataset = f"npz:{tmp_path}/missing.npz"
+    with pytest.raises(CompareError, match=r"snas_seed0.*missing\.npz|missing\.npz.*search\.log"):
+        run_comparison(settings)
+
+
+def test_summary_statistics():
+    rows = [
+        {"strategy": "snas", "seed": s, "supernet_valid_accuracy": a, "child_valid_accuracy": c}
+        for s, (a, c) in enumerate([(0.9, 0.95), (0.8, 0.9)])
+    ]
+    stats = summarize(rows)["snas"]
+    assert stats["supernet_valid_accuracy"]["mean"] == pytest.approx(0.85)
+    assert stats["supernet_valid_accuracy"]["std"] == pytest.approx(0.0707107, rel=1e-5)
+    assert stats["accuracy_drop"]["mean"] == pytest.approx(-0.075)
+
+
+# -- the one-shot strategies through the search pipeline -----------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["darts", "enas", "random_ws"])
+def test_one_shot_strategies_keep_the_search_output_contract(strategy, tmp_path):
+    out = tmp_path / strategy
+    settings = SearchSettings(
+        output_dir=str(out),
+        strategy=strategy,
+        verbose=0,
+        export=(),
+        config=default_config(strategy, epochs=1),
+        **TINY,
+    )
+    metrics = run_search(settings)
+    for name in ("genotype.json", "child.keras", "cells.png", "history.json", "metrics.json"):
+        assert (out / name).exists()
+    assert metrics["strategy"] == strategy
+    assert metrics["derive"] == ("top2" if strategy == "darts" else "best_sampled")
+    assert 0 <= metrics["child_test_accuracy"] <= 1 and metrics["final_entropy"] > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"strategy": "darts", "relaxation": "gumbel"}, "--relaxation"),
+        ({"strategy": "snas", "derive": "best_sampled"}, "--derive"),
+        ({"strategy": "enas", "ops": ("skip_connect", "sep_conv_3x3")}, "'none'"),
+        ({"strategy": "darts", "config": default_config("snas")}, "DARTSConfig"),
+        ({"strategy": "bogus"}, "strategy"),
+    ],
+)
+def test_bad_one_shot_settings_raise_search_error(kwargs, expected, tmp_path):
+    with pytest.raises(SearchError, match=expected):
+        run_search(SearchSettings(output_dir=str(tmp_path / "x"), **kwargs))
+    assert not (tmp_path / "x").exists()
