@@ -89,6 +89,9 @@ def _out_hw(shape: Sequence[int], strides: int) -> tuple[int, int]:
     return -(-int(shape[0]) // strides), -(-int(shape[1]) // strides)
 
 
+_FUSED_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
+
+
 @keras.saving.register_keras_serializable("kerasnas")
 class BatchNorm(keras.layers.Layer):
     """Batch norm over the channels (last axis) of (B, H, W, C), as one fused op.
@@ -98,6 +101,7 @@ class BatchNorm(keras.layers.Layer):
     FusedBatchNormV3 that also updates the moving averages, with a single-op gradient: a
     supernet has hundreds of these, and the graph (and its tracing time) shrinks several-fold.
     ``affine=False`` has no trainable parameters (the search-time batch norm of DARTS/SNAS).
+    float64 inputs, which the fused op lacks, take the same maths in plain ops.
     """
 
     def __init__(
@@ -134,6 +138,8 @@ class BatchNorm(keras.layers.Layer):
         c = x.shape[-1]
         scale = self.gamma if self.affine else tf.ones((c,), x.dtype)
         offset = self.beta if self.affine else tf.zeros((c,), x.dtype)
+        if x.dtype not in _FUSED_DTYPES:
+            return self._call_unfused(x, scale, offset, training)
         if training:
             y, mean, var = tf.compat.v1.nn.fused_batch_norm(
                 x,
@@ -158,6 +164,20 @@ class BatchNorm(keras.layers.Layer):
             is_training=False,
         )
         return y
+
+    def _call_unfused(self, x, scale, offset, training):
+        """The same maths in plain ops, for dtypes the fused op lacks (float64)."""
+        if not training:
+            return tf.nn.batch_normalization(
+                x, self.moving_mean, self.moving_variance, offset, scale, self.epsilon
+            )
+        mean, var = tf.nn.moments(x, axes=[0, 1, 2])
+        n = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
+        unbiased = var * n / tf.maximum(n - 1, tf.ones_like(n))
+        m = self.momentum
+        self.moving_mean.assign(m * self.moving_mean + (1 - m) * mean)
+        self.moving_variance.assign(m * self.moving_variance + (1 - m) * unbiased)
+        return tf.nn.batch_normalization(x, mean, var, offset, scale, self.epsilon)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -1,6 +1,6 @@
 """Trainers. :class:`Trainer` holds the loop every trainer shares (epochs, schedules,
 evaluation, TensorBoard, checkpoints, resume); :class:`OneShotTrainer` adds architecture
-logits for one-shot search (SNAS is the first); :class:`RetrainTrainer` trains a fixed
+logits for one-shot search (SNAS, DARTS); :class:`RetrainTrainer` trains a fixed
 network from scratch."""
 
 from kerasnas.trainers.base import (
@@ -10,11 +10,14 @@ from kerasnas.trainers.base import (
     Trainer,
     TrainerConfig,
 )
+from kerasnas.trainers.darts import DARTSConfig, DARTSTrainer
 from kerasnas.trainers.retrain import RetrainConfig, RetrainTrainer
 from kerasnas.trainers.snas import SNASConfig, SNASTrainer
 
 __all__ = [
     "CheckpointError",
+    "DARTSConfig",
+    "DARTSTrainer",
     "LoopConfig",
     "OneShotTrainer",
     "RetrainConfig",

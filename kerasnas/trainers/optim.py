@@ -56,7 +56,7 @@ class MomentumSGD:
             tf.raw_ops.ResourceApplyMomentum(
                 var=v.value.handle,
                 accum=self._slots[id(v)].value.handle,
-                lr=lr,
+                lr=tf.cast(lr, g.dtype),  # float64 models: the rate is float32
                 grad=g,
                 momentum=tf.constant(self.momentum, g.dtype),
                 use_nesterov=False,
