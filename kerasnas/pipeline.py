@@ -81,10 +81,14 @@ def config_class(strategy: str) -> type:
         from kerasnas.trainers.darts import DARTSConfig
 
         return DARTSConfig
-    if strategy in ("enas", "random_ws"):
+    if strategy == "enas":
         from kerasnas.trainers.enas import ENASConfig
 
         return ENASConfig
+    if strategy == "random_ws":
+        from kerasnas.trainers.enas import WeightSharingConfig
+
+        return WeightSharingConfig
     raise SearchError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
 
 

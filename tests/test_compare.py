@@ -75,8 +75,7 @@ def test_resumed_comparison_reuses_finished_runs(finished):
     out, settings, rows = finished
     stamp = os.stat(out / "runs" / "snas_seed0" / "search" / "metrics.json").st_mtime_ns
     again = compare.main(
-        ["kerasnas-compare", f"--output_dir={out}", "--resume", "--verbose=0"]
-        + _flags(settings)
+        ["kerasnas-compare", f"--output_dir={out}", "--resume", "--verbose=0"] + _flags(settings)
     )
     assert again == 0
     assert os.stat(out / "runs" / "snas_seed0" / "search" / "metrics.json").st_mtime_ns == stamp

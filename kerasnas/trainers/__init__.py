@@ -1,6 +1,7 @@
 """Trainers. :class:`Trainer` holds the loop every trainer shares (epochs, schedules,
 evaluation, TensorBoard, checkpoints, resume); :class:`OneShotTrainer` adds architecture
-logits for one-shot search (SNAS, DARTS); :class:`RetrainTrainer` trains a fixed
+logits for one-shot search (SNAS, DARTS; ENAS and random search with weight sharing
+sample children of the supernet instead); :class:`RetrainTrainer` trains a fixed
 network from scratch."""
 
 from kerasnas.trainers.base import (
@@ -11,6 +12,12 @@ from kerasnas.trainers.base import (
     TrainerConfig,
 )
 from kerasnas.trainers.darts import DARTSConfig, DARTSTrainer
+from kerasnas.trainers.enas import (
+    ENASConfig,
+    ENASTrainer,
+    RandomWSTrainer,
+    WeightSharingConfig,
+)
 from kerasnas.trainers.retrain import RetrainConfig, RetrainTrainer
 from kerasnas.trainers.snas import SNASConfig, SNASTrainer
 
@@ -18,12 +25,16 @@ __all__ = [
     "CheckpointError",
     "DARTSConfig",
     "DARTSTrainer",
+    "ENASConfig",
+    "ENASTrainer",
     "LoopConfig",
     "OneShotTrainer",
+    "RandomWSTrainer",
     "RetrainConfig",
     "RetrainTrainer",
     "SNASConfig",
     "SNASTrainer",
     "Trainer",
     "TrainerConfig",
+    "WeightSharingConfig",
 ]

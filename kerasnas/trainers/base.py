@@ -181,17 +181,29 @@ class Trainer:
         return loss, acc
 
     @staticmethod
-    def apply_update(optimizer, grads, variables, clip: float, weight_decay: float) -> None:
+    def apply_update(
+        optimizer, grads, variables, clip: float, weight_decay: float, active=None
+    ) -> None:
         """Clip by global norm, add coupled L2 decay, step. Variables without a gradient
-        (ops not sampled this step) are left alone."""
-        pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
-        if not pairs:
+        are left alone. `active` (a :class:`MomentumSGD` only): per variable None or a
+        boolean scalar tensor; where False, the variable and its optimizer state are left
+        alone too (inside a ``tf.function``, ops in an untaken ``switch`` branch get zero
+        gradients, not None, so decay and momentum would still move them)."""
+        if active is None:
+            active = [None] * len(variables)
+        triples = [
+            (g, v, a) for g, v, a in zip(grads, variables, active, strict=True) if g is not None
+        ]
+        if not triples:
             return
-        gs, vs = zip(*pairs, strict=True)
+        gs, vs, acts = zip(*triples, strict=True)
         gs, _ = tf.clip_by_global_norm(list(gs), clip)
         if weight_decay:
             gs = [g + weight_decay * v.value for g, v in zip(gs, vs, strict=True)]
-        optimizer.apply(gs, list(vs))
+        if all(a is None for a in acts):
+            optimizer.apply(gs, list(vs))
+        else:
+            optimizer.apply(gs, list(vs), active=list(acts))
 
     @staticmethod
     def logits_of(outputs):

@@ -50,14 +50,32 @@ class MomentumSGD:
         """Learning rate and momentum buffers, in a stable order (for checkpoints)."""
         return [self._lr, *self._order]
 
-    def apply(self, grads, variables) -> None:
+    def apply(self, grads, variables, active=None) -> None:
+        """One step. `active`: None, or per variable None (always updated) or a boolean
+        scalar tensor; where it is False the variable and its momentum buffer keep their
+        values (the op runs with gradient 0, momentum 1 and learning rate 0). Variables
+        that share one `active` tensor share its scalars, so the mask costs one multiply
+        per variable."""
         lr = self._lr.value
-        for g, v in zip(grads, variables, strict=True):
+        if active is None:
+            active = [None] * len(variables)
+        scalars: dict[int, tuple] = {}
+        for g, v, a in zip(grads, variables, active, strict=True):
+            var_lr, momentum = lr, tf.constant(self.momentum, g.dtype)
+            if a is not None:
+                if id(a) not in scalars:
+                    scalars[id(a)] = (
+                        tf.cast(a, g.dtype),
+                        tf.where(a, lr, tf.constant(0.0, lr.dtype)),
+                        tf.where(a, momentum, tf.constant(1.0, g.dtype)),
+                    )
+                on, var_lr, momentum = scalars[id(a)]
+                g = g * on
             tf.raw_ops.ResourceApplyMomentum(
                 var=v.value.handle,
                 accum=self._slots[id(v)].value.handle,
-                lr=tf.cast(lr, g.dtype),  # float64 models: the rate is float32
+                lr=tf.cast(var_lr, g.dtype),  # float64 models: the rate is float32
                 grad=g,
-                momentum=tf.constant(self.momentum, g.dtype),
+                momentum=momentum,
                 use_nesterov=False,
             )
