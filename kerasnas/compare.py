@@ -41,7 +41,7 @@ for _kind, _name, _default, _help, _kwargs in (
     ("integer", "layers", _DEFAULT.layers, "L cells of the supernet.", {"lower_bound": 3}),
     ("integer", "nodes", _DEFAULT.nodes, "N nodes per cell.", {"lower_bound": 1}),
     ("list", "ops", list(_DEFAULT.ops), "Candidate ops (enas, random need 'none').", {}),
-    ("enum", "darts_order", str(_DEFAULT.darts_order), "DARTS order.", {"enum_values": ["1", "2"]}),
+    ("integer", "darts_order", _DEFAULT.darts_order, "DARTS order: 1 or 2.", {}),
     ("float", "a_lr", _DEFAULT.a_lr, "Architecture learning rate of SNAS and DARTS.", {}),
     (
         "integer",
@@ -82,6 +82,7 @@ COMMAND.validator(
     f"each op must be one of: {', '.join(ops_lib.registered_ops())}",
 )
 COMMAND.validator("a_lr", lambda v: v > 0, "must be > 0")
+COMMAND.validator("darts_order", lambda v: v in (1, 2), "must be 1 or 2")
 
 
 def settings_from_flags() -> CompareSettings:
@@ -96,7 +97,7 @@ def settings_from_flags() -> CompareSettings:
         layers=FLAGS.layers,
         nodes=FLAGS.nodes,
         ops=tuple(FLAGS.ops),
-        darts_order=int(FLAGS.darts_order),
+        darts_order=FLAGS.darts_order,
         a_lr=FLAGS.a_lr,
         retrain_epochs=FLAGS.retrain_epochs,
         retrain_init_channels=FLAGS.retrain_init_channels,

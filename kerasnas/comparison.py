@@ -88,7 +88,7 @@ class CompareSettings:
     layers: int = 5
     nodes: int = 4
     ops: tuple[str, ...] = ops.PRIMITIVES
-    darts_order: int = 2
+    darts_order: int = 1
     a_lr: float = 0.2
     retrain_epochs: int = 10
     retrain_init_channels: int = 8
@@ -337,6 +337,25 @@ def plot_supernet_vs_child(
     _save(fig, path)
 
 
+_NOT_COMPARED = ("output_dir", "resume", "overwrite", "verbose")  # free to change on resume
+
+
+def _check_resumed_settings(settings: CompareSettings) -> None:
+    """A resumed comparison must keep the settings its finished runs were made with."""
+    path = os.path.join(settings.output_dir, "settings.json")
+    if not settings.resume or not os.path.exists(path):
+        return
+    saved = _read_json(path)
+    now = json.loads(json.dumps(dataclasses.asdict(settings)))  # tuples as lists
+    changed = [k for k in now if k not in _NOT_COMPARED and k in saved and saved[k] != now[k]]
+    if changed:
+        detail = ", ".join(f"--{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
+        raise CompareError(
+            f"cannot resume {settings.output_dir!r}: it was started with other settings "
+            f"({detail}); pass the same flags or use --overwrite"
+        )
+
+
 def run_comparison(
     settings: CompareSettings, log: Callable[[str], None] | None = None
 ) -> list[dict[str, Any]]:
@@ -350,6 +369,7 @@ def run_comparison(
         )
     except io.OutputDirError as e:
         raise CompareError(str(e)) from None
+    _check_resumed_settings(settings)
     io.write_json(os.path.join(settings.output_dir, "settings.json"), dataclasses.asdict(settings))
     runs = settings.runs()
     log(

@@ -162,6 +162,12 @@ def test_stopped_and_resumed_search_has_the_uninterrupted_history(tmp_path):
         (["--strategy=random", "--search_space=nasrl", "--num_filters=4,x"], "--num_filters"),
         (["--strategy=bayesian", "--reward_target=-1"], "--reward_target"),
         (["--strategy=genetic"], "--strategy"),
+        (["--strategy=enas", "--a_lr=0.1"], "--a_lr"),
+        (["--strategy=snas", "--darts_order=2"], "--darts_order"),
+        (["--strategy=darts", "--resource_lambda=1"], "--resource_lambda"),
+        (["--strategy=darts", "--search_space=nasrl"], "--strategy=darts"),
+        (["--strategy=random", "--search_space=nasrl", "--epochs=3"], "--epochs"),
+        (["--strategy=enas", "--ops=skip_connect,sep_conv_3x3"], "'none'"),
     ],
 )
 def test_bad_flag_combinations_fail_with_one_line_and_write_nothing(

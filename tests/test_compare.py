@@ -35,7 +35,7 @@ def finished(tmp_path_factory):
     from kerasnas.comparison import run_comparison
 
     out = tmp_path_factory.mktemp("cmp") / "cmp"
-    settings = _tiny_compare(out, jobs=2)
+    settings = _tiny_compare(out, jobs=2, darts_order=2)
     rows = run_comparison(settings)
     return out, settings, rows
 
@@ -89,6 +89,7 @@ def test_resumed_comparison_reuses_finished_runs(finished):
 def _flags(settings):
     return [
         "--seeds=1",
+        f"--darts_order={settings.darts_order}",
         f"--epochs={settings.epochs}",
         f"--retrain_epochs={settings.retrain_epochs}",
         f"--retrain_init_channels={settings.retrain_init_channels}",
@@ -98,6 +99,15 @@ def _flags(settings):
         f"--nodes={settings.nodes}",
         f"--ops={','.join(settings.ops)}",
     ]
+
+
+def test_resume_with_other_settings_is_refused(finished, capsys):
+    out, settings, _ = finished
+    flags = [f for f in _flags(settings) if not f.startswith("--epochs")] + ["--epochs=3"]
+    code = compare.main(["kerasnas-compare", f"--output_dir={out}", "--resume", *flags])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--epochs: 2 -> 3" in err
 
 
 @pytest.mark.parametrize(

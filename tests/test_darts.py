@@ -71,7 +71,7 @@ def test_second_order_gradient_matches_brute_force(digits):
         trainer.w_opt.learning_rate = xi
         weights, arch = trainer.weight_vars, trainer.arch_vars
         w0 = _values(weights)
-        buf = [trainer.w_opt._slots[id(v)].numpy() for v in weights]
+        buf = [trainer.w_opt.momentum_buffer(v).numpy() for v in weights]
         assert max(np.abs(b).max() for b in buf) > 0
 
         def loss(x, y):

@@ -143,13 +143,12 @@ class DARTSTrainer(OneShotTrainer):
     def _unrolled(self, xt, yt, xv, yv):
         c, weights = self.config, self.weight_vars
         w = [tf.identity(v.value) for v in weights]
-        # the virtual step: MomentumSGD's rule without clipping (as the authors' code);
-        # MomentumSGD keeps its learning rate and momentum buffers in _lr and _slots
+        # the virtual step: MomentumSGD's rule without clipping (as the authors' code)
         g = self._split(self._gradients(xt, yt)[2])[1]
-        lr, momentum = self.w_opt._lr.value, self.w_opt.momentum
+        lr, momentum = self.w_opt.learning_rate_variable.value, self.w_opt.momentum
         for v, w0, gi in zip(weights, w, g, strict=True):
             xi = tf.cast(lr, v.dtype)
-            buf = self.w_opt._slots[id(v)].value
+            buf = self.w_opt.momentum_buffer(v).value
             v.assign(w0 - xi * (momentum * buf + gi + c.w_weight_decay * w0))
         valid_loss, _, grads = self._gradients(xv, yv)
         d_arch, vec = self._split(grads)

@@ -46,6 +46,15 @@ class MomentumSGD:
                 self._order.append(slot)
 
     @property
+    def learning_rate_variable(self) -> keras.Variable:
+        """The learning rate as a variable (read it inside a compiled step)."""
+        return self._lr
+
+    def momentum_buffer(self, variable) -> keras.Variable:
+        """The momentum buffer of `variable` (built by :meth:`build`)."""
+        return self._slots[id(variable)]
+
+    @property
     def variables(self) -> list:
         """Learning rate and momentum buffers, in a stable order (for checkpoints)."""
         return [self._lr, *self._order]
