@@ -45,7 +45,7 @@ from kerasnas import io, ops, resource
 from kerasnas.export.exporter import ExportError, export_for_dataset, parse_formats
 from kerasnas.plotting import plot_cells
 from kerasnas.search_spaces.cell import CellSpace
-from kerasnas.trainers.base import CheckpointError, TrainerConfig, accuracy
+from kerasnas.trainers.base import CheckpointError, OneShotTrainer, TrainerConfig, accuracy
 from kerasnas.trainers.snas import SNASConfig, SNASTrainer
 
 SUPERNET_EVAL_SAMPLES = 5  # passes averaged for a stochastic supernet's accuracy
@@ -173,7 +173,9 @@ class SearchSettings:
             )
 
 
-def make_trainer(settings: SearchSettings, supernet: keras.Model, space: CellSpace) -> SNASTrainer:
+def make_trainer(
+    settings: SearchSettings, supernet: keras.Model, space: CellSpace
+) -> OneShotTrainer:
     """The trainer of ``settings.strategy`` for `supernet` (see the module doc)."""
     args = (settings.config, settings.output_dir, settings.verbose)
     if settings.strategy == "snas":

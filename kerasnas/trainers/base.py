@@ -436,6 +436,7 @@ class OneShotTrainer(Trainer):
     """
 
     name = "oneshot"
+    relaxations: tuple[str, ...] = ()  # the MixedOp relaxations a subclass trains (): any)
 
     def __init__(
         self,
@@ -448,6 +449,13 @@ class OneShotTrainer(Trainer):
         self.mixed = mixed_ops(model)
         if not self.mixed:
             raise ValueError(f"{type(self).__name__}: the model has no MixedOp layer to search")
+        bad = [m for m in self.mixed if self.relaxations and m.relaxation not in self.relaxations]
+        if bad:
+            allowed = " or ".join(repr(r) for r in self.relaxations)
+            raise ValueError(
+                f"{type(self).__name__} needs MixedOps with relaxation {allowed}; "
+                f"{bad[0].name} uses relaxation {bad[0].relaxation!r}"
+            )
         super().__init__(model, config, output_dir, verbose)
         self.arch_vars = arch_variables(model)
         self.a_opt = keras.optimizers.Adam(
@@ -498,6 +506,8 @@ class OneShotTrainer(Trainer):
         MixedOps in `mode` (``sample``: a Gumbel sample per batch at the current
         temperature, the stochastic supernet SNAS reports; ``argmax``; ``softmax``).
         With `repeats` > 1 the accuracy is the mean over that many passes (new samples)."""
+        if mode != "sample" or all(m.relaxation == "softmax" for m in self.mixed):
+            repeats = 1  # deterministic: every pass would give the same accuracy
         fn = self._inference_fn(mode)
         set_inference(self.model, mode)  # read when the function is traced (once per mode)
         try:
