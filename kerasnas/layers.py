@@ -218,10 +218,10 @@ class MixedOp(keras.layers.Layer):
 
     def _weighted_sum(self, x, weights, training):
         out = None
-        for i, layer in enumerate(self.candidates):
+        for w, layer in zip(K.unstack(weights), self.candidates, strict=True):
             if isinstance(layer, ops_lib.Zero):
                 continue  # contributes zeros and no gradient
-            y = weights[i] * ops_lib.call_layer(layer, x, training)
+            y = ops_lib.call_scaled(layer, x, w, training)
             out = y if out is None else out + y
         if out is None:
             out = ops_lib.call_layer(self.candidates[0], x, training)
@@ -229,8 +229,9 @@ class MixedOp(keras.layers.Layer):
 
     def _one_op(self, x, index, scale, training):
         def branch(i, x, scale):
-            y = ops_lib.call_layer(self.candidates[i], x, training)
-            return y if scale is None else y * scale[i]
+            if scale is None:
+                return ops_lib.call_layer(self.candidates[i], x, training)
+            return ops_lib.call_scaled(self.candidates[i], x, scale[i], training)
 
         branches = [functools.partial(branch, i) for i in range(self.num_candidates)]
         if scale is None:

@@ -134,10 +134,16 @@ class BatchNorm(keras.layers.Layer):
             name="moving_variance", shape=(c,), initializer="ones", trainable=False
         )
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, output_scale=None):
+        """`output_scale`: an optional scalar the output is multiplied by, folded into the
+        op's per-channel scale (a mixed op's weight costs no extra pass over the tensor)."""
         c = x.shape[-1]
         scale = self.gamma if self.affine else tf.ones((c,), x.dtype)
         offset = self.beta if self.affine else tf.zeros((c,), x.dtype)
+        if output_scale is not None:
+            output_scale = tf.cast(output_scale, x.dtype)
+            scale = scale * output_scale
+            offset = offset * output_scale
         if x.dtype not in _FUSED_DTYPES:
             return self._call_unfused(x, scale, offset, training)
         if training:
@@ -205,6 +211,15 @@ def call_layer(layer: keras.layers.Layer, x, training=None):
     return layer.call(x)
 
 
+def call_scaled(layer: keras.layers.Layer, x, scale, training=None):
+    """``scale * layer(x)`` for a scalar `scale`; ops ending in batch norm fold the scale
+    into it (see :meth:`CandidateOp.call_scaled`)."""
+    if isinstance(layer, CandidateOp) and layer.built:
+        return layer.call_scaled(x, scale, training)
+    y = call_layer(layer, x, training)
+    return y * tf.cast(scale, y.dtype)
+
+
 class CandidateOp(keras.layers.Layer):
     """Base class: an op with fixed output `channels`, `strides` and batch-norm `affine`."""
 
@@ -234,6 +249,12 @@ class CandidateOp(keras.layers.Layer):
     def cost(self, input_shape: Sequence[int]) -> Cost:
         """Resource cost for one example of shape (H, W, C_in)."""
         raise NotImplementedError
+
+    def call_scaled(self, x, scale, training=None):
+        """``scale * self(x)`` for a scalar `scale` (a mixed op's weight); built layers only.
+        Ops whose last step is a :class:`BatchNorm` fold it into that step."""
+        y = call_layer(self, x, training)
+        return y * tf.cast(scale, y.dtype)
 
 
 @keras.saving.register_keras_serializable("kerasnas")
@@ -283,6 +304,14 @@ class _Sequence(CandidateOp):
         for layer in self.steps:
             x = call_layer(layer, x, training)
         return x
+
+    def call_scaled(self, x, scale, training=None):
+        *body, last = self.steps
+        if not isinstance(last, BatchNorm):
+            return super().call_scaled(x, scale, training)
+        for layer in body:
+            x = call_layer(layer, x, training)
+        return last.call(x, training=training, output_scale=scale)
 
     def cost(self, input_shape):
         total, shape = Cost(), tuple(int(d) for d in input_shape)
@@ -424,11 +453,35 @@ class FactorizedReduce(CandidateOp):
         self.conv2.build(input_shape)
         self.bn.build(self.compute_output_shape(input_shape))
 
-    def call(self, x, training=None):
+    def _convs(self, x):
+        """ReLU and both convs, before batch norm: (B, H, W, C_in) -> (B, H', W', C).
+
+        Both stride-2 convs read one pixel of each 2x2 block: conv1 the top-left, conv2 the
+        bottom-right one (of the input padded by a row/column when odd). space_to_depth
+        moves the block into channels [tl, tr, bl, br] and one 1x1 conv whose kernel holds
+        conv1 in the tl rows and conv2 in the br rows does both, with no slicing."""
         x = K.relu(x)
-        shifted = K.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]])[:, 1:, 1:, :]
-        y = K.concatenate([self.conv1.call(x), self.conv2.call(shifted)], axis=-1)
-        return self.bn.call(y, training=training)
+        h, w = x.shape[1], x.shape[2]
+        if h % 2 or w % 2:
+            x = K.pad(x, [[0, 0], [0, h % 2], [0, w % 2], [0, 0]])
+        k1 = self.conv1.kernel[0, 0]  # (C_in, c1)
+        k2 = self.conv2.kernel[0, 0]  # (C_in, C - c1)
+        c_in, c1 = int(k1.shape[0]), int(k1.shape[1])
+        kernel = K.concatenate(
+            [
+                K.pad(k1, [[0, 0], [0, self.channels - c1]]),
+                K.zeros((2 * c_in, self.channels), k1.dtype),
+                K.pad(k2, [[0, 0], [c1, 0]]),
+            ],
+            axis=0,
+        )
+        return tf.nn.conv2d(tf.nn.space_to_depth(x, 2), kernel[None, None], 1, "VALID")
+
+    def call(self, x, training=None):
+        return self.bn.call(self._convs(x), training=training)
+
+    def call_scaled(self, x, scale, training=None):
+        return self.bn.call(self._convs(x), training=training, output_scale=scale)
 
     def cost(self, input_shape):
         h, w = _out_hw(input_shape, 2)

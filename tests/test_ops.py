@@ -7,6 +7,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from kerasnas import ops
 from kerasnas.layers import MixedOp
@@ -392,3 +393,28 @@ def test_batch_norm_config_round_trip():
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(clone(x)), keras.ops.convert_to_numpy(bn(x)), rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("name", BUILTIN_OPS)
+def test_call_scaled_equals_scale_times_output(name, strides):
+    # ops ending in batch norm fold the mixing weight into it: same values, same gradients
+    op = ops.create_op(name, C, strides, affine=False, search=True)
+    x = keras.ops.convert_to_tensor(_x(7))
+    op(x)
+    _randomize(op)
+    scale = tf.Variable(0.37)
+    for training in (False, True):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            folded = ops.call_scaled(op, x, scale, training)
+            plain = scale * op(x, training=training)
+            loss_folded = tf.reduce_sum(folded * folded)
+            loss_plain = tf.reduce_sum(plain * plain)
+        np.testing.assert_allclose(folded.numpy(), plain.numpy(), rtol=1e-5, atol=1e-5)
+        for a, b in zip(
+            tape.gradient(loss_folded, [scale, x], unconnected_gradients="zero"),
+            tape.gradient(loss_plain, [scale, x], unconnected_gradients="zero"),
+            strict=True,
+        ):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
