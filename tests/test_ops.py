@@ -418,3 +418,35 @@ def test_call_scaled_equals_scale_times_output(name, strides):
             strict=True,
         ):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dilation", [2, 3])
+@pytest.mark.parametrize("size", [16, 7])
+@pytest.mark.parametrize("k", [3, 5])
+def test_strided_dilated_depthwise_matches_keras(k, size, dilation):
+    # the zero-spread kernel at stride 2 computes what Keras' stride-1-then-subsample does
+    ref = keras.layers.DepthwiseConv2D(k, 2, padding="same", dilation_rate=dilation, use_bias=False)
+    ours = ops._DepthwiseConv2D(k, 2, padding="same", dilation_rate=dilation, use_bias=False)
+    x = tf.constant(_x(size))
+    ref.build(x.shape)
+    ours.build(x.shape)
+    ours.set_weights(ref.get_weights())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y_ref, y_ours = ref(x), ours(x)
+        loss_ref, loss_ours = tf.reduce_sum(y_ref**2), tf.reduce_sum(y_ours**2)
+    assert y_ours.shape == y_ref.shape
+    np.testing.assert_allclose(y_ours.numpy(), y_ref.numpy(), rtol=1e-5, atol=1e-5)
+    grads = zip(
+        tape.gradient(loss_ours, [x, ours.kernel]),
+        tape.gradient(loss_ref, [x, ref.kernel]),
+        strict=True,
+    )
+    for a, b in grads:
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_reduction_dil_conv_uses_the_output_resolution_depthwise():
+    op = ops.create_op("dil_conv_3x3", C, 2)
+    op.build((None, 8, 8, C))
+    assert any(isinstance(layer, ops._DepthwiseConv2D) for layer in op.steps)
