@@ -124,27 +124,37 @@ class BatchNorm(keras.layers.Layer):
         if len(input_shape) != 4:
             raise ValueError(f"BatchNorm expects (B, H, W, C) inputs, got shape {input_shape}")
         c = int(input_shape[-1])
+        # parameters and statistics stay in the variable dtype (float32 under a mixed
+        # policy, never autocast): the fused op takes them in float32 for any input dtype
         if self.affine:
-            self.gamma = self.add_weight(name="gamma", shape=(c,), initializer="ones")
-            self.beta = self.add_weight(name="beta", shape=(c,), initializer="zeros")
+            self.gamma = self.add_weight(
+                name="gamma", shape=(c,), initializer="ones", autocast=False
+            )
+            self.beta = self.add_weight(
+                name="beta", shape=(c,), initializer="zeros", autocast=False
+            )
         self.moving_mean = self.add_weight(
-            name="moving_mean", shape=(c,), initializer="zeros", trainable=False
+            name="moving_mean", shape=(c,), initializer="zeros", trainable=False, autocast=False
         )
         self.moving_variance = self.add_weight(
-            name="moving_variance", shape=(c,), initializer="ones", trainable=False
+            name="moving_variance",
+            shape=(c,),
+            initializer="ones",
+            trainable=False,
+            autocast=False,
         )
 
     def call(self, x, training=None, output_scale=None):
         """`output_scale`: an optional scalar the output is multiplied by, folded into the
         op's per-channel scale (a mixed op's weight costs no extra pass over the tensor)."""
-        c = x.shape[-1]
-        scale = self.gamma if self.affine else tf.ones((c,), x.dtype)
-        offset = self.beta if self.affine else tf.zeros((c,), x.dtype)
+        c, dtype = x.shape[-1], self.moving_mean.dtype
+        scale = self.gamma if self.affine else tf.ones((c,), dtype)
+        offset = self.beta if self.affine else tf.zeros((c,), dtype)
         if output_scale is not None:
-            output_scale = tf.cast(output_scale, x.dtype)
+            output_scale = tf.cast(output_scale, dtype)
             scale = scale * output_scale
             offset = offset * output_scale
-        if x.dtype not in _FUSED_DTYPES:
+        if x.dtype not in _FUSED_DTYPES or dtype != tf.float32:
             return self._call_unfused(x, scale, offset, training)
         if training:
             y, mean, var = tf.compat.v1.nn.fused_batch_norm(

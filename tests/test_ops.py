@@ -292,6 +292,26 @@ def test_batch_norm_inference_uses_moving_statistics():
     np.testing.assert_array_equal(bn.moving_mean.numpy(), mean)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_under_mixed_bfloat16_keeps_float32_statistics(training):
+    x = _x(5, channels=3, batch=4) * 2.0 + 1.0
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        bn = ops.BatchNorm()
+        y = bn(x, training=training, output_scale=tf.constant(0.5))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert y.dtype == tf.bfloat16
+    assert {v.dtype for v in bn.weights} == {"float32"}
+    if training:
+        expected = 0.5 * (x - x.mean((0, 1, 2))) / np.sqrt(x.var((0, 1, 2)) + ops.BN_EPSILON)
+    else:
+        expected = 0.5 * x / np.sqrt(1.0 + ops.BN_EPSILON)
+    np.testing.assert_allclose(np.asarray(tf.cast(y, tf.float32)), expected, atol=0.05)
+    if training:  # the moving mean moved towards the float32 batch mean
+        np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1 * x.mean((0, 1, 2)), rtol=0.02)
+
+
 def test_batch_norm_affine_false_has_no_trainable_weights():
     bn = ops.BatchNorm(affine=False)
     bn.build((None, 4, 4, 3))
