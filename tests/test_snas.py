@@ -123,6 +123,29 @@ def test_gumbel_hard_trains(digits):
     np.testing.assert_allclose(child(x, training=False), net(x, training=False), atol=1e-5)
 
 
+def test_gumbel_hard_step_trains_only_the_sampled_ops(digits):
+    _, net = _supernet(digits, "gumbel_hard")
+    trainer = SNASTrainer(net, _config(w_weight_decay=1e-2), verbose=0)
+    trainer.on_epoch_begin(0)
+    x, y = digits.numpy("train", limit=32)
+    before = [v.numpy().copy() for v in trainer.weight_vars]
+    tf.function(trainer.train_step)(tf.constant(x), tf.constant(y.astype("int32")))
+    moved = {
+        id(v) for v, b in zip(trainer.weight_vars, before, strict=True) if not np.array_equal(v, b)
+    }
+    checked = 0
+    for layer in trainer.mixed:
+        sampled = int(layer.sampled_index())
+        for k, candidate in enumerate(layer.candidates):
+            for v in candidate.trainable_variables:
+                checked += 1
+                # decay alone would move an unsampled op's weights; it must stay put
+                assert (id(v) in moved) == (k == sampled), (layer.name, k, sampled, v.path)
+                momentum = trainer.w_opt.momentum_buffer(v).numpy()
+                assert np.any(momentum != 0) == (k == sampled), (layer.name, k, v.path)
+    assert checked > 0
+
+
 def test_softmax_relaxation_is_rejected(digits):
     _, net = _supernet(digits, "softmax")
     with pytest.raises(ValueError, match="gumbel"):

@@ -467,6 +467,32 @@ class OneShotTrainer(Trainer):
         """Network weights only: every trainable variable except the architecture logits."""
         return weight_variables(self.model)
 
+    def candidate_masks(self, chosen) -> list:
+        """Which weights a step that runs one op per edge trains, as ``apply_update``'s
+        `active`: per weight variable None (outside the candidate ops: always trained) or a
+        boolean scalar tensor, True when its candidate op is the one `chosen(layer)` picks
+        (an int scalar tensor per MixedOp, or None: all its candidates train). The others
+        keep their values and optimizer state, as PyTorch's SGD leaves parameters without
+        a gradient alone."""
+        if not hasattr(self, "_candidate_slots"):
+            slot: dict[int, tuple[int, int]] = {}
+            for m, layer in enumerate(self.mixed):
+                for k, candidate in enumerate(layer.candidates):
+                    for v in candidate.trainable_variables:
+                        slot[id(v)] = (m, k)
+            self._candidate_slots = [slot.get(id(v)) for v in self.weight_vars]
+        index: dict[int, tf.Tensor | None] = {}
+        masks: dict[tuple[int, int], tf.Tensor | None] = {}
+        out = []
+        for s in self._candidate_slots:
+            if s is not None and s not in masks:
+                if s[0] not in index:
+                    i = chosen(self.mixed[s[0]])
+                    index[s[0]] = None if i is None else tf.cast(i, tf.int32)
+                masks[s] = None if index[s[0]] is None else tf.equal(index[s[0]], s[1])
+            out.append(None if s is None else masks[s])
+        return out
+
     def optimizers(self) -> list:
         return [self.w_opt, self.a_opt]
 

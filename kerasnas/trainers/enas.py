@@ -244,16 +244,7 @@ class WeightSharingTrainer(OneShotTrainer):
         self.space = space
         self.encoder = ChildEncoder(space, model)
         self.discrete = self.encoder.discrete
-        # which owner's choice switches each weight on: candidate k of a MixedOp trains only
-        # when its owner's choice is k; weights outside the MixedOps always train
-        owner_index = {id(m): i for i, m in enumerate(self.encoder.owners)}
-        slot: dict[int, tuple[int, int]] = {}
-        for layer in self.mixed:
-            o = owner_index[id(layer.owner())]
-            for k, candidate in enumerate(layer.candidates):
-                for v in candidate.trainable_variables:
-                    slot[id(v)] = (o, k)
-        self._weight_slots = [slot.get(id(v)) for v in self.weight_vars]
+        self._owner_index = {id(m): i for i, m in enumerate(self.encoder.owners)}
         self._child_eval_fn = None
 
     # -- the policy (subclasses) ------------------------------------------------------------
@@ -291,15 +282,6 @@ class WeightSharingTrainer(OneShotTrainer):
         batches = data.train(epoch, self.config.batch_size)
         return tf.data.Dataset.zip((batches, children)).map(lambda b, c: (b[0], b[1], c))
 
-    def _active(self, choices) -> list:
-        cache: dict[tuple[int, int], tf.Tensor] = {}
-        out = []
-        for s in self._weight_slots:
-            if s is not None and s not in cache:
-                cache[s] = tf.equal(choices[s[0]], s[1])
-            out.append(None if s is None else cache[s])
-        return out
-
     def train_step(self, x, y, choices):
         """Sets the child, then one SGD step on its weights (the others keep theirs)."""
         c = self.config
@@ -314,7 +296,8 @@ class WeightSharingTrainer(OneShotTrainer):
             self.weight_vars,
             c.w_grad_clip,
             c.w_weight_decay,
-            active=self._active(choices),
+            # candidate k of a MixedOp trains only when its owner's choice is k
+            active=self.candidate_masks(lambda m: choices[self._owner_index[id(m.owner())]]),
         )
         return {"loss": loss, "accuracy": acc}
 

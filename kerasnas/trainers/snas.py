@@ -122,7 +122,15 @@ class SNASTrainer(OneShotTrainer):
                 logs["penalty"] = value
         grads = tape.gradient(loss, self.weight_vars + self.arch_vars)
         n = len(self.weight_vars)
-        self.apply_update(self.w_opt, grads[:n], self.weight_vars, c.w_grad_clip, c.w_weight_decay)
+        # a gumbel_hard edge runs one op: its other candidates are not trained this step
+        active = None
+        if any(m.relaxation == "gumbel_hard" for m in self.mixed):
+            active = self.candidate_masks(
+                lambda m: m.sampled_index() if m.relaxation == "gumbel_hard" else None
+            )
+        self.apply_update(
+            self.w_opt, grads[:n], self.weight_vars, c.w_grad_clip, c.w_weight_decay, active
+        )
         self.apply_update(self.a_opt, grads[n:], self.arch_vars, c.a_grad_clip, c.a_weight_decay)
         return logs
 
