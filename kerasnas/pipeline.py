@@ -31,6 +31,7 @@ presence means the run finished):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -52,6 +53,9 @@ SUPERNET_EVAL_SAMPLES = 5  # passes averaged for a stochastic supernet's accurac
 RESULT_FILES = ("genotype.json", "child.keras", "cells.png", "history.json", "metrics.json")
 DEFAULT_EXPORT = ("tflite", "tflite_int8")
 STRATEGIES: tuple[str, ...] = ("snas", "darts", "enas", "random_ws")
+# compute precisions of the supernet (variables, BN statistics and the loss stay float32);
+# float16 would need loss scaling, which the weight and logit updates do not do
+PRECISIONS: tuple[str, ...] = ("none", "bfloat16")
 # per strategy: the relaxations it trains (first: default) and derivation rules (first: default)
 RELAXATIONS = {
     "snas": ("gumbel", "gumbel_hard"),
@@ -131,6 +135,7 @@ class SearchSettings:
     deterministic: bool = True
     verbose: int = 1
     export: tuple[str, ...] = DEFAULT_EXPORT
+    mixed_precision: str = "none"
     config: TrainerConfig | None = None
 
     def __post_init__(self):
@@ -155,6 +160,15 @@ class SearchSettings:
             raise SearchError(
                 f"--derive must be one of {DERIVATIONS[strategy]} for --strategy={strategy}, "
                 f"got {self.derive!r}"
+            )
+        if self.mixed_precision not in PRECISIONS:
+            raise SearchError(
+                f"--mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}"
+                + (
+                    " (float16 needs loss scaling, which kerasnas does not do)"
+                    if self.mixed_precision == "float16"
+                    else ""
+                )
             )
         expected = config_class(strategy)
         if type(self.config) is not expected:
@@ -219,6 +233,20 @@ def export_child(
     }
 
 
+@contextlib.contextmanager
+def supernet_precision(precision: str):
+    """Layers created inside compute in `precision` (``"none"``: float32; ``"bfloat16"``:
+    Keras' ``mixed_bfloat16`` policy, float32 variables); the previous policy comes back on
+    exit. The child and its exports are built outside, in float32."""
+    previous = keras.mixed_precision.global_policy()
+    if precision == "bfloat16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def trainable_params(model: keras.Model) -> int:
     """Distinct trainable parameters (weights and architecture logits), each shared variable
     counted once."""
@@ -265,21 +293,23 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
         )
     except io.OutputDirError as e:
         raise SearchError(str(e)) from None
-    supernet = space.build_supernet(
-        settings.relaxation, bundle.normalization_layer(), seed=cfg.seed
-    )
-    log(
-        f"supernet: C={space.init_channels} L={space.layers} N={space.nodes}, "
-        f"{len(space.ops)} ops, {trainable_params(supernet):,} trainable params; "
-        f"relaxation {settings.relaxation}"
-    )
-    log(f"strategy: {STRATEGY_NAMES[settings.strategy]}")
-    trainer = make_trainer(settings, supernet, space)
-    t0 = time.perf_counter()
-    try:
-        history = trainer.fit(bundle, resume=settings.resume)
-    except CheckpointError as e:
-        raise SearchError(f"--resume: {e}") from None
+    with supernet_precision(settings.mixed_precision):
+        supernet = space.build_supernet(
+            settings.relaxation, bundle.normalization_layer(), seed=cfg.seed
+        )
+        log(
+            f"supernet: C={space.init_channels} L={space.layers} N={space.nodes}, "
+            f"{len(space.ops)} ops, {trainable_params(supernet):,} trainable params; "
+            f"relaxation {settings.relaxation}"
+            + ("" if settings.mixed_precision == "none" else f"; {settings.mixed_precision}")
+        )
+        log(f"strategy: {STRATEGY_NAMES[settings.strategy]}")
+        trainer = make_trainer(settings, supernet, space)
+        t0 = time.perf_counter()
+        try:
+            history = trainer.fit(bundle, resume=settings.resume)
+        except CheckpointError as e:
+            raise SearchError(f"--resume: {e}") from None
     log(
         f"search done: {trainer.search_seconds:.0f} s of training in all, "
         f"{time.perf_counter() - t0:.0f} s in this run"

@@ -173,6 +173,15 @@ flags.DEFINE_list(
     flag_values=FLAGS,
 )
 flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA.", flag_values=FLAGS)
+flags.DEFINE_enum(
+    "mixed_precision",
+    "none",
+    ["none", "bfloat16"],
+    "Supernet compute precision: none (float32) or bfloat16 (Keras' mixed_bfloat16: "
+    "float32 variables, batch-norm statistics and loss; for GPUs/TPUs, slower on most CPUs). "
+    "The child is float32.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_integer(
     "seed", 0, "Seed of data split, initialisation and Gumbel noise.", flag_values=FLAGS
 )
@@ -241,7 +250,15 @@ for _kind, _name, _default, _help, _kwargs in (
     COMMAND.define(_kind, _name, _default, _help, **_kwargs)
 
 # flags of one kind of search only: given for another, they are an error
-ONE_SHOT_ONLY = ("epochs", "relaxation", "derive", "w_lr", "w_lr_min", "jit_compile")
+ONE_SHOT_ONLY = (
+    "epochs",
+    "relaxation",
+    "derive",
+    "w_lr",
+    "w_lr_min",
+    "jit_compile",
+    "mixed_precision",
+)
 SNAS_ONLY = (
     "resource",
     "latency_cache",
@@ -365,6 +382,7 @@ def settings_from_flags():
         overwrite=FLAGS.overwrite,
         verbose=FLAGS.verbose,
         export=tuple(FLAGS.export),
+        mixed_precision=FLAGS.mixed_precision,
         config=default_config(strategy, **args),
     )
 

@@ -162,6 +162,30 @@ def test_run_search_python_api_top2(tmp_path):
         run_search(SearchSettings(output_dir=str(tmp_path / "x"), derive="top3"))
 
 
+def test_bfloat16_search_trains_a_mixed_supernet_and_writes_a_float32_child(tmp_path):
+    settings = SearchSettings(
+        output_dir=str(tmp_path / "bf16"),
+        init_channels=4,
+        layers=3,
+        nodes=2,
+        ops=("none", "skip_connect", "sep_conv_3x3", "max_pool_3x3"),
+        mixed_precision="bfloat16",
+        verbose=0,
+        export=("tflite",),
+        config=SNASConfig(epochs=2, a_lr=0.2),
+    )
+    metrics = run_search(settings)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    history = json.loads((tmp_path / "bf16" / "history.json").read_text())
+    assert history[-1]["loss"] < history[0]["loss"] and np.isfinite(history[-1]["loss"])
+    assert metrics["child_test_accuracy"] > 0.2  # 10 classes: above chance after 2 epochs
+    child = keras.models.load_model(tmp_path / "bf16" / "child.keras")
+    assert {layer.dtype_policy.name for layer in child.layers} == {"float32"}
+    assert metrics["export"]["tflite"]["passed"]
+    with pytest.raises(SearchError, match="loss scaling"):
+        run_search(SearchSettings(output_dir=str(tmp_path / "x"), mixed_precision="float16"))
+
+
 def test_command_line_defaults_are_the_python_api_defaults():
     """One set of defaults: kerasnas-search with no flags == SearchSettings()."""
     from kerasnas import search

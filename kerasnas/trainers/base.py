@@ -169,7 +169,9 @@ class Trainer:
     # -- pieces subclasses use --------------------------------------------------------------
     @staticmethod
     def loss_and_accuracy(y, logits):
-        """Mean sparse cross-entropy of `logits` (B, K) against labels `y` (B,), and accuracy."""
+        """Mean sparse cross-entropy of `logits` (B, K) against labels `y` (B,), and accuracy;
+        computed in float32 whatever the logits' dtype (mixed precision)."""
+        logits = keras.ops.cast(logits, "float32")
         loss = keras.ops.mean(
             keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
         )
