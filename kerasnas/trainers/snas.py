@@ -11,7 +11,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from kerasnas import resource
+from kerasnas import distribute, resource
 from kerasnas.layers import set_temperature
 from kerasnas.trainers.base import OneShotTrainer, TrainerConfig, linear
 
@@ -68,8 +68,10 @@ class SNASTrainer(OneShotTrainer):
     name = "snas"
     relaxations = ("gumbel", "gumbel_hard")
 
-    def __init__(self, model, config: SNASConfig | None = None, output_dir=None, verbose=1):
-        super().__init__(model, config or SNASConfig(), output_dir, verbose)
+    def __init__(
+        self, model, config: SNASConfig | None = None, output_dir=None, verbose=1, strategy=None
+    ):
+        super().__init__(model, config or SNASConfig(), output_dir, verbose, strategy)
         self._latency_ready = False
 
     def prepare_resources(self) -> None:
@@ -118,8 +120,8 @@ class SNASTrainer(OneShotTrainer):
                 surrogate, value = resource.penalty(
                     self.mixed, c.resource, c.resource_form, c.resource_estimator
                 )
-                loss = loss + c.resource_lambda * surrogate
-                logs["penalty"] = value
+                loss = loss + c.resource_lambda * distribute.share(surrogate)
+                logs["penalty"] = distribute.share(value)
         grads = tape.gradient(loss, self.weight_vars + self.arch_vars)
         n = len(self.weight_vars)
         self.apply_update(self.w_opt, grads[:n], self.weight_vars, c.w_grad_clip, c.w_weight_decay)
