@@ -173,6 +173,15 @@ flags.DEFINE_list(
     flag_values=FLAGS,
 )
 flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA.", flag_values=FLAGS)
+flags.DEFINE_enum(
+    "distribution",
+    "none",
+    ["none", "mirrored", "multi_worker"],
+    "snas, darts: train the supernet under tf.distribute. mirrored: every GPU of this "
+    "machine (else its logical CPUs); multi_worker: the machines of TF_CONFIG (only the "
+    "chief writes --output_dir). --batch_size is the global batch.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_integer(
     "seed", 0, "Seed of data split, initialisation and Gumbel noise.", flag_values=FLAGS
 )
@@ -251,7 +260,11 @@ SNAS_ONLY = (
     "temperature_start",
     "temperature_end",
 )
-FLAG_STRATEGIES = {"a_lr": ("snas", "darts"), "darts_order": ("darts",)}
+FLAG_STRATEGIES = {
+    "a_lr": ("snas", "darts"),
+    "darts_order": ("darts",),
+    "distribution": ("snas", "darts"),
+}
 FLAG_STRATEGIES.update({name: ("snas",) for name in SNAS_ONLY})
 FLAG_STRATEGIES.update({name: ONE_SHOT for name in ONE_SHOT_ONLY})
 BLACKBOX_ONLY = (
@@ -366,6 +379,7 @@ def settings_from_flags():
         verbose=FLAGS.verbose,
         export=tuple(FLAGS.export),
         config=default_config(strategy, **args),
+        distribution=FLAGS.distribution,
     )
 
 

@@ -15,6 +15,12 @@ from kerasnas import distribute, resource
 from kerasnas.layers import set_temperature
 from kerasnas.trainers.base import OneShotTrainer, TrainerConfig, linear
 
+GUMBEL_HARD_DISTRIBUTED = (
+    "--relaxation=gumbel_hard cannot be combined with --distribution: its one-op branches "
+    "would all-reduce batch-norm moments inside a conditional, which tf.distribute does "
+    "not support"
+)
+
 
 @dataclasses.dataclass
 class SNASConfig(TrainerConfig):
@@ -72,6 +78,8 @@ class SNASTrainer(OneShotTrainer):
         self, model, config: SNASConfig | None = None, output_dir=None, verbose=1, strategy=None
     ):
         super().__init__(model, config or SNASConfig(), output_dir, verbose, strategy)
+        if strategy is not None and any(m.relaxation == "gumbel_hard" for m in self.mixed):
+            raise ValueError(GUMBEL_HARD_DISTRIBUTED)
         self._latency_ready = False
 
     def prepare_resources(self) -> None:
