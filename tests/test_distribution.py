@@ -15,7 +15,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
     "--epochs=1",
-    "--batch_size=64",
+    "--batch_size=256",
     "--init_channels=4",
     "--layers=3",
     "--nodes=2",
@@ -48,7 +48,8 @@ def _free_ports(n: int) -> list[int]:
 
 def test_mirrored_first_step_equals_single_device():
     """Weights, logits, BN moving statistics and optimizer state after one step (SNAS,
-    DARTS first and second order) agree to 1e-5 with the single device's."""
+    DARTS first order) agree to 1e-5 with the single device's; a checkpoint restores
+    every replica's copy."""
     proc = subprocess.run(
         [
             sys.executable,
@@ -64,9 +65,13 @@ def test_mirrored_first_step_equals_single_device():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(result) == {"snas", "darts"}
     for kind, r in result.items():
         assert r["max_diff"] < 1e-5, (kind, r)
         assert r["loss"][0] == pytest.approx(r["loss"][1], abs=1e-6), (kind, r)
+        assert r["replica_spread"] == 0.0, (kind, r)  # every replica made the same update
+        # resume under mirrored: a checkpoint restores every replica's copy
+        assert r["restore_diff"] == 0.0 and r["restore_spread"] == 0.0, (kind, r)
 
 
 def _search(out, *flags: str, **env: str) -> subprocess.Popen:
