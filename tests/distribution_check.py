@@ -29,10 +29,10 @@ OPS = ("none", "max_pool_3x3", "conv_1x1")
 
 
 def trainer_for(kind: str, strategy, bundle, output_dir=None, seed=0):
-    """A tiny supernet (C=4, L=3, N=2, 3 ops) and the trainer of `kind` (snas, darts,
+    """A tiny supernet (C=4, L=3, N=1, 3 ops) and the trainer of `kind` (snas, darts,
     darts2: second order), one step per epoch on the 48 training examples."""
     keras.utils.set_random_seed(seed)
-    space = CellSpace(bundle.input_shape, bundle.num_classes, 4, 3, 2, OPS)
+    space = CellSpace(bundle.input_shape, bundle.num_classes, 4, 3, 1, OPS)
     relaxation = "softmax" if kind.startswith("darts") else "gumbel"
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = space.build_supernet(relaxation, bundle.normalization_layer(), seed=seed)
