@@ -92,7 +92,6 @@ def _out_hw(shape: Sequence[int], strides: int) -> tuple[int, int]:
 _FUSED_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
 
 
-@keras.saving.register_keras_serializable("kerasnas")
 def _in_replica_context_with_multiple_replicas() -> bool:
     """Whether a layer is called inside ``strategy.run`` with several replicas in sync."""
     if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
@@ -100,6 +99,7 @@ def _in_replica_context_with_multiple_replicas() -> bool:
     return tf.distribute.get_replica_context().num_replicas_in_sync > 1
 
 
+@keras.saving.register_keras_serializable("kerasnas")
 class BatchNorm(keras.layers.Layer):
     """Batch norm over the channels (last axis) of (B, H, W, C), as one fused op.
 
