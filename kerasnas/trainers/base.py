@@ -207,12 +207,12 @@ class Trainer:
     def apply_update(
         optimizer, grads, variables, clip: float, weight_decay: float, active=None
     ) -> None:
-        """Sum over replicas (if several), clip by global norm, add coupled L2 decay,
-        step. Variables without a gradient
-        are left alone. `active` (a :class:`MomentumSGD` only): per variable None or a
-        boolean scalar tensor; where False, the variable and its optimizer state are left
-        alone too (inside a ``tf.function``, ops in an untaken ``switch`` branch get zero
-        gradients, not None, so decay and momentum would still move them)."""
+        """Sum over the replicas (if several), clip by global norm, add coupled L2 decay,
+        step. Variables without a gradient are left alone. `active` (a :class:`MomentumSGD`
+        only): per variable None or a boolean scalar tensor; where False, the variable and
+        its optimizer state are left alone too (inside a ``tf.function``, ops in an untaken
+        ``switch`` branch get zero gradients, not None, so decay and momentum would still
+        move them)."""
         if active is None:
             active = [None] * len(variables)
         triples = [
