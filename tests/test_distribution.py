@@ -56,7 +56,6 @@ def test_mirrored_first_step_equals_single_device():
             os.path.join(ROOT, "tests", "distribution_check.py"),
             "snas",
             "darts",
-            "darts2",
         ],
         capture_output=True,
         text=True,
