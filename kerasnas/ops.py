@@ -92,6 +92,13 @@ def _out_hw(shape: Sequence[int], strides: int) -> tuple[int, int]:
 _FUSED_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
 
 
+def _in_replica_context_with_multiple_replicas() -> bool:
+    """Whether a layer is called inside ``strategy.run`` with several replicas in sync."""
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return False
+    return tf.distribute.get_replica_context().num_replicas_in_sync > 1
+
+
 @keras.saving.register_keras_serializable("kerasnas")
 class BatchNorm(keras.layers.Layer):
     """Batch norm over the channels (last axis) of (B, H, W, C), as one fused op.
@@ -154,6 +161,8 @@ class BatchNorm(keras.layers.Layer):
             output_scale = tf.cast(output_scale, dtype)
             scale = scale * output_scale
             offset = offset * output_scale
+        if training and _in_replica_context_with_multiple_replicas():
+            return self._call_synced(x, scale, offset)
         if x.dtype not in _FUSED_DTYPES or dtype != tf.float32:
             return self._call_unfused(x, scale, offset, training)
         if training:
@@ -180,6 +189,34 @@ class BatchNorm(keras.layers.Layer):
             is_training=False,
         )
         return y
+
+    def _call_synced(self, x, scale, offset):
+        """Training mode in a replica of several (``tf.distribute``): the moments of the
+        GLOBAL batch, from per-channel sums and sums of squares summed over the replicas in
+        one all-reduce (SyncBatchNorm), so each replica normalises and updates its copy of
+        the moving statistics as one device would on the whole batch."""
+        dtype = self.moving_mean.dtype
+        xf = tf.cast(x, dtype)
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), dtype)
+        ctx = tf.distribute.get_replica_context()
+        total = ctx.all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.concat([tf.reduce_sum(xf, [0, 1, 2]), [count]], 0)
+        )
+        c = x.shape[-1]
+        n = total[c]
+        mean = total[:c] / n
+        var = (
+            ctx.all_reduce(
+                tf.distribute.ReduceOp.SUM, tf.reduce_sum(tf.square(xf - mean), [0, 1, 2])
+            )
+            / n
+        )
+        m = self.momentum
+        unbiased = var * n / tf.maximum(n - 1, 1.0)
+        self.moving_mean.assign(m * self.moving_mean + (1 - m) * tf.stop_gradient(mean))
+        self.moving_variance.assign(m * self.moving_variance + (1 - m) * tf.stop_gradient(unbiased))
+        y = tf.nn.batch_normalization(xf, mean, var, offset, scale, self.epsilon)
+        return tf.cast(y, x.dtype)
 
     def _call_unfused(self, x, scale, offset, training):
         """The same maths in plain ops, for dtypes the fused op lacks (float64)."""

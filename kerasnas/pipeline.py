@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import tempfile
 import time
 from typing import Any
 
@@ -42,12 +43,12 @@ import keras
 import tensorflow as tf
 
 from kerasnas import data as data_lib
-from kerasnas import io, ops, resource
+from kerasnas import distribute, io, ops, resource
 from kerasnas.export.exporter import ExportError, export_for_dataset, parse_formats
 from kerasnas.plotting import plot_cells
 from kerasnas.search_spaces.cell import CellSpace
 from kerasnas.trainers.base import CheckpointError, OneShotTrainer, TrainerConfig, accuracy
-from kerasnas.trainers.snas import SNASConfig, SNASTrainer
+from kerasnas.trainers.snas import GUMBEL_HARD_DISTRIBUTED, SNASConfig, SNASTrainer
 
 SUPERNET_EVAL_SAMPLES = 5  # passes averaged for a stochastic supernet's accuracy
 RESULT_FILES = ("genotype.json", "child.keras", "cells.png", "history.json", "metrics.json")
@@ -56,6 +57,7 @@ STRATEGIES: tuple[str, ...] = ("snas", "darts", "enas", "random_ws")
 # compute precisions of the supernet (variables, BN statistics and the loss stay float32);
 # float16 would need loss scaling, which the weight and logit updates do not do
 PRECISIONS: tuple[str, ...] = ("none", "bfloat16")
+DISTRIBUTED: tuple[str, ...] = ("snas", "darts")  # the strategies --distribution applies to
 # per strategy: the relaxations it trains (first: default) and derivation rules (first: default)
 RELAXATIONS = {
     "snas": ("gumbel", "gumbel_hard"),
@@ -137,6 +139,7 @@ class SearchSettings:
     export: tuple[str, ...] = DEFAULT_EXPORT
     mixed_precision: str = "none"
     config: TrainerConfig | None = None
+    distribution: str = "none"
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -180,6 +183,26 @@ class SearchSettings:
             self.config.validate()
         except ValueError as e:
             raise SearchError(f"invalid setting: {e}") from None
+        if self.distribution not in distribute.DISTRIBUTIONS:
+            raise SearchError(
+                f"--distribution must be one of {distribute.DISTRIBUTIONS}, "
+                f"got {self.distribution!r}"
+            )
+        if self.distribution != "none":
+            if strategy not in DISTRIBUTED:
+                raise SearchError(
+                    f"--distribution applies to --strategy={','.join(DISTRIBUTED)} only, "
+                    f"not {strategy}"
+                )
+            if self.config.jit_compile:
+                raise SearchError("--jit_compile cannot be combined with --distribution")
+            if self.relaxation == "gumbel_hard":
+                raise SearchError(GUMBEL_HARD_DISTRIBUTED)
+            if self.resume and self.distribution == "multi_worker":
+                raise SearchError(
+                    "--resume cannot be combined with --distribution=multi_worker "
+                    "(only the chief keeps checkpoints)"
+                )
         if strategy in ("enas", "random_ws") and "none" not in self.ops:
             raise SearchError(
                 f"--strategy={strategy} samples cells with two inputs per node and needs "
@@ -188,16 +211,24 @@ class SearchSettings:
 
 
 def make_trainer(
-    settings: SearchSettings, supernet: keras.Model, space: CellSpace
+    settings: SearchSettings,
+    supernet: keras.Model,
+    space: CellSpace,
+    strategy: tf.distribute.Strategy | None = None,
+    output_dir: str | None = None,
 ) -> OneShotTrainer:
-    """The trainer of ``settings.strategy`` for `supernet` (see the module doc)."""
-    args = (settings.config, settings.output_dir, settings.verbose)
+    """The trainer of ``settings.strategy`` for `supernet` (see the module doc); with a
+    ``tf.distribute`` `strategy` (SNAS and DARTS), `supernet` was built in its scope.
+    `output_dir` defaults to ``settings.output_dir``."""
+    args = (settings.config, output_dir or settings.output_dir, settings.verbose)
     if settings.strategy == "snas":
-        return SNASTrainer(supernet, *args)
+        return SNASTrainer(supernet, *args, strategy=strategy)
     if settings.strategy == "darts":
         from kerasnas.trainers.darts import DARTSTrainer
 
-        return DARTSTrainer(supernet, *args)
+        return DARTSTrainer(supernet, *args, strategy=strategy)
+    if strategy is not None:
+        raise SearchError(f"--distribution does not apply to --strategy={settings.strategy}")
     from kerasnas.trainers.enas import ENASTrainer, RandomWSTrainer
 
     cls = ENASTrainer if settings.strategy == "enas" else RandomWSTrainer
@@ -260,11 +291,23 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
     except ExportError as e:
         raise SearchError(f"--export: {e}") from None
     settings.check()
+    try:  # before any other TensorFlow op (multi_worker configures the runtime)
+        strategy = distribute.make_strategy(settings.distribution)
+    except (ValueError, RuntimeError) as e:
+        raise SearchError(str(e)) from None
+    if not distribute.is_chief(strategy):  # a worker: its files go to a temporary directory
+        with tempfile.TemporaryDirectory(prefix="kerasnas-worker-") as tmp:
+            worker = dataclasses.replace(settings, output_dir=tmp, overwrite=True, verbose=0)
+            return _run_search(worker, strategy, ())
+    return _run_search(settings, strategy, export_formats)
+
+
+def _run_search(settings: SearchSettings, strategy, export_formats) -> dict[str, Any]:
     cfg = settings.config
+    log = print if settings.verbose else (lambda *a, **k: None)
     keras.utils.set_random_seed(cfg.seed)
     if settings.deterministic:
         tf.config.experimental.enable_op_determinism()
-    log = print if settings.verbose else (lambda *a, **k: None)
 
     bundle = data_lib.load(
         settings.dataset,
@@ -294,9 +337,10 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
     except io.OutputDirError as e:
         raise SearchError(str(e)) from None
     with supernet_precision(settings.mixed_precision):
-        supernet = space.build_supernet(
-            settings.relaxation, bundle.normalization_layer(), seed=cfg.seed
-        )
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            supernet = space.build_supernet(
+                settings.relaxation, bundle.normalization_layer(), seed=cfg.seed
+            )
         log(
             f"supernet: C={space.init_channels} L={space.layers} N={space.nodes}, "
             f"{len(space.ops)} ops, {trainable_params(supernet):,} trainable params; "
@@ -304,7 +348,15 @@ def run_search(settings: SearchSettings) -> dict[str, Any]:
             + ("" if settings.mixed_precision == "none" else f"; {settings.mixed_precision}")
         )
         log(f"strategy: {STRATEGY_NAMES[settings.strategy]}")
-        trainer = make_trainer(settings, supernet, space)
+        if strategy is not None:
+            log(
+                f"distribution: {settings.distribution}, "
+                f"{strategy.num_replicas_in_sync} replicas, global batch {cfg.batch_size}"
+            )
+        try:
+            trainer = make_trainer(settings, supernet, space, strategy)
+        except ValueError as e:
+            raise SearchError(str(e)) from None
         t0 = time.perf_counter()
         try:
             history = trainer.fit(bundle, resume=settings.resume)

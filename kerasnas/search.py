@@ -182,6 +182,15 @@ flags.DEFINE_enum(
     "The child is float32.",
     flag_values=FLAGS,
 )
+flags.DEFINE_enum(
+    "distribution",
+    "none",
+    ["none", "mirrored", "multi_worker"],
+    "snas, darts: train the supernet under tf.distribute. mirrored: every GPU of this "
+    "machine (else its logical CPUs); multi_worker: the machines of TF_CONFIG (only the "
+    "chief writes --output_dir). --batch_size is the global batch.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_integer(
     "seed", 0, "Seed of data split, initialisation and Gumbel noise.", flag_values=FLAGS
 )
@@ -268,7 +277,11 @@ SNAS_ONLY = (
     "temperature_start",
     "temperature_end",
 )
-FLAG_STRATEGIES = {"a_lr": ("snas", "darts"), "darts_order": ("darts",)}
+FLAG_STRATEGIES = {
+    "a_lr": ("snas", "darts"),
+    "darts_order": ("darts",),
+    "distribution": ("snas", "darts"),
+}
 FLAG_STRATEGIES.update({name: ("snas",) for name in SNAS_ONLY})
 FLAG_STRATEGIES.update({name: ONE_SHOT for name in ONE_SHOT_ONLY})
 BLACKBOX_ONLY = (
@@ -384,6 +397,7 @@ def settings_from_flags():
         export=tuple(FLAGS.export),
         mixed_precision=FLAGS.mixed_precision,
         config=default_config(strategy, **args),
+        distribution=FLAGS.distribution,
     )
 
 

@@ -12,10 +12,16 @@ and ``epoch_extras``; ``extra_variables``/``extra_state``/``set_extra_state`` pu
 into checkpoints. Weight updates follow the authors'
 PyTorch code: gradients are clipped by global norm, then coupled L2 weight decay is added,
 then the optimizer step (SGD with momentum for weights, Adam for architecture logits).
+
+With a ``tf.distribute`` strategy (``strategy=``; the model must have been built in its
+scope) the step runs in every replica on its share of the global batch (``batch_size``);
+losses are per-replica sums over the GLOBAL batch size, gradients are summed over the
+replicas before clipping, decay and the step (see :mod:`kerasnas.distribute`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasnas import io
+from kerasnas import distribute, io
 from kerasnas.layers import arch_variables, mixed_ops, set_inference, weight_variables
 from kerasnas.trainers.optim import MomentumSGD
 
@@ -133,6 +139,7 @@ class Trainer:
       config: a :class:`LoopConfig` (or subclass).
       output_dir: where ``tensorboard/`` and ``checkpoints/`` go; None keeps nothing.
       verbose: 0 silent, 1 a progress bar per epoch and an epoch summary line.
+      strategy: a ``tf.distribute.Strategy`` whose scope `model` was built in, or None.
     """
 
     name = "trainer"
@@ -143,20 +150,34 @@ class Trainer:
         config: LoopConfig,
         output_dir: str | None = None,
         verbose: int = 1,
+        strategy: tf.distribute.Strategy | None = None,
     ):
         config.validate()
+        if strategy is not None:
+            if config.jit_compile:
+                raise ValueError("--jit_compile cannot be combined with --distribution")
+            if not all(
+                strategy.extended.variable_created_in_scope(v.value) for v in model.variables
+            ):
+                raise ValueError(f"{type(self).__name__}: build the model in strategy.scope()")
         self.model = model
         self.config = config
         self.output_dir = output_dir
         self.verbose = verbose
+        self.strategy = strategy
         self.weight_vars = self.select_weights()
-        self.w_opt = MomentumSGD(config.w_lr, momentum=config.w_momentum, name="w_opt")
-        self.w_opt.build(self.weight_vars)
+        with self.scope():
+            self.w_opt = MomentumSGD(config.w_lr, momentum=config.w_momentum, name="w_opt")
+            self.w_opt.build(self.weight_vars)
         self.history: list[dict[str, Any]] = []
         self.seconds = 0.0  # training time of every epoch so far, resumed runs included
         self._step_fn = None
         self._eval_fns: dict[str, object] = {}
         self._writer = None
+
+    def scope(self):
+        """The strategy's scope (create variables in it), or a no-op without a strategy."""
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     def select_weights(self) -> list:
         """The variables the weight optimizer trains (default: all trainable ones)."""
@@ -169,13 +190,14 @@ class Trainer:
     # -- pieces subclasses use --------------------------------------------------------------
     @staticmethod
     def loss_and_accuracy(y, logits):
-        """Mean sparse cross-entropy of `logits` (B, K) against labels `y` (B,), and accuracy;
-        computed in float32 whatever the logits' dtype (mixed precision)."""
+        """Mean sparse cross-entropy of `logits` (B, K) against labels `y` (B,), and accuracy,
+        computed in float32 whatever the logits' dtype (mixed precision); in a replica of
+        several: its shares of the global batch's, see :func:`kerasnas.distribute.batch_mean`."""
         logits = keras.ops.cast(logits, "float32")
-        loss = keras.ops.mean(
+        loss = distribute.batch_mean(
             keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
         )
-        acc = keras.ops.mean(
+        acc = distribute.batch_mean(
             keras.ops.cast(
                 keras.ops.equal(keras.ops.argmax(logits, -1), keras.ops.cast(y, "int64")), "float32"
             )
@@ -186,11 +208,12 @@ class Trainer:
     def apply_update(
         optimizer, grads, variables, clip: float, weight_decay: float, active=None
     ) -> None:
-        """Clip by global norm, add coupled L2 decay, step. Variables without a gradient
-        are left alone. `active` (a :class:`MomentumSGD` only): per variable None or a
-        boolean scalar tensor; where False, the variable and its optimizer state are left
-        alone too (inside a ``tf.function``, ops in an untaken ``switch`` branch get zero
-        gradients, not None, so decay and momentum would still move them)."""
+        """Sum over the replicas (if several), clip by global norm, add coupled L2 decay,
+        step. Variables without a gradient are left alone. `active` (a :class:`MomentumSGD`
+        only): per variable None or a boolean scalar tensor; where False, the variable and
+        its optimizer state are left alone too (inside a ``tf.function``, ops in an untaken
+        ``switch`` branch get zero gradients, not None, so decay and momentum would still
+        move them)."""
         if active is None:
             active = [None] * len(variables)
         triples = [
@@ -199,10 +222,12 @@ class Trainer:
         if not triples:
             return
         gs, vs, acts = zip(*triples, strict=True)
-        gs, _ = tf.clip_by_global_norm(list(gs), clip)
+        gs, _ = tf.clip_by_global_norm(distribute.sum_over_replicas(list(gs)), clip)
         if weight_decay:
             gs = [g + weight_decay * v.value for g, v in zip(gs, vs, strict=True)]
-        if all(a is None for a in acts):
+        if not isinstance(optimizer, MomentumSGD):  # it steps each replica's own copies
+            optimizer.apply(distribute.for_keras_optimizer(gs), list(vs))
+        elif all(a is None for a in acts):
             optimizer.apply(gs, list(vs))
         else:
             optimizer.apply(gs, list(vs), active=list(acts))
@@ -289,7 +314,7 @@ class Trainer:
         start_epoch = 0
         if resume:
             start_epoch = self.restore()
-        if self._step_fn is None:
+        if self._step_fn is None and self.strategy is None:
             self._step_fn = tf.function(
                 self.train_step,
                 jit_compile=cfg.jit_compile,
@@ -302,7 +327,7 @@ class Trainer:
             bar = keras.utils.Progbar(steps, verbose=self.verbose, unit_name="step")
             sums: dict[str, float] = {}
             n = 0
-            for batch in self.train_batches(data, epoch):
+            for batch in self._batches(data, epoch):
                 logs = {k: float(v) for k, v in self._step_fn(*batch).items()}
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -327,6 +352,19 @@ class Trainer:
         if self._writer is not None:
             self._writer.flush()
         return self.history
+
+    def _batches(self, data, epoch: int):
+        """The step arguments of `epoch`; with a strategy, split over the replicas (and
+        the compiled global step made for their spec)."""
+        batches = self.train_batches(data, epoch)
+        if self.strategy is None:
+            return batches
+        batches = self.strategy.experimental_distribute_dataset(batches)
+        if self._step_fn is None:
+            self._step_fn = distribute.distribute_step(
+                self.strategy, self.train_step, self.config.jit_compile, batches.element_spec
+            )
+        return batches
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.output_dir is None:
@@ -435,6 +473,7 @@ class OneShotTrainer(Trainer):
       config: a :class:`TrainerConfig` (or subclass).
       output_dir: where ``tensorboard/`` and ``checkpoints/`` go; None keeps nothing.
       verbose: 0 silent, 1 a progress bar per epoch and an epoch summary line.
+      strategy: a ``tf.distribute.Strategy`` whose scope `model` was built in, or None.
     """
 
     name = "oneshot"
@@ -446,6 +485,7 @@ class OneShotTrainer(Trainer):
         config: TrainerConfig,
         output_dir: str | None = None,
         verbose: int = 1,
+        strategy: tf.distribute.Strategy | None = None,
     ):
         config.validate()
         self.mixed = mixed_ops(model)
@@ -458,12 +498,13 @@ class OneShotTrainer(Trainer):
                 f"{type(self).__name__} needs MixedOps with relaxation {allowed}; "
                 f"{bad[0].name} uses relaxation {bad[0].relaxation!r}"
             )
-        super().__init__(model, config, output_dir, verbose)
+        super().__init__(model, config, output_dir, verbose, strategy)
         self.arch_vars = arch_variables(model)
-        self.a_opt = keras.optimizers.Adam(
-            config.a_lr, beta_1=config.a_beta_1, beta_2=config.a_beta_2, name="a_opt"
-        )
-        self.a_opt.build(self.arch_vars)
+        with self.scope():
+            self.a_opt = keras.optimizers.Adam(
+                config.a_lr, beta_1=config.a_beta_1, beta_2=config.a_beta_2, name="a_opt"
+            )
+            self.a_opt.build(self.arch_vars)
 
     def select_weights(self) -> list:
         """Network weights only: every trainable variable except the architecture logits."""

@@ -26,6 +26,7 @@ import math
 
 import tensorflow as tf
 
+from kerasnas import distribute
 from kerasnas.trainers.base import OneShotTrainer, TrainerConfig
 
 ORDERS = (1, 2)
@@ -59,8 +60,10 @@ class DARTSTrainer(OneShotTrainer):
     name = "darts"
     relaxations = ("softmax",)
 
-    def __init__(self, model, config: DARTSConfig | None = None, output_dir=None, verbose=1):
-        super().__init__(model, config or DARTSConfig(), output_dir, verbose)
+    def __init__(
+        self, model, config: DARTSConfig | None = None, output_dir=None, verbose=1, strategy=None
+    ):
+        super().__init__(model, config or DARTSConfig(), output_dir, verbose, strategy)
         self._grad_fn = None
 
     # -- data: a batch of each half of the training split per step ------------------------
@@ -104,7 +107,12 @@ class DARTSTrainer(OneShotTrainer):
                     loss, acc = self.loss_and_accuracy(y, logits)
                 return loss, acc, tape.gradient(loss, self.arch_vars + self.weight_vars)
 
-            self._grad_fn = tf.function(gradients, reduce_retracing=True)
+            # under a strategy, inline: each replica's trace must capture its own variables
+            self._grad_fn = (
+                gradients
+                if self.strategy is not None
+                else tf.function(gradients, reduce_retracing=True)
+            )
         return self._grad_fn(x, y)
 
     def _split(self, grads):
@@ -139,7 +147,7 @@ class DARTSTrainer(OneShotTrainer):
         c, weights = self.config, self.weight_vars
         w = [tf.identity(v.value) for v in weights]
         # the virtual step: MomentumSGD's rule without clipping (as the authors' code)
-        g = self._split(self._gradients(xt, yt)[2])[1]
+        g = distribute.sum_over_replicas(self._split(self._gradients(xt, yt)[2])[1])
         lr, momentum = self.w_opt.learning_rate_variable.value, self.w_opt.momentum
         for v, w0, gi in zip(weights, w, g, strict=True):
             xi = tf.cast(lr, v.dtype)
@@ -147,6 +155,7 @@ class DARTSTrainer(OneShotTrainer):
             v.assign(w0 - xi * (momentum * buf + gi + c.w_weight_decay * w0))
         valid_loss, _, grads = self._gradients(xv, yv)
         d_arch, vec = self._split(grads)
+        vec = distribute.sum_over_replicas(vec)  # d_arch stays a share: summed by the update
         # Hessian-vector product d2L_train/(dalpha dw) . vec by central differences at w
         norm = tf.linalg.global_norm(vec)
         eps = c.unrolled_eps / tf.maximum(norm, tf.constant(1e-12, norm.dtype))

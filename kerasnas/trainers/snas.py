@@ -11,9 +11,15 @@ import dataclasses
 
 import tensorflow as tf
 
-from kerasnas import resource
+from kerasnas import distribute, resource
 from kerasnas.layers import set_temperature
 from kerasnas.trainers.base import OneShotTrainer, TrainerConfig, linear
+
+GUMBEL_HARD_DISTRIBUTED = (
+    "--relaxation=gumbel_hard cannot be combined with --distribution: its one-op branches "
+    "would all-reduce batch-norm moments inside a conditional, which tf.distribute does "
+    "not support"
+)
 
 
 @dataclasses.dataclass
@@ -68,8 +74,12 @@ class SNASTrainer(OneShotTrainer):
     name = "snas"
     relaxations = ("gumbel", "gumbel_hard")
 
-    def __init__(self, model, config: SNASConfig | None = None, output_dir=None, verbose=1):
-        super().__init__(model, config or SNASConfig(), output_dir, verbose)
+    def __init__(
+        self, model, config: SNASConfig | None = None, output_dir=None, verbose=1, strategy=None
+    ):
+        super().__init__(model, config or SNASConfig(), output_dir, verbose, strategy)
+        if strategy is not None and any(m.relaxation == "gumbel_hard" for m in self.mixed):
+            raise ValueError(GUMBEL_HARD_DISTRIBUTED)
         self._latency_ready = False
 
     def prepare_resources(self) -> None:
@@ -118,8 +128,8 @@ class SNASTrainer(OneShotTrainer):
                 surrogate, value = resource.penalty(
                     self.mixed, c.resource, c.resource_form, c.resource_estimator
                 )
-                loss = loss + c.resource_lambda * surrogate
-                logs["penalty"] = value
+                loss = loss + c.resource_lambda * distribute.share(surrogate)
+                logs["penalty"] = distribute.share(value)
         grads = tape.gradient(loss, self.weight_vars + self.arch_vars)
         n = len(self.weight_vars)
         # a gumbel_hard edge runs one op: its other candidates are not trained this step
