@@ -33,18 +33,20 @@ def set_threads(threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def _time(fn, repeat: int) -> float:
-    """Median seconds of `repeat` runs of fn() after one warm-up."""
+def _time(fn, repeat: int, min_seconds: float = 1.0) -> float:
+    """Median seconds of fn() over at least `repeat` runs and `min_seconds`, after two
+    warm-up runs."""
     fn()
-    times = []
-    for _ in range(repeat):
+    fn()
+    times: list[float] = []
+    while len(times) < repeat or sum(times) < min_seconds:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
 
 
-def conv_gflops(total_flop: float | None, dtype: str = "float32", repeat: int = 3) -> dict:
+def conv_gflops(total_flop: float | None, dtype: str = "float32", repeat: int = 5) -> dict:
     """GFLOP/s of the dense conv step, sized to `total_flop` per timed run (None: batch 64)."""
     import tensorflow as tf
 

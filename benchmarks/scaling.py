@@ -6,12 +6,12 @@
     python benchmarks/scaling.py --plot_only      # redraw scaling.png, refit the slopes
 
 One variable at a time around a base config (full: C=8, L=5, batch 32, 8 ops; quick: C=4,
-L=3, batch 16, 8 ops), both relaxations, each point a fresh subprocess
+L=3, batch 16, 4 ops, two values per variable), both relaxations, each point a fresh subprocess
 (``supernet_step.run_config``, no dense reference). Op subsets are prefixes of
 ``OP_ORDER``: ``none`` always (it costs nothing, so every subset keeps the edge-deletion
 choice of SNAS), then one parametric and one parameter-free op per pair, so 2, 4, 6, 8 ops
-add comparable work. Writes ``scaling.json`` (atomically) and ``scaling.png`` (one panel
-per variable: ms/step solid, tensors MB dashed, log-log) to ``--output``, and prints the
+add comparable work. Writes ``scaling.json`` (atomically) and ``scaling.png`` (a column
+per variable, rows ms/step and tensors MB, log-log) to ``--output``, and prints the
 least-squares log-log slope (growth exponent) of ms/step and tensors MB per variable.
 """
 
@@ -47,12 +47,12 @@ FULL = {
     "batch": [16, 32, 64],
     "n_ops": [2, 4, 6, 8],
 }
-QUICK = {
-    "base": {"C": 4, "L": 3, "batch": 16, "n_ops": 8},
+QUICK = {  # 4 ops at the base: gumbel_hard's trace (a switch per edge) is the slow part
+    "base": {"C": 4, "L": 3, "batch": 16, "n_ops": 4},
     "C": [4, 8],
     "L": [3, 5],
     "batch": [16, 32],
-    "n_ops": [4, 8],
+    "n_ops": [2, 4],
 }
 
 
@@ -118,34 +118,38 @@ def print_slopes(grid: dict, rows: list[dict]) -> None:
 
 
 def plot(grid: dict, rows: list[dict], path: str) -> None:
+    """Two rows (ms/step, tensors MB) by four columns (C, L, batch, ops), log-log."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    metrics = (("ms_per_step", "ms/step"), ("step_tensors_mb", "tensors MB"))
+    fig, axes = plt.subplots(2, 4, figsize=(15, 6.5), squeeze=False)
     colors = {"gumbel": "tab:blue", "gumbel_hard": "tab:orange"}
-    for ax, var in zip(axes, VARIABLES, strict=True):
-        mem_ax = ax.twinx()
-        for relaxation in RELAXATIONS:
-            s = sweep(var, grid, rows, relaxation)
-            if not s:
-                continue
-            xs = [r[var] for r in s]
-            color = colors[relaxation]
-            ax.plot(xs, [r["ms_per_step"] for r in s], "o-", color=color, label=relaxation)
-            mem_ax.plot(xs, [r["step_tensors_mb"] for r in s], "s--", color=color, alpha=0.7)
-        for a in (ax, mem_ax):
-            a.set_xscale("log")
-            a.set_yscale("log")
-        ax.set_xticks(grid[var], [str(v) for v in grid[var]])
-        ax.minorticks_off()
-        ax.set_xlabel(var + ("  (others at base)" if var == "C" else ""))
-        ax.set_ylabel("ms/step (solid)")
-        mem_ax.set_ylabel("tensors MB (dashed)")
-        ax.legend(loc="upper left", fontsize=8)
+    for col, var in enumerate(VARIABLES):
+        for row, (metric, label) in enumerate(metrics):
+            ax = axes[row][col]
+            for relaxation in RELAXATIONS:
+                s = sweep(var, grid, rows, relaxation)
+                if s:
+                    xs, ys = [r[var] for r in s], [r[metric] for r in s]
+                    ax.plot(xs, ys, "o-", color=colors[relaxation], label=relaxation)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xticks(grid[var], [str(v) for v in grid[var]])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(var)
+            ax.set_ylabel(label)
+            ax.grid(True, which="major", alpha=0.3)
+            if row == 0 and col == 0:
+                ax.legend(fontsize=8)
     base = ", ".join(f"{k}={v}" for k, v in grid["base"].items())
-    fig.suptitle(f"SNAS supernet step scaling (base {base})")
+    fig.suptitle(f"SNAS supernet step, one variable at a time (others at base {base})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
