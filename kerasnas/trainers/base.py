@@ -191,9 +191,10 @@ class Trainer:
     @staticmethod
     def loss_and_accuracy(y, logits):
         """Mean sparse cross-entropy of `logits` (B, K) against labels `y` (B,), and accuracy,
-        computed in float32 whatever the logits' dtype (mixed precision); in a replica of
-        several: its shares of the global batch's, see :func:`kerasnas.distribute.batch_mean`."""
-        logits = keras.ops.cast(logits, "float32")
+        in float32 at least (half-precision logits of mixed precision are cast); in a replica
+        of several: its shares of the global batch's, see :func:`kerasnas.distribute.batch_mean`."""
+        if keras.backend.standardize_dtype(logits.dtype) in ("float16", "bfloat16"):
+            logits = keras.ops.cast(logits, "float32")
         loss = distribute.batch_mean(
             keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
         )
