@@ -25,10 +25,10 @@ setup(
     extras_require={"test": ["pytest>=8", "ruff>=0.5"]},
     entry_points={
         "console_scripts": [
-            "kerasnas-search=kerasnas.search:run",
-            "kerasnas-train=kerasnas.train:run",
-            "kerasnas-export=kerasnas.export.cli:run",
-            "kerasnas-compare=kerasnas.compare:run",
+            "kerasnas-search=kerasnas.cli.search:run",
+            "kerasnas-train=kerasnas.cli.train:run",
+            "kerasnas-export=kerasnas.cli.export:run",
+            "kerasnas-compare=kerasnas.cli.compare:run",
         ]
     },
     classifiers=[

@@ -25,7 +25,7 @@ def search(output_dir: str, extra: list[str], threads: int | None) -> dict:
     env = dict(os.environ)
     if threads:
         env["TF_NUM_INTRAOP_THREADS"] = env["TF_NUM_INTEROP_THREADS"] = str(threads)
-    cmd = [sys.executable, "-m", "kerasnas.search", f"--output_dir={output_dir}", "--verbose=0"]
+    cmd = [sys.executable, "-m", "kerasnas.cli.search", f"--output_dir={output_dir}", "--verbose=0"]
     proc = subprocess.run(cmd + extra, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd + extra)} failed:\n{proc.stderr[-2000:]}")

@@ -3,7 +3,7 @@
     python benchmarks/synthetic_reward.py                       # 10 seeds, cap 500 trials
     python benchmarks/synthetic_reward.py --seeds=3 --oracles=random,reinforce
 
-The problem (:class:`kerasnas.trainers.synthetic.SyntheticReward`): 5 decisions of 4 values
+The problem (:class:`kerasnas.testing.synthetic.SyntheticReward`): 5 decisions of 4 values
 (1,024 architectures, ints and strings); score = sum of per-decision effects ~ N(0, 1) plus
 interactions between neighbouring decisions ~ N(0, 0.5^2), mapped onto a "validation
 accuracy" in [0.5, 0.95]; a fixed table with a unique best, found by enumeration. Mostly
@@ -34,14 +34,14 @@ import statistics
 import sys
 import time
 
-from kerasnas.trainers.oracles import (
+from kerasnas.multitrial.oracles import (
     RandomSearchOracle,
     RegularizedEvolutionOracle,
     ReinforceOracle,
     RENASOracle,
 )
-from kerasnas.trainers.qlearning import PAPER_EPSILON_SCHEDULE, QLearningOracle
-from kerasnas.trainers.synthetic import SyntheticReward, trials_to_best
+from kerasnas.multitrial.qlearning import PAPER_EPSILON_SCHEDULE, QLearningOracle
+from kerasnas.testing.synthetic import SyntheticReward, trials_to_best
 
 
 def scaled_schedule(total: int) -> list[tuple[float, int]]:

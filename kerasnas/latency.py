@@ -399,7 +399,7 @@ def table_rows(layers: Sequence[MixedOp], table: LatencyTable) -> list[dict[str,
 
 
 def _command():
-    from kerasnas.cli import Command
+    from kerasnas.cli.command import Command
 
     cmd = Command(
         "kerasnas.latency", "python -m kerasnas.latency: " + (__doc__ or "").split("\n")[0]

@@ -14,10 +14,10 @@ import pytest
 
 import kerasnas  # noqa: F401 (registers the layers best.keras needs)
 from kerasnas import data as data_lib
-from kerasnas import search
-from kerasnas.blackbox import BlackBoxSettings, run_blackbox
+from kerasnas.cli import search
+from kerasnas.jobs.trial_based import BlackBoxSettings, run_blackbox
+from kerasnas.multitrial.runner import TrialConfig, resource_aware_reward, trial_seed
 from kerasnas.trainers.base import accuracy
-from kerasnas.trainers.trials import TrialConfig, resource_aware_reward, trial_seed
 
 ENV = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
 TINY = {
@@ -102,7 +102,7 @@ def test_command_line_subprocess_and_resume_of_a_finished_run(tmp_path):
     out = tmp_path / "run"
     argv = _argv(out, "random", "nasrl")[1:]
     proc = subprocess.run(
-        [sys.executable, "-m", "kerasnas.search", *argv, "--verbose=1"],
+        [sys.executable, "-m", "kerasnas.cli.search", *argv, "--verbose=1"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -202,8 +202,8 @@ def test_resource_aware_reward_and_trial_seed():
 
 
 def test_command_line_lists_every_strategy():
-    from kerasnas.blackbox import STRATEGIES
-    from kerasnas.pipeline import STRATEGIES as ONE_SHOT
+    from kerasnas.jobs.one_shot import STRATEGIES as ONE_SHOT
+    from kerasnas.jobs.trial_based import STRATEGIES
 
     assert search.STRATEGIES == (*ONE_SHOT, *STRATEGIES)
     assert set(RUNS) == set(STRATEGIES)

@@ -12,7 +12,7 @@ import pytest
 import kerasnas
 from kerasnas import data as data_lib
 from kerasnas.genotype import Genotype
-from kerasnas.pipeline import SearchError, SearchSettings, run_search
+from kerasnas.jobs.one_shot import SearchError, SearchSettings, run_search
 from kerasnas.trainers.snas import SNASConfig
 
 SMALL = [
@@ -28,7 +28,7 @@ ENV = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspa
 
 def _cli(*args, timeout=600):
     return subprocess.run(
-        [sys.executable, "-m", "kerasnas.search", *args],
+        [sys.executable, "-m", "kerasnas.cli.search", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -188,7 +188,7 @@ def test_bfloat16_search_trains_a_mixed_supernet_and_writes_a_float32_child(tmp_
 
 def test_command_line_defaults_are_the_python_api_defaults():
     """One set of defaults: kerasnas-search with no flags == SearchSettings()."""
-    from kerasnas import search
+    from kerasnas.cli import search
 
     search.FLAGS.unparse_flags()  # other tests run search.main in this process
     search.FLAGS(["kerasnas-search", "--output_dir=somewhere"], known_only=True)
@@ -203,7 +203,7 @@ def test_supernet_params_count_shared_variables_once():
     """Cells of a kind share their architecture logits: each variable is counted once."""
     import math
 
-    from kerasnas.pipeline import trainable_params
+    from kerasnas.jobs.one_shot import trainable_params
     from kerasnas.search_spaces import CellSpace
 
     space = CellSpace((8, 8, 1), 10, init_channels=4, layers=3, nodes=2)

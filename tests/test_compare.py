@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from kerasnas import compare
-from kerasnas.comparison import COLUMNS, CompareError, CompareSettings, summarize
+from kerasnas.cli import compare
 from kerasnas.genotype import Genotype
-from kerasnas.pipeline import SearchError, SearchSettings, default_config, run_search
+from kerasnas.jobs.compare import COLUMNS, CompareError, CompareSettings, summarize
+from kerasnas.jobs.one_shot import SearchError, SearchSettings, default_config, run_search
 
 OPS = ("none", "skip_connect", "max_pool_3x3", "sep_conv_3x3")
 TINY = {"init_channels": 4, "layers": 3, "nodes": 2, "ops": OPS}
@@ -32,7 +32,7 @@ def _tiny_compare(out, **kw):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    from kerasnas.comparison import run_comparison
+    from kerasnas.jobs.compare import run_comparison
 
     out = tmp_path_factory.mktemp("cmp") / "cmp"
     settings = _tiny_compare(out, jobs=2, darts_order=2)
@@ -130,7 +130,7 @@ def test_bad_input_is_one_line_and_writes_nothing(flags, expected, tmp_path, cap
 
 
 def test_a_failing_run_names_the_run_and_its_log(tmp_path):
-    from kerasnas.comparison import run_comparison
+    from kerasnas.jobs.compare import run_comparison
 
     settings = _tiny_compare(tmp_path / "bad", strategies=("snas",), jobs=1)
     settings.dataset = f"npz:{tmp_path}/missing.npz"

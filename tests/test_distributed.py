@@ -42,7 +42,7 @@ def _start(tuner_id: str, port: int, out, *flags: str) -> subprocess.Popen:
         "TF_NUM_INTEROP_THREADS": "1",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "kerasnas.search", f"--output_dir={out}", *SEARCH, *flags],
+        [sys.executable, "-m", "kerasnas.cli.search", f"--output_dir={out}", *SEARCH, *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -75,7 +75,7 @@ def test_mirrored_first_step_equals_single_device():
 
 def _search(out, *flags: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "kerasnas.search", f"--output_dir={out}", *TINY, *flags],
+        [sys.executable, "-m", "kerasnas.cli.search", f"--output_dir={out}", *TINY, *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -126,7 +126,7 @@ def test_two_workers_on_localhost_finish_and_only_the_chief_writes(tmp_path):
 def test_refused_combinations_exit_2_naming_the_flag(
     tmp_path, monkeypatch, capsys, flags, tf_config, named
 ):
-    from kerasnas import search
+    from kerasnas.cli import search
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     if tf_config is not None:

@@ -227,7 +227,7 @@ def test_parse_formats():
 
 def _cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "kerasnas.export", *args],
+        [sys.executable, "-m", "kerasnas.cli.export", *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -10,16 +10,16 @@ import keras_tuner as kt
 import numpy as np
 import pytest
 
-from kerasnas.trainers.archspace import ArchSpace
-from kerasnas.trainers.controller import Controller, MutationController
-from kerasnas.trainers.oracles import (
+from kerasnas.multitrial.controller import Controller, MutationController
+from kerasnas.multitrial.oracles import (
     RandomSearchOracle,
     RegularizedEvolutionOracle,
     ReinforceOracle,
     RENASOracle,
 )
-from kerasnas.trainers.qlearning import QLearningOracle
-from kerasnas.trainers.synthetic import SyntheticReward, trials_to_best
+from kerasnas.multitrial.qlearning import QLearningOracle
+from kerasnas.testing.synthetic import SyntheticReward, trials_to_best
+from kerasnas.trainers.archspace import ArchSpace
 
 
 def _chain_hp() -> kt.HyperParameters:

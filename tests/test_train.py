@@ -12,8 +12,8 @@ import tensorflow as tf
 
 import kerasnas
 from kerasnas import data as data_lib
-from kerasnas import train
 from kerasnas.augment import cutout
+from kerasnas.cli import train
 from kerasnas.genotype import DARTS_V2
 from kerasnas.trainers import RetrainConfig, RetrainTrainer
 from kerasnas.trainers.retrain import copy_weights, drop_path_layers
@@ -253,7 +253,7 @@ def test_cli_bad_input_one_line_and_nothing_written(
 def test_console_entry_point_exit_code(tmp_path):
     out = tmp_path / "o"
     proc = subprocess.run(
-        [sys.executable, "-m", "kerasnas.train", "--genotype=DARTS_V9", f"--output_dir={out}"],
+        [sys.executable, "-m", "kerasnas.cli.train", "--genotype=DARTS_V9", f"--output_dir={out}"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -276,6 +276,6 @@ def test_published_genotype_by_name():
 
 
 def test_flags_do_not_clash_with_kerasnas_search():
-    from kerasnas import search  # defines absl's global flags; ours are private
+    from kerasnas.cli import search  # defines absl's global flags; ours are private
 
     assert search.FLAGS is not train.FLAGS

@@ -12,7 +12,7 @@ supernet's MixedOps use relaxation ``controlled``: only the op written into the 
 An epoch: (1) every minibatch of the training split trains the shared weights of one child
 drawn from the policy (SGD with momentum on that child's weights only: ops off the child
 keep their weights and momentum); (2) ENAS only: ``controller_steps`` REINFORCE updates of
-the Zoph & Le controller (:class:`~kerasnas.trainers.controller.Controller`), each on
+the Zoph & Le controller (:class:`~kerasnas.multitrial.controller.Controller`), each on
 ``controller_batch`` children whose reward is their accuracy on one validation minibatch
 (batch norm in inference mode, validation batches taken in turn, cycling). Random search
 draws children uniformly and has no phase (2). At the end, :meth:`best_genotype` samples
@@ -33,12 +33,12 @@ import tensorflow as tf
 
 from kerasnas.genotype import Genotype
 from kerasnas.layers import MixedOp, mixed_ops, set_inference
+from kerasnas.multitrial.controller import Controller
 from kerasnas.search_spaces.base import Arch
 from kerasnas.search_spaces.cell import CELL_KINDS, CellSpace
 from kerasnas.search_spaces.cell_discrete import DiscreteCellSpace
 from kerasnas.trainers.archspace import ArchSpace
 from kerasnas.trainers.base import OneShotTrainer, TrainerConfig
-from kerasnas.trainers.controller import Controller
 
 __all__ = [
     "ChildEncoder",

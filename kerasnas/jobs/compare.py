@@ -206,10 +206,14 @@ def run_one(settings: CompareSettings, strategy: str, seed: int) -> dict[str, An
     threads = 1 if settings.jobs > 1 else None
     if not os.path.exists(os.path.join(search_dir, "metrics.json")):
         argv = search_argv(settings, strategy, seed, search_dir)
-        _run_tool("kerasnas.search", argv, search_dir, os.path.join(base, "search.log"), threads)
+        _run_tool(
+            "kerasnas.cli.search", argv, search_dir, os.path.join(base, "search.log"), threads
+        )
     if not os.path.exists(os.path.join(retrain_dir, "metrics.json")):
         argv = retrain_argv(settings, seed, os.path.join(search_dir, "genotype.json"), retrain_dir)
-        _run_tool("kerasnas.train", argv, retrain_dir, os.path.join(base, "retrain.log"), threads)
+        _run_tool(
+            "kerasnas.cli.train", argv, retrain_dir, os.path.join(base, "retrain.log"), threads
+        )
     search = _read_json(os.path.join(search_dir, "metrics.json"))
     retrain = _read_json(os.path.join(retrain_dir, "metrics.json"))
     history = _read_json(os.path.join(search_dir, "history.json"))

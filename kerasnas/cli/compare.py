@@ -9,7 +9,7 @@ Every strategy gets the same supernet and the same number of supernet epochs; ea
 child is retrained for --retrain_epochs. Writes comparison.csv, summary.json and the plots
 accuracy_vs_epoch.png, supernet_vs_child.png and entropy_vs_epoch.png (the SNAS paper's
 Figures 9-11); each run's own output directory is under runs/. See
-:mod:`kerasnas.comparison`.
+:mod:`kerasnas.jobs.compare`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sys
 
 from kerasnas import ops as ops_lib
-from kerasnas.cli import Command
-from kerasnas.comparison import STRATEGIES, CompareSettings
+from kerasnas.cli.command import Command
+from kerasnas.jobs.compare import STRATEGIES, CompareSettings
 
 _DEFAULT = CompareSettings(output_dir="")
 
@@ -115,7 +115,7 @@ def main(argv: list[str]) -> int:
     code = COMMAND.parse(argv)
     if code is not None:
         return code
-    from kerasnas.comparison import CompareError, run_comparison
+    from kerasnas.jobs.compare import CompareError, run_comparison
 
     try:
         run_comparison(settings_from_flags())

@@ -1,5 +1,5 @@
 """The black-box search job: a strategy (a ``keras_tuner.Oracle``) proposes architectures of
-a discrete space, :class:`~kerasnas.trainers.trials.ArchTuner` trains each one as a trial.
+a discrete space, :class:`~kerasnas.multitrial.runner.ArchTuner` trains each one as a trial.
 
 This is what ``kerasnas-search --strategy=<reinforce|metaqnn|evolution|renas|random|bayesian|
 hyperband>`` runs; :func:`run_blackbox` is the Python entry point. Output directory (every
@@ -27,7 +27,7 @@ and ``KERASTUNER_TUNER_ID`` set, the chief (an id containing ``chief``) serves t
 and writes the outputs, and every other process is a worker that runs trials (run the same
 command, with the same output directory on a shared file system, in every process). Trial
 rewards depend only on the seed and the trial id, so the history matches a one-process run
-except for the ``tuner_id`` and wall-clock columns. See :mod:`kerasnas.trainers.trials` for
+except for the ``tuner_id`` and wall-clock columns. See :mod:`kerasnas.multitrial.runner` for
 the timeouts that make every process exit (exit code 1 after a timeout).
 """
 
@@ -53,17 +53,15 @@ from kerasnas import data as data_lib
 from kerasnas import io
 from kerasnas.export.exporter import ExportError, parse_formats
 from kerasnas.genotype import Genotype
-from kerasnas.pipeline import SearchError, export_child
-from kerasnas.search_spaces import SPACES, DiscreteSpace, get_space
-from kerasnas.trainers.base import accuracy
-from kerasnas.trainers.oracles import (
+from kerasnas.jobs.one_shot import SearchError, export_child
+from kerasnas.multitrial.oracles import (
     RandomSearchOracle,
     RegularizedEvolutionOracle,
     ReinforceOracle,
     RENASOracle,
 )
-from kerasnas.trainers.qlearning import QLearningOracle
-from kerasnas.trainers.trials import (
+from kerasnas.multitrial.qlearning import QLearningOracle
+from kerasnas.multitrial.runner import (
     MODEL_FILE,
     RESULT_FILE,
     ArchTuner,
@@ -71,6 +69,8 @@ from kerasnas.trainers.trials import (
     DistributedError,
     TrialConfig,
 )
+from kerasnas.search_spaces import SPACES, DiscreteSpace, get_space
+from kerasnas.trainers.base import accuracy
 
 __all__ = [
     "STRATEGIES",

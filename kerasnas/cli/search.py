@@ -10,10 +10,10 @@
 
 One-shot strategies search the cell space with one weight-shared supernet: snas (default),
 darts (first or second order), enas (LSTM controller) and random_ws (uniform sampling with
-weight sharing); outputs: see :mod:`kerasnas.pipeline`. Trial-based strategies (reinforce,
+weight sharing); outputs: see :mod:`kerasnas.jobs.one_shot`. Trial-based strategies (reinforce,
 metaqnn, evolution, renas, random, bayesian, hyperband) train one child per trial over
 --search_space=cell, nasrl or metaqnn (outputs and distributed mode: see
-:mod:`kerasnas.blackbox`). ``kerasnas-search --helpfull`` lists every flag.
+:mod:`kerasnas.jobs.trial_based`). ``kerasnas-search --helpfull`` lists every flag.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from absl import flags
 
 from kerasnas import ops as ops_lib
 from kerasnas import resource
-from kerasnas.cli import Command
-from kerasnas.pipeline import DEFAULT_EXPORT, DERIVATIONS, RELAXATIONS, default_snas_config
-from kerasnas.pipeline import STRATEGIES as ONE_SHOT
+from kerasnas.cli.command import Command
+from kerasnas.jobs.one_shot import DEFAULT_EXPORT, DERIVATIONS, RELAXATIONS, default_snas_config
+from kerasnas.jobs.one_shot import STRATEGIES as ONE_SHOT
 
 _DEFAULT = default_snas_config()
 
@@ -204,7 +204,7 @@ flags.DEFINE_integer(
     "verbose", 1, "0: quiet; 1: progress bar and a line per epoch.", flag_values=FLAGS
 )
 
-# -- black-box strategies (kerasnas.blackbox) ---------------------------------------------
+# -- black-box strategies (kerasnas.jobs.trial_based) ---------------------------------------------
 BLACKBOX = ("reinforce", "metaqnn", "evolution", "renas", "random", "bayesian", "hyperband")
 STRATEGIES = ONE_SHOT + BLACKBOX
 for _name, _default, _values, _help in (
@@ -353,8 +353,8 @@ flags.register_validator("a_lr", lambda v: v > 0, message="must be > 0", flag_va
 
 
 def settings_from_flags():
-    """The :class:`~kerasnas.pipeline.SearchSettings` of the parsed flags (one-shot)."""
-    from kerasnas.pipeline import SearchSettings, default_config
+    """The :class:`~kerasnas.jobs.one_shot.SearchSettings` of the parsed flags (one-shot)."""
+    from kerasnas.jobs.one_shot import SearchSettings, default_config
 
     strategy = FLAGS.strategy
     args = {
@@ -409,9 +409,9 @@ def _ints(name: str) -> tuple[int, ...]:
 
 
 def blackbox_settings_from_flags():
-    """The :class:`~kerasnas.blackbox.BlackBoxSettings` of the parsed flags."""
-    from kerasnas.blackbox import BlackBoxSettings
-    from kerasnas.trainers.trials import TrialConfig
+    """The :class:`~kerasnas.jobs.trial_based.BlackBoxSettings` of the parsed flags."""
+    from kerasnas.jobs.trial_based import BlackBoxSettings
+    from kerasnas.multitrial.runner import TrialConfig
 
     space = FLAGS.search_space
     args: dict = {}
@@ -511,8 +511,8 @@ def main(argv: list[str]) -> int:
     if message:
         return COMMAND.error(message)
     from kerasnas.data import DataError
+    from kerasnas.jobs.one_shot import SearchError, run_search
     from kerasnas.latency import LatencyCacheError
-    from kerasnas.pipeline import SearchError, run_search
 
     if FLAGS.strategy in ONE_SHOT:
         try:
@@ -521,7 +521,7 @@ def main(argv: list[str]) -> int:
             return COMMAND.error(str(e))
         return 0
 
-    from kerasnas.blackbox import DistributedError, run_blackbox
+    from kerasnas.jobs.trial_based import DistributedError, run_blackbox
 
     try:
         metrics = run_blackbox(blackbox_settings_from_flags())

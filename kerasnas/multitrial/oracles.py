@@ -17,8 +17,8 @@ from typing import Any
 import keras_tuner
 import numpy as np
 
+from kerasnas.multitrial.controller import Controller, MutationController
 from kerasnas.trainers.archspace import ArchSpace, rng_from_state, rng_state
-from kerasnas.trainers.controller import Controller, MutationController
 
 RUNNING = keras_tuner.engine.trial.TrialStatus.RUNNING
 IDLE = keras_tuner.engine.trial.TrialStatus.IDLE
@@ -259,7 +259,7 @@ _CONTROLLER_ARGS = (
 class ReinforceOracle(ArchOracle):
     """NAS with reinforcement learning (Zoph & Le, ICLR 2017).
 
-    The :class:`~kerasnas.trainers.controller.Controller` samples `batch_size` (m)
+    The :class:`~kerasnas.multitrial.controller.Controller` samples `batch_size` (m)
     architectures from its current policy; when the m rewards are in it makes one
     REINFORCE step and samples the next m (until then, a further request gets IDLE). With
     `reuse_rewards`, a sampled architecture that was already evaluated is not trained again:
@@ -403,7 +403,7 @@ class RENASOracle(ArchOracle):
     """RENAS: aging evolution whose mutations come from a learned controller.
 
     Population, sampling and aging as in :class:`RegularizedEvolutionOracle`. The
-    :class:`~kerasnas.trainers.controller.MutationController` reads the parent and emits
+    :class:`~kerasnas.multitrial.controller.MutationController` reads the parent and emits
     which decision to change and its new value; it is trained by REINFORCE, every
     `batch_size` offspring, on the fitness gain reward(child) - reward(parent). A proposed
     child that was already issued is redrawn (up to 20 times); when it was evaluated, its

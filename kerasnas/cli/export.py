@@ -17,7 +17,7 @@ import sys
 
 from absl import flags
 
-from kerasnas.cli import Command
+from kerasnas.cli.command import Command
 from kerasnas.export.exporter import FORMATS
 
 COMMAND = Command("kerasnas-export", __doc__ or "", required=("model", "output_dir"))

@@ -13,7 +13,7 @@ the same cell-space supernet:
   uniformly, no controller. Child = the best of ``final_samples`` sampled children on the
   validation split (:mod:`kerasnas.trainers.enas`).
 
-The trial-based strategies (``--strategy=reinforce`` etc.) are :mod:`kerasnas.blackbox`.
+The trial-based strategies (``--strategy=reinforce`` etc.) are :mod:`kerasnas.jobs.trial_based`.
 Output directory contract (every file written atomically, ``metrics.json`` last, so its
 presence means the run finished):
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import keras_tuner
 
-from kerasnas.trainers.oracles import ArchOracle
+from kerasnas.multitrial.oracles import ArchOracle
 
 # MetaQNN's CIFAR-10 schedule: (epsilon, number of models).
 PAPER_EPSILON_SCHEDULE = (

@@ -1,0 +1,1 @@
+"""The command lines: absl flags -> settings -> a job (:mod:`kerasnas.jobs`)."""
