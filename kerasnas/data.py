@@ -31,6 +31,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasnas.errors import SettingError
+
 __all__ = ["SPLITS", "DataBundle", "DataError", "load"]
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -47,7 +49,7 @@ _MIN_BLOCK = 256
 _CHUNK = 4096
 
 
-class DataError(ValueError):
+class DataError(SettingError):
     """Bad dataset spec, file, content or argument; the message is one line saying what."""
 
 
@@ -310,13 +312,14 @@ def load(
     """
     if not isinstance(spec, str):
         raise DataError(f"dataset spec must be a str ({_ACCEPTED_SPECS}), got {spec!r}")
-    seed = _check_int(seed, "seed", 0)
+    seed = _check_int(seed, "{seed}", 0)
     for arg, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise DataError(f"{arg} must be a number in (0, 1), got {value!r}")
+            raise DataError(f"{{{arg}}} must be a number in (0, 1), got {value!r}")
     if valid_fraction + test_fraction >= 1:
         raise DataError(
-            f"valid_fraction + test_fraction must be < 1, got {valid_fraction} + {test_fraction}"
+            f"{{valid_fraction}} + {{test_fraction}} must be < 1, got {valid_fraction} + "
+            f"{test_fraction}"
         )
     if image_size is not None:
         if (
@@ -329,6 +332,17 @@ def load(
     if max_examples is not None:
         max_examples = _check_int(max_examples, "max_examples", 1)
 
+    try:
+        return _dispatch(
+            spec, seed, valid_fraction, test_fraction, image_size, max_examples, data_dir, download
+        )
+    except DataError as e:  # name the setting and the spec in front of what went wrong
+        raise DataError(f"{{dataset}} {spec!r}: {e.template}") from None
+
+
+def _dispatch(
+    spec, seed, valid_fraction, test_fraction, image_size, max_examples, data_dir, download
+) -> DataBundle:
     kind, _, rest = spec.partition(":")
     if spec == "digits":
         from sklearn.datasets import load_digits
@@ -364,7 +378,7 @@ def load(
             data_dir,
             download,
         )
-    raise DataError(f"unknown dataset spec {spec!r}; expected {_ACCEPTED_SPECS}")
+    raise DataError(f"unknown dataset spec; expected {_ACCEPTED_SPECS}")
 
 
 # --------------------------------------------------------------------------------------------

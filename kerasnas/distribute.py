@@ -17,6 +17,8 @@ import os
 import keras
 import tensorflow as tf
 
+from kerasnas.errors import SettingError
+
 DISTRIBUTIONS: tuple[str, ...] = ("none", "mirrored", "multi_worker")
 _SUM = tf.distribute.ReduceOp.SUM
 
@@ -33,7 +35,7 @@ def split_cpu(n: int) -> None:
 def _tf_config() -> dict:
     raw = os.environ.get("TF_CONFIG")
     if not raw:
-        raise ValueError("--distribution=multi_worker needs the TF_CONFIG environment variable")
+        raise SettingError("{distribution}=multi_worker needs the TF_CONFIG environment variable")
     try:
         config = json.loads(raw)
         cluster, task = config["cluster"], config["task"]
@@ -41,7 +43,7 @@ def _tf_config() -> dict:
         if workers < 1 or task["type"] not in cluster or int(task["index"]) < 0:
             raise ValueError("no worker, or the task is not in the cluster")
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ValueError(f"--distribution=multi_worker: TF_CONFIG is invalid ({e})") from None
+        raise SettingError(f"{{distribution}}=multi_worker: TF_CONFIG is invalid ({e})") from None
     return config
 
 
@@ -61,7 +63,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy | None:
     if name == "multi_worker":
         _tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"--distribution must be one of {DISTRIBUTIONS}, got {name!r}")
+    raise SettingError(f"{{distribution}} must be one of {DISTRIBUTIONS}, got {name!r}")
 
 
 def is_chief(strategy: tf.distribute.Strategy | None) -> bool:

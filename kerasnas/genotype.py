@@ -26,6 +26,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from kerasnas.errors import SettingError
 from kerasnas.io import write_text
 
 __all__ = ["DARTS_V1", "DARTS_V2", "Genotype", "GenotypeError"]
@@ -38,7 +39,7 @@ _KEYS: tuple[str, ...] = ("normal", "normal_concat", "reduce", "reduce_concat")
 _NONE_OP = "none"
 
 
-class GenotypeError(ValueError):
+class GenotypeError(SettingError):
     """Invalid genotype input; the one-line message names the offending entry."""
 
 

@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+from kerasnas.errors import SettingError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
@@ -49,22 +51,22 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-class OutputDirError(ValueError):
-    """An output directory cannot be used: the message names ``--output_dir``."""
+class OutputDirError(SettingError):
+    """An output directory cannot be used: the message names ``{output_dir}``."""
 
 
 def prepare_output_dir(path: str, *, resume: bool = False, overwrite: bool = False) -> None:
     """Makes `path` ready for a run: refuses a non-empty directory unless the run resumes
     in it (`resume`) or replaces it (`overwrite`, which empties it). Raises OutputDirError."""
     if not path:
-        raise OutputDirError("--output_dir is required")
+        raise OutputDirError("{output_dir} is required")
     if os.path.exists(path) and not os.path.isdir(path):
-        raise OutputDirError(f"--output_dir {path!r} exists and is not a directory")
+        raise OutputDirError(f"{{output_dir}} {path!r} exists and is not a directory")
     existing = os.listdir(path) if os.path.isdir(path) else []
     if existing and not (resume or overwrite):
         raise OutputDirError(
-            f"--output_dir {path!r} is not empty; pass --resume to continue the run in it, "
-            f"--overwrite to replace it, or choose another directory"
+            f"{{output_dir}} {path!r} is not empty; pass {{resume}} to continue the run in it, "
+            "{overwrite} to replace it, or choose another directory"
         )
     if overwrite and not resume:
         for name in existing:

@@ -22,7 +22,7 @@ The device is platform.machine(), the CPU model name, the LiteRT and TensorFlow 
 and the thread count; an entry's key is the op's class and config (``get_config()`` minus
 ``name``, so user-defined ops work), its input shape (H, W, C) and its stride.
 
-``python -m kerasnas.latency --dataset=digits --init_channels=8 --layers=5 --nodes=4``
+``python -m kerasnas.cli.latency --dataset=digits --init_channels=8 --layers=5 --nodes=4``
 builds the table of a cell supernet and prints it.
 """
 
@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -42,6 +41,7 @@ import numpy as np
 
 from kerasnas import io, resource
 from kerasnas import ops as ops_lib
+from kerasnas.errors import SettingError
 from kerasnas.layers import MixedOp, mixed_ops
 
 CACHE_ENV = "KERASNAS_CACHE"
@@ -52,7 +52,7 @@ DEFAULT_WARMUP = 20
 Shape = tuple[int, ...]
 
 
-class LatencyCacheError(ValueError):
+class LatencyCacheError(SettingError):
     """A latency cache file cannot be used: the message names the file and the fix."""
 
 
@@ -178,9 +178,13 @@ class LatencyTable:
         log: Callable[[str], None] | None = None,
     ):
         if not isinstance(num_threads, int) or num_threads < 1:
-            raise ValueError(f"LatencyTable: num_threads must be a positive int, got {num_threads}")
+            raise SettingError(
+                f"LatencyTable: {{num_threads}} must be a positive int, got {num_threads}"
+            )
         if runs < 1 or warmup < 0:
-            raise ValueError(f"LatencyTable: runs must be >= 1, warmup >= 0, got {runs}, {warmup}")
+            raise SettingError(
+                f"LatencyTable: {{runs}} must be >= 1, {{warmup}} >= 0, got {runs}, {warmup}"
+            )
         self.cache_dir = default_cache_dir() if cache_dir is None else os.fspath(cache_dir)
         self.num_threads = num_threads
         self.runs = runs
@@ -393,63 +397,3 @@ def table_rows(layers: Sequence[MixedOp], table: LatencyTable) -> list[dict[str,
         rows.values(),
         key=lambda r: (-r["input_shape"][0], r["input_shape"][2], r["strides"], r["op"]),
     )
-
-
-# -- command line ----------------------------------------------------------------------------
-
-
-def _command():
-    from kerasnas.cli.command import Command
-
-    cmd = Command(
-        "kerasnas.latency", "python -m kerasnas.latency: " + (__doc__ or "").split("\n")[0]
-    )
-    d = cmd.define
-    d("string", "dataset", "digits", "digits, tfds:<name> or npz:<path> (input shape).")
-    d("integer", "init_channels", 8, "C: channels of the first cells.", lower_bound=2)
-    d("integer", "layers", 5, "L: number of cells.", lower_bound=3)
-    d("integer", "nodes", 4, "N: intermediate nodes per cell.", lower_bound=1)
-    d("list", "ops", list(ops_lib.PRIMITIVES), "Candidate ops, comma separated.")
-    d("integer", "num_threads", 1, "LiteRT interpreter threads.", lower_bound=1)
-    d("string", "cache_dir", None, f"Cache directory (default {default_cache_dir()}).")
-    d("integer", "runs", DEFAULT_RUNS, "Timed invokes per op (median).", lower_bound=1)
-    return cmd
-
-
-def _main(argv: list[str]) -> int:
-    from kerasnas import data as data_lib
-    from kerasnas.search_spaces.cell import CellSpace
-
-    command = _command()
-    code = command.parse(argv)
-    if code is not None:
-        return code
-    FLAGS = command.flags
-    try:
-        bundle = data_lib.load(FLAGS.dataset)
-        space = CellSpace(
-            bundle.input_shape,
-            bundle.num_classes,
-            FLAGS.init_channels,
-            FLAGS.layers,
-            FLAGS.nodes,
-            tuple(FLAGS.ops),
-        )
-        supernet = space.build_supernet("gumbel", seed=0)
-        table = LatencyTable(FLAGS.cache_dir, FLAGS.num_threads, runs=FLAGS.runs, verbose=1)
-        layers = mixed_ops(supernet)
-        attach_latency(layers, table)
-    except (ValueError, OSError) as e:
-        return command.error(str(e))
-    print(f"\nlatency table ({table.path or 'not cached'}); device {table.device}")
-    print(f"{'op':<14} {'input':>9} {'stride':>6} {'ms':>9} {'edges':>5}")
-    for row in table_rows(layers, table):
-        shape = "x".join(map(str, row["input_shape"]))
-        ms = f"{row['ms']:.4f}" + ("*" if row["rule"] else " ")
-        print(f"{row['op']:<14} {shape:>9} {row['strides']:>6} {ms:>9} {row['edges']:>5}")
-    print("* 0 by rule (none deletes the edge; an identity converts to no TFLite op)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv))

@@ -165,29 +165,20 @@ class BatchNorm(keras.layers.Layer):
             return self._call_synced(x, scale, offset)
         if x.dtype not in _FUSED_DTYPES or dtype != tf.float32:
             return self._call_unfused(x, scale, offset, training)
-        if training:
-            y, mean, var = tf.compat.v1.nn.fused_batch_norm(
-                x,
-                scale,
-                offset,
-                self.moving_mean,
-                self.moving_variance,
-                epsilon=self.epsilon,
-                is_training=True,
-                exponential_avg_factor=1.0 - self.momentum,
-            )
-            self.moving_mean.assign(mean)
-            self.moving_variance.assign(var)
-            return y
-        y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        average = {"exponential_avg_factor": 1.0 - self.momentum} if training else {}
+        y, mean, var = tf.compat.v1.nn.fused_batch_norm(
             x,
             scale,
             offset,
             self.moving_mean,
             self.moving_variance,
             epsilon=self.epsilon,
-            is_training=False,
+            is_training=bool(training),
+            **average,
         )
+        if training:
+            self.moving_mean.assign(mean)
+            self.moving_variance.assign(var)
         return y
 
     def _call_synced(self, x, scale, offset):

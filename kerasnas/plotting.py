@@ -1,4 +1,6 @@
-"""Drawing of genotype cells as a PNG (matplotlib Figure + Agg canvas; pyplot is never touched)."""
+"""Every figure kerasnas draws, as PNG files written atomically (matplotlib Figure + Agg
+canvas; pyplot is never touched): genotype cells, a trial-based search's curve, and the
+comparison's accuracy, entropy and supernet-vs-child plots."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
     from matplotlib.backend_bases import RendererBase
     from matplotlib.patches import Circle
 
-__all__ = ["plot_cells"]
+__all__ = ["plot_bars", "plot_cells", "plot_curves", "plot_search_curve"]
 
 Point = tuple[float, float]
 
@@ -288,3 +290,103 @@ def plot_cells(genotype: Genotype, path: str | os.PathLike, title: str | None = 
         drawing.place_labels(renderer)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", facecolor="white")
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+
+
+def plot_search_curve(records: list[dict[str, Any]], path: str | os.PathLike, title: str) -> None:
+    """Best reward so far against completed trials and against wall-clock seconds; a dot per
+    trial. `records` have ``reward``, ``start_time`` and ``end_time`` (None: not finished)."""
+    done = sorted(
+        (r for r in records if r["reward"] is not None and r["end_time"] is not None),
+        key=lambda r: r["end_time"],
+    )
+    origin = min((r["start_time"] for r in done), default=0.0)
+    best, curve = float("-inf"), []
+    for r in done:
+        best = max(best, float(r["reward"]))
+        curve.append(best)
+    fig = _figure(9, 3.6)
+    for k, (xs, label) in enumerate(
+        (
+            (list(range(1, len(done) + 1)), "completed trials"),
+            ([r["end_time"] - origin for r in done], "wall-clock seconds"),
+        )
+    ):
+        ax = fig.add_subplot(1, 2, k + 1)
+        ax.step(xs, curve, where="post", color="tab:blue")
+        ax.plot(xs, [float(r["reward"]) for r in done], ".", color="tab:gray", alpha=0.6)
+        ax.set_xlabel(label)
+        ax.set_ylabel("best reward so far")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_curves(
+    series: dict[str, list[list[float]]],
+    styles: dict[str, tuple[str, str]],
+    xlabel: str,
+    ylabel: str,
+    path: str | os.PathLike,
+) -> None:
+    """Curves against their index (1-based): per group of `series` (name -> one list of
+    values per run) a thin line per run and their mean bold, in the group's (label, colour)
+    of `styles`."""
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, curves in series.items():
+        curves = [c for c in curves if c]
+        if not curves:
+            continue
+        label, color = styles[name]
+        for c in curves:
+            ax.plot(range(1, len(c) + 1), c, color=color, alpha=0.25, lw=1)
+        n = min(len(c) for c in curves)
+        mean = [sum(c[i] for c in curves) / len(curves) for i in range(n)]
+        ax.plot(range(1, n + 1), mean, color=color, lw=2, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+
+
+def plot_bars(
+    groups: dict[str, tuple[list[float], list[float]]],
+    styles: dict[str, tuple[str, str]],
+    ylabel: str,
+    title: str,
+    path: str | os.PathLike,
+) -> None:
+    """Two bars per group (name -> (left values, right values), one value per run): the
+    mean of each side, the left one lighter, with a dot per run."""
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.38
+    names = list(groups)
+    for i, name in enumerate(names):
+        for j, (values, shade) in enumerate(zip(groups[name], (0.45, 1.0), strict=True)):
+            x = i + (j - 0.5) * width
+            ax.bar(x, sum(values) / len(values), width, color=styles[name][1], alpha=shade)
+            ax.plot([x] * len(values), values, "k.", ms=4)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([styles[n][0] for n in names], fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)

@@ -15,9 +15,10 @@ import pytest
 import kerasnas  # noqa: F401 (registers the layers best.keras needs)
 from kerasnas import data as data_lib
 from kerasnas.cli import search
-from kerasnas.jobs.trial_based import BlackBoxSettings, run_blackbox
+from kerasnas.evaluate import accuracy
+from kerasnas.jobs.trial_based import TrialSettings, run_trial_search
 from kerasnas.multitrial.runner import TrialConfig, resource_aware_reward, trial_seed
-from kerasnas.trainers.base import accuracy
+from kerasnas.multitrial.settings import EvolutionSettings
 
 ENV = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
 TINY = {
@@ -122,25 +123,25 @@ def test_command_line_subprocess_and_resume_of_a_finished_run(tmp_path):
     assert search.main(_argv(out, "evolution", "nasrl", "--resume")) == 2
 
 
-def _settings(out, max_trials, resume=False) -> BlackBoxSettings:
-    return BlackBoxSettings(
+def _settings(out, max_trials, resume=False) -> TrialSettings:
+    return TrialSettings(
         output_dir=str(out),
         strategy="evolution",
         search_space="nasrl",
         max_trials=max_trials,
-        trial=TrialConfig(epochs=1, batch_size=128, seed=5, verbose=0),
+        trial=TrialConfig(epochs=1, batch_size=128, seed=5),
         space_args={"max_layers": 2, "min_layers": 1, "filters": (4, 8), "filter_heights": (1, 3)},
-        population_size=1,  # trial 1 random, then mutations of the best
-        sample_size=1,
+        # trial 1 random, then mutations of the best
+        config=EvolutionSettings(population_size=1, sample_size=1),
         resume=resume,
         verbose=0,
     )
 
 
 def test_stopped_and_resumed_search_has_the_uninterrupted_history(tmp_path):
-    whole = run_blackbox(_settings(tmp_path / "whole", 3))
-    run_blackbox(_settings(tmp_path / "split", 1))  # stopped after 1 trial
-    resumed = run_blackbox(_settings(tmp_path / "split", 3, resume=True))
+    whole = run_trial_search(_settings(tmp_path / "whole", 3))
+    run_trial_search(_settings(tmp_path / "split", 1))  # stopped after 1 trial
+    resumed = run_trial_search(_settings(tmp_path / "split", 3, resume=True))
     drop = ("seconds", "end_seconds")  # wall-clock only
     a = [{k: v for k, v in r.items() if k not in drop} for r in _history(tmp_path / "whole")]
     b = [{k: v for k, v in r.items() if k not in drop} for r in _history(tmp_path / "split")]
@@ -202,11 +203,11 @@ def test_resource_aware_reward_and_trial_seed():
 
 
 def test_command_line_lists_every_strategy():
-    from kerasnas.jobs.one_shot import STRATEGIES as ONE_SHOT
-    from kerasnas.jobs.trial_based import STRATEGIES
+    from kerasnas import strategies
 
-    assert search.STRATEGIES == (*ONE_SHOT, *STRATEGIES)
-    assert set(RUNS) == set(STRATEGIES)
+    assert search.STRATEGIES == strategies.names()
+    assert search.FLAGS["strategy"].parser.enum_values == list(strategies.names())
+    assert set(RUNS) == set(strategies.names(strategies.TRIAL_BASED))
 
 
 def test_export_of_the_best_child_is_verified(tmp_path):

@@ -11,8 +11,9 @@ import pytest
 
 import kerasnas
 from kerasnas import data as data_lib
+from kerasnas.errors import SettingError
 from kerasnas.genotype import Genotype
-from kerasnas.jobs.one_shot import SearchError, SearchSettings, run_search
+from kerasnas.jobs.one_shot import OneShotSettings, run_search
 from kerasnas.trainers.snas import SNASConfig
 
 SMALL = [
@@ -139,7 +140,7 @@ def test_missing_npz_dataset_names_the_file_and_writes_nothing(tmp_path):
 
 
 def test_run_search_python_api_top2(tmp_path):
-    settings = SearchSettings(
+    settings = OneShotSettings(
         output_dir=str(tmp_path / "top2"),
         init_channels=4,
         layers=3,
@@ -158,12 +159,12 @@ def test_run_search_python_api_top2(tmp_path):
         for op, _ in genotype.edges("normal") and [(e[2], e[0]) for e in genotype.edges("normal")]
     )
     assert metrics["derive"] == "top2"
-    with pytest.raises(SearchError, match="derive"):
-        run_search(SearchSettings(output_dir=str(tmp_path / "x"), derive="top3"))
+    with pytest.raises(SettingError, match="derive"):
+        run_search(OneShotSettings(output_dir=str(tmp_path / "x"), derive="top3"))
 
 
 def test_bfloat16_search_trains_a_mixed_supernet_and_writes_a_float32_child(tmp_path):
-    settings = SearchSettings(
+    settings = OneShotSettings(
         output_dir=str(tmp_path / "bf16"),
         init_channels=4,
         layers=3,
@@ -182,12 +183,12 @@ def test_bfloat16_search_trains_a_mixed_supernet_and_writes_a_float32_child(tmp_
     child = keras.models.load_model(tmp_path / "bf16" / "child.keras")
     assert {layer.dtype_policy.name for layer in child.layers} == {"float32"}
     assert metrics["export"]["tflite"]["passed"]
-    with pytest.raises(SearchError, match="loss scaling"):
-        run_search(SearchSettings(output_dir=str(tmp_path / "x"), mixed_precision="float16"))
+    with pytest.raises(SettingError, match="loss scaling"):
+        run_search(OneShotSettings(output_dir=str(tmp_path / "x"), mixed_precision="float16"))
 
 
 def test_command_line_defaults_are_the_python_api_defaults():
-    """One set of defaults: kerasnas-search with no flags == SearchSettings()."""
+    """One set of defaults: kerasnas-search with no flags == OneShotSettings()."""
     from kerasnas.cli import search
 
     search.FLAGS.unparse_flags()  # other tests run search.main in this process
@@ -196,7 +197,7 @@ def test_command_line_defaults_are_the_python_api_defaults():
         from_flags = search.settings_from_flags()
     finally:
         search.FLAGS.unparse_flags()
-    assert from_flags == SearchSettings(output_dir="somewhere")
+    assert from_flags == OneShotSettings(output_dir="somewhere")
 
 
 def test_supernet_params_count_shared_variables_once():

@@ -8,9 +8,10 @@ import os
 import pytest
 
 from kerasnas.cli import compare
+from kerasnas.errors import RunError, SettingError
 from kerasnas.genotype import Genotype
-from kerasnas.jobs.compare import COLUMNS, CompareError, CompareSettings, summarize
-from kerasnas.jobs.one_shot import SearchError, SearchSettings, default_config, run_search
+from kerasnas.jobs.compare import COLUMNS, CompareSettings, summarize
+from kerasnas.jobs.one_shot import OneShotSettings, default_config, run_search
 
 OPS = ("none", "skip_connect", "max_pool_3x3", "sep_conv_3x3")
 TINY = {"init_channels": 4, "layers": 3, "nodes": 2, "ops": OPS}
@@ -64,7 +65,7 @@ def test_comparison_writes_table_summary_and_three_plots(finished):
         history = json.loads((run / "search" / "history.json").read_text())
         assert len(history) == 2 and "valid_accuracy" in history[0] and "entropy" in history[0]
     # DARTS keeps two inputs per node; random sampling with weight sharing too
-    for s in ("darts", "random"):
+    for s in ("darts", "random_ws"):
         g = Genotype.load(out / "runs" / f"{s}_seed0" / "search" / "genotype.json")
         assert all(len(node) == 2 for node in g.normal + g.reduce)
     metrics = json.loads((out / "runs" / "darts_seed0" / "search" / "metrics.json").read_text())
@@ -134,7 +135,7 @@ def test_a_failing_run_names_the_run_and_its_log(tmp_path):
 
     settings = _tiny_compare(tmp_path / "bad", strategies=("snas",), jobs=1)
     settings.dataset = f"npz:{tmp_path}/missing.npz"
-    with pytest.raises(CompareError, match=r"snas_seed0.*missing\.npz|missing\.npz.*search\.log"):
+    with pytest.raises(RunError, match=r"snas_seed0.*missing\.npz|missing\.npz.*search\.log"):
         run_comparison(settings)
 
 
@@ -155,7 +156,7 @@ def test_summary_statistics():
 @pytest.mark.parametrize("strategy", ["darts", "enas", "random_ws"])
 def test_one_shot_strategies_keep_the_search_output_contract(strategy, tmp_path):
     out = tmp_path / strategy
-    settings = SearchSettings(
+    settings = OneShotSettings(
         output_dir=str(out),
         strategy=strategy,
         verbose=0,
@@ -174,14 +175,14 @@ def test_one_shot_strategies_keep_the_search_output_contract(strategy, tmp_path)
 @pytest.mark.parametrize(
     "kwargs, expected",
     [
-        ({"strategy": "darts", "relaxation": "gumbel"}, "--relaxation"),
-        ({"strategy": "snas", "derive": "best_sampled"}, "--derive"),
+        ({"strategy": "darts", "relaxation": "gumbel"}, "relaxation"),
+        ({"strategy": "snas", "derive": "best_sampled"}, "derive"),
         ({"strategy": "enas", "ops": ("skip_connect", "sep_conv_3x3")}, "'none'"),
         ({"strategy": "darts", "config": default_config("snas")}, "DARTSConfig"),
         ({"strategy": "bogus"}, "strategy"),
     ],
 )
 def test_bad_one_shot_settings_raise_search_error(kwargs, expected, tmp_path):
-    with pytest.raises(SearchError, match=expected):
-        run_search(SearchSettings(output_dir=str(tmp_path / "x"), **kwargs))
+    with pytest.raises(SettingError, match=expected):
+        run_search(OneShotSettings(output_dir=str(tmp_path / "x"), **kwargs))
     assert not (tmp_path / "x").exists()

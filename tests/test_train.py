@@ -15,6 +15,7 @@ from kerasnas import data as data_lib
 from kerasnas.augment import cutout
 from kerasnas.cli import train
 from kerasnas.genotype import DARTS_V2
+from kerasnas.jobs import retrain as retrain_job
 from kerasnas.trainers import RetrainConfig, RetrainTrainer
 from kerasnas.trainers.retrain import copy_weights, drop_path_layers
 
@@ -44,7 +45,7 @@ def _network(bundle, auxiliary=True, drop_path=0.2):
         layers=3,
         auxiliary=auxiliary,
         drop_path=drop_path,
-        preprocessing=train._preprocessing(bundle),
+        preprocessing=retrain_job._preprocessing(bundle),
     )
 
 
@@ -180,7 +181,7 @@ def finished_run(tmp_path_factory, genotype_file):
 
 def test_cli_writes_the_output_contract(finished_run, genotype_file):
     out = finished_run
-    for name in train.RESULT_FILES:
+    for name in retrain_job.RESULT_FILES:
         assert (out / name).is_file(), name
     assert any((out / "tensorboard").iterdir())
     assert (out / "checkpoints" / "ckpt.npz").is_file()
@@ -272,7 +273,7 @@ def test_helpfull_lists_the_flags(capsys):
 
 
 def test_published_genotype_by_name():
-    assert train.load_genotype("DARTS_V2") is DARTS_V2
+    assert retrain_job.load_genotype("DARTS_V2") is DARTS_V2
 
 
 def test_flags_do_not_clash_with_kerasnas_search():

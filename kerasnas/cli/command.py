@@ -1,5 +1,14 @@
-"""What every kerasnas command line shares: its own absl flag set, ``--help``, required
-flags, and bad input reported as one line (``<prog>: error: ...``, exit code 2).
+"""What every kerasnas command line shares: its own absl flag set made from settings
+classes, ``--help``, required flags, and bad input reported as one line
+(``<prog>: error: ...``, exit code 2).
+
+A command's flags come from the :func:`~kerasnas.options.option` fields of the settings it
+builds (:meth:`Command.add_settings`): name, type, default, help and allowed values are
+read from there, so a flag's default is its setting's default. Each flag knows the setting
+path it sets in each *context* (for ``kerasnas-search`` a context is a strategy; commands
+with one kind of settings use one). After parsing, :meth:`Command.apply` writes the flags
+given into a settings object, and :meth:`Command.message` renders a library error, whose
+settings are ``{path}`` placeholders, with flag names.
 
 Each command keeps its flags in its own :class:`absl.flags.FlagValues` rather than absl's
 global one, so the commands' modules can be imported together (tests, notebooks).
@@ -7,13 +16,46 @@ global one, so the commands' modules can be imported together (tests, notebooks)
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from absl import flags, logging
 
+from kerasnas import options
+from kerasnas.errors import KerasNASError
+
 EXIT_BAD_INPUT = 2
+DEFAULT = "default"  # the context of a command with one kind of settings
+
+_KINDS = {"int": "integer", "float": "float", "bool": "boolean", "str": "string", "tuple": "list"}
+
+
+@dataclasses.dataclass
+class FlagSpec:
+    """One flag: its absl kind, default and help, and the setting path it sets per context
+    (a context without a path: the flag does not apply there)."""
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    paths: dict[str, str] = dataclasses.field(default_factory=dict)
+    enum: tuple | None = None
+    mixed_default: bool = False  # contexts disagree on the default: the flag shows None
+
+
+def set_path(obj: Any, path: str, value: Any) -> None:
+    """Sets the dotted `path` of a settings object (dataclasses and dicts) to `value`."""
+    *parents, last = path.split(".")
+    for name in parents:
+        obj = obj[name] if isinstance(obj, dict) else getattr(obj, name)
+    if isinstance(obj, dict):
+        obj[last] = value
+    else:
+        setattr(obj, last, value)
 
 
 class Command:
@@ -30,24 +72,131 @@ class Command:
         self.doc = doc
         self.required = tuple(required)
         self.flags = flags.FlagValues()
+        self.specs: dict[str, FlagSpec] = {}
+        self.aliases: dict[str, str] = {}  # setting name -> flag, for names no spec maps
+        self._defined = False
         self.define("boolean", "help", False, "Show the flags and exit.", short_name="h")
         self.define("boolean", "helpfull", False, "Show the flags and exit.")
 
+    # -- flags -----------------------------------------------------------------------------------
     def define(self, kind: str, name: str, default: Any, help_text: str, **kwargs: Any) -> None:
-        """``flags.DEFINE_<kind>(name, default, help_text, **kwargs)`` on this command."""
+        """``flags.DEFINE_<kind>(name, default, help_text, **kwargs)`` on this command (a
+        flag the command handles itself)."""
+        if kind == "enum":  # absl: DEFINE_enum(name, default, enum_values, help)
+            values = kwargs.pop("enum_values")
+            flags.DEFINE_enum(name, default, values, help_text, flag_values=self.flags, **kwargs)
+            return
         getattr(flags, f"DEFINE_{kind}")(name, default, help_text, flag_values=self.flags, **kwargs)
 
-    def validator(self, name: str, checker: Callable[[Any], bool], message: str) -> None:
-        flags.register_validator(name, checker, message=message, flag_values=self.flags)
+    def add_settings(
+        self,
+        settings: Any,
+        contexts: Iterable[str] = (DEFAULT,),
+        prefix: str = "",
+        rename: dict[str, str] | None = None,
+        hide: Iterable[str] = (),
+        help: dict[str, str] | None = None,  # noqa: A002
+    ) -> None:
+        """Flags for the option fields of the dataclass instance `settings` (their values
+        are the defaults), setting ``prefix + field`` in each of `contexts`. `rename`,
+        `hide` and `help` take field names: another flag name, no flag, another help."""
+        rename, hide, help = rename or {}, set(hide), help or {}
+        for f, meta in options.options(settings):
+            if meta.flag is False or f.name in hide:
+                continue
+            name = rename.get(f.name) or meta.flag or f.name
+            kind = _KINDS.get(options.base_type(f), "string")
+            enum = meta.choices if kind == "string" and meta.choices else None
+            default = getattr(settings, f.name)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                default = None  # a required setting: a flag without default
+            if isinstance(default, tuple):
+                default = list(default)
+            spec = self.specs.get(name)
+            if spec is None:
+                spec = self.specs[name] = FlagSpec(
+                    name, "enum" if enum else kind, default, help.get(f.name, meta.help), {}, enum
+                )
+            elif spec.default != default:
+                spec.mixed_default = True
+            for context in contexts:
+                spec.paths[context] = prefix + f.name
+
+    def finalize(self) -> None:
+        """Defines the absl flags of every spec (once, after the last :meth:`add_settings`)."""
+        if self._defined:
+            return
+        self._defined = True
+        for spec in self.specs.values():
+            text = self.render_help(spec.help)
+            default = None if spec.mixed_default else spec.default
+            if spec.mixed_default:
+                text += " Default: the strategy's own."
+            if spec.enum:
+                values = [str(v) for v in spec.enum]
+                self.define("enum", spec.name, default, text, enum_values=values)
+            else:
+                self.define(spec.kind, spec.name, default, text)
+
+    def render_help(self, text: str) -> str:
+        """`text` with ``{setting}`` placeholders shown as this command's flags."""
+        return KerasNASError(text).render(lambda path: f"--{self.flag_for(path) or path}")
+
+    def present(self, name: str) -> bool:
+        return self.flags[name].present
+
+    def applies(self, name: str, context: str = DEFAULT) -> bool:
+        """Whether flag `name` sets a setting in `context`."""
+        spec = self.specs.get(name)
+        return spec is not None and context in spec.paths
+
+    def apply(self, settings: Any, context: str = DEFAULT) -> Any:
+        """A copy of `settings` with every flag given (and applying in `context`) written
+        into its setting."""
+        out = copy.deepcopy(settings)
+        for spec in self.specs.values():
+            path = spec.paths.get(context)
+            if path is None or not self.present(spec.name):
+                continue
+            value = self.flags[spec.name].value
+            if spec.kind == "list":
+                value = tuple(value)
+            set_path(out, path, value)
+        return out
+
+    # -- errors ----------------------------------------------------------------------------------
+    def flag_for(self, path: str, context: str = DEFAULT) -> str | None:
+        """The flag that sets `path` in `context`: the exact path, else the one flag whose
+        path ends with ``.path``, else an alias; None if no flag does."""
+        paths = {s.paths[context]: s.name for s in self.specs.values() if context in s.paths}
+        if path in paths:
+            return paths[path]
+        ends = {name for p, name in paths.items() if p.endswith("." + path)}
+        if len(ends) == 1:
+            return ends.pop()
+        if path in self.aliases:
+            return self.aliases[path]
+        return path if path in self.specs or path in self.flags else None
+
+    def message(self, error: KerasNASError, context: str = DEFAULT) -> str:
+        """`error` rendered for this command: its settings as flags where a flag sets them."""
+
+        def name(path: str) -> str:
+            flag = self.flag_for(path, context)
+            return f"--{flag}" if flag else path
+
+        return error.render(name)
 
     def error(self, message: str) -> int:
         """Prints one error line; returns the bad-input exit code."""
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    # -- running ---------------------------------------------------------------------------------
     def parse(self, argv: Sequence[str]) -> int | None:
         """Parses `argv` (program name first). Returns an exit code when the command should
         stop here (help shown: 0; bad flags: 2), None when it should run."""
+        self.finalize()
         logging.set_verbosity(logging.WARNING)  # TF's SavedModel writer logs at INFO
         self.flags.unparse_flags()
         try:
@@ -63,3 +212,22 @@ class Command:
             if self.flags[name].value in (None, ""):
                 return self.error(f"--{name} is required (see --helpfull)")
         return None
+
+    def main(
+        self,
+        argv: Sequence[str],
+        run: Callable[[], int | None],
+        context: Callable[[], str] = lambda: DEFAULT,
+    ) -> int:
+        """Parses `argv`, then calls `run()` (its return value, if an int, is the exit
+        code); a :class:`KerasNASError` becomes one error line, its settings rendered as the
+        flags of ``context()``, and its exit code. Returns the exit code."""
+        code = self.parse(argv)
+        if code is not None:
+            return code
+        try:
+            code = run()
+        except KerasNASError as e:
+            print(f"{self.prog}: error: {self.message(e, context())}", file=sys.stderr)
+            return e.exit_code
+        return code if isinstance(code, int) else 0

@@ -98,69 +98,62 @@ def _representative(path: str):
     try:
         with np.load(path) as npz:
             if "x" not in npz.files:
-                raise ExportError(f"--representative {path!r}: no array 'x' (has {npz.files})")
+                raise ExportError(f"{{representative}} {path!r}: no array 'x' (has {npz.files})")
             return npz["x"]
     except (OSError, ValueError) as e:
-        raise ExportError(f"--representative {path!r}: cannot read a .npz file ({e})") from None
+        raise ExportError(f"{{representative}} {path!r}: cannot read a .npz file ({e})") from None
+
+
+def export_from_flags() -> None:
+    """Exports the model of the parsed flags (see the module doc)."""
+    from kerasnas import data as data_lib
+    from kerasnas.export.exporter import ExportError, export_for_dataset, load_model, parse_formats
+
+    log = print if FLAGS.verbose else (lambda *a, **k: None)
+    formats = parse_formats(FLAGS.formats)
+    out = os.path.abspath(FLAGS.output_dir)
+    if os.path.exists(out) and not FLAGS.overwrite:
+        raise ExportError(
+            f"{{output_dir}} {out!r} exists; choose a new directory or pass {{overwrite}}"
+        )
+    representative = _representative(FLAGS.representative) if FLAGS.representative else None
+    model = load_model(FLAGS.model)
+    shape = tuple(model.inputs[0].shape[1:])
+    if representative is not None and tuple(representative.shape[1:]) != shape:
+        raise ExportError(
+            f"{{representative}} {FLAGS.representative!r}: 'x' has shape "
+            f"{representative.shape}, the model takes (N, {', '.join(map(str, shape))})"
+        )
+    recorded = _recorded(FLAGS.model)
+    spec = FLAGS.dataset or recorded.get("dataset", "digits")
+    seed = FLAGS.seed if FLAGS.seed is not None else recorded.get("seed", 0)
+    bundle = data_lib.load(
+        spec,
+        seed=seed,
+        valid_fraction=recorded.get("valid_fraction", 0.2),
+        test_fraction=recorded.get("test_fraction", 0.2),
+    )
+    log(f"export {FLAGS.model} -> {out}: {', '.join(formats)}; checks on {spec} (seed {seed})")
+    report = export_for_dataset(
+        model,
+        out,
+        formats,
+        bundle,
+        max_eval=FLAGS.max_eval,
+        representative=representative,
+        input_dtype=FLAGS.input_dtype,
+        int8_io=FLAGS.int8_io,
+        num_threads=FLAGS.num_threads,
+        overwrite=FLAGS.overwrite,
+        source=os.path.abspath(FLAGS.model),
+        log=log,
+    )
+    log(f"all {len(report['formats'])} formats passed; report: {out}/export_report.json")
 
 
 def main(argv: list[str]) -> int:
     """Parses `argv` (program name first) and runs; returns the exit code (2: bad input)."""
-    code = COMMAND.parse(argv)
-    if code is not None:
-        return code
-    from kerasnas import data as data_lib
-    from kerasnas.export.exporter import (
-        ExportError,
-        export_for_dataset,
-        load_model,
-        parse_formats,
-    )
-
-    log = print if FLAGS.verbose else (lambda *a, **k: None)
-    try:
-        formats = parse_formats(FLAGS.formats)
-        out = os.path.abspath(FLAGS.output_dir)
-        if os.path.exists(out) and not FLAGS.overwrite:
-            raise ExportError(
-                f"--output_dir {out!r} exists; choose a new directory or pass --overwrite"
-            )
-        representative = _representative(FLAGS.representative) if FLAGS.representative else None
-        model = load_model(FLAGS.model)
-        shape = tuple(model.inputs[0].shape[1:])
-        if representative is not None and tuple(representative.shape[1:]) != shape:
-            raise ExportError(
-                f"--representative {FLAGS.representative!r}: 'x' has shape "
-                f"{representative.shape}, the model takes (N, {', '.join(map(str, shape))})"
-            )
-        recorded = _recorded(FLAGS.model)
-        spec = FLAGS.dataset or recorded.get("dataset", "digits")
-        seed = FLAGS.seed if FLAGS.seed is not None else recorded.get("seed", 0)
-        bundle = data_lib.load(
-            spec,
-            seed=seed,
-            valid_fraction=recorded.get("valid_fraction", 0.2),
-            test_fraction=recorded.get("test_fraction", 0.2),
-        )
-        log(f"export {FLAGS.model} -> {out}: {', '.join(formats)}; checks on {spec} (seed {seed})")
-        report = export_for_dataset(
-            model,
-            out,
-            formats,
-            bundle,
-            max_eval=FLAGS.max_eval,
-            representative=representative,
-            input_dtype=FLAGS.input_dtype,
-            int8_io=FLAGS.int8_io,
-            num_threads=FLAGS.num_threads,
-            overwrite=FLAGS.overwrite,
-            source=os.path.abspath(FLAGS.model),
-            log=log,
-        )
-    except (ExportError, data_lib.DataError) as e:
-        return COMMAND.error(str(e))
-    log(f"all {len(report['formats'])} formats passed; report: {out}/export_report.json")
-    return 0
+    return COMMAND.main(argv, export_from_flags)
 
 
 def run() -> None:

@@ -45,6 +45,7 @@ import keras
 import numpy as np
 
 from kerasnas import io
+from kerasnas.errors import SettingError
 from kerasnas.export import litert, saved_model
 
 FORMATS: dict[str, str] = {
@@ -64,7 +65,7 @@ QUANTIZED = ("tflite_dynamic", "tflite_int8")
 REPORT = "export_report.json"
 
 
-class ExportError(ValueError):
+class ExportError(SettingError):
     """An export cannot be made: the message says which input is wrong."""
 
 
@@ -89,7 +90,8 @@ def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     unknown = [n for n in names if n not in FORMATS]
     if unknown:
         raise ExportError(
-            f"unknown export format {unknown[0]!r}; expected some of {', '.join(FORMATS)}"
+            f"{{formats}}: unknown export format {unknown[0]!r}; expected some of "
+            f"{', '.join(FORMATS)}"
         )
     return tuple(dict.fromkeys(names))
 
@@ -99,20 +101,20 @@ def load_model(path: str) -> keras.Model:
     import kerasnas  # noqa: F401  (registers kerasnas layers for deserialisation)
 
     if not os.path.isfile(path):
-        raise ExportError(f"--model {path!r}: no such file")
+        raise ExportError(f"{{model}} {path!r}: no such file")
     if not path.endswith(".keras"):
-        raise ExportError(f"--model {path!r}: expected a Keras v3 '.keras' file")
+        raise ExportError(f"{{model}} {path!r}: expected a Keras v3 '.keras' file")
     if not zipfile.is_zipfile(path):
-        raise ExportError(f"--model {path!r}: not a .keras archive (the file is not a zip)")
+        raise ExportError(f"{{model}} {path!r}: not a .keras archive (the file is not a zip)")
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as e:  # keras raises many types for a bad archive
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ExportError(
-            f"--model {path!r}: not a loadable Keras model ({type(e).__name__}: {first[:200]})"
+            f"{{model}} {path!r}: not a loadable Keras model ({type(e).__name__}: {first[:200]})"
         ) from None
     if not isinstance(model, keras.Model) or len(model.inputs) != 1:
-        raise ExportError(f"--model {path!r}: expected a Keras model with a single image input")
+        raise ExportError(f"{{model}} {path!r}: expected a Keras model with a single image input")
     return model
 
 
@@ -254,7 +256,8 @@ def export_model(
     if os.path.exists(output_dir) and not (os.path.isdir(output_dir) and overwrite):
         if not os.path.isdir(output_dir) or os.listdir(output_dir):
             raise ExportError(
-                f"--output_dir {output_dir!r} exists; choose a new directory or pass --overwrite"
+                f"{{output_dir}} {output_dir!r} exists; choose a new directory or pass "
+                "{overwrite}"
             )
 
     raw = _keras_outputs(model, x_eval)
@@ -383,7 +386,7 @@ def export_for_dataset(
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     if tuple(bundle.input_shape) != shape:
         raise ExportError(
-            f"--dataset {bundle.name} has images of shape {tuple(bundle.input_shape)}, "
+            f"{{dataset}} {bundle.name} has images of shape {tuple(bundle.input_shape)}, "
             f"the model takes {shape}"
         )
     x_eval, y_eval = bundle.numpy("test", max_eval)

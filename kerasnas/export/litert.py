@@ -24,11 +24,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasnas.errors import SettingError
+
 MODES = ("float", "float16", "dynamic", "int8")
 REPRESENTATIVE_SAMPLES = 200  # images the int8 calibration sees at most
 
 
-class ConversionError(ValueError):
+class ConversionError(SettingError):
     """A model cannot be converted: the message says what was wrong with the input."""
 
 

@@ -2,15 +2,18 @@
 
 For every strategy and seed, one search of the same cell space with the same supernet epochs
 (``kerasnas-search --strategy=...``), then the derived child retrained from scratch for a
-fixed budget (``kerasnas-train``). Strategies (names as on the command line):
+fixed budget (``kerasnas-train``). Strategies:
 
 - ``snas``: SNAS (Gumbel-softmax, single level); child = argmax ops, inherited weights.
 - ``darts``: DARTS, first or second order (``darts_order``), bilevel on the halves of the
   training split; child = top-2 rule, inherited weights.
 - ``enas``: ENAS (LSTM controller, REINFORCE on validation minibatches); child = best of the
   sampled children, inherited weights.
-- ``random``: uniform sampling with weight sharing (``--strategy=random_ws``): the supernet
-  trained on uniformly sampled children, evaluated with the same inherited-weight protocol.
+- ``random_ws``: uniform sampling with weight sharing: the supernet trained on uniformly
+  sampled children, evaluated with the same inherited-weight protocol.
+
+The names are those of :mod:`kerasnas.strategies` (``random`` there is the trial-based random
+search; the comparison refuses it, pointing at ``random_ws``).
 
 Each run is a normal output directory under ``runs/<strategy>_seed<k>/`` (``search/`` and
 ``retrain/``, with their logs), so a stopped comparison resumes where it stopped
@@ -40,15 +43,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kerasnas import io, ops
+from kerasnas import io, ops, strategies
+from kerasnas.errors import RunError, SettingError, within
+from kerasnas.jobs.base import Job, JobSettings
+from kerasnas.options import REQUIRED, option
 
-# compare name -> kerasnas-search --strategy
-STRATEGIES: dict[str, str] = {
-    "snas": "snas",
-    "darts": "darts",
-    "enas": "enas",
-    "random": "random_ws",
-}
+__all__ = ["COLUMNS", "Comparison", "CompareSettings", "run_comparison", "summarize"]
+
 COLUMNS: tuple[str, ...] = (
     "strategy",
     "seed",
@@ -63,62 +64,54 @@ COLUMNS: tuple[str, ...] = (
     "retrain_seconds",
     "final_entropy",  # nats, mean over edges (ENAS: over controller decisions)
 )
-LABELS = {"snas": "SNAS", "darts": "DARTS", "enas": "ENAS", "random": "random (WS)"}
-COLORS = {"snas": "tab:red", "darts": "tab:blue", "enas": "tab:green", "random": "tab:gray"}
 
 
-class CompareError(ValueError):
-    """The comparison cannot run or a run failed: the message says which and where."""
-
-
-@dataclasses.dataclass
-class CompareSettings:
+@dataclasses.dataclass(kw_only=True)
+class CompareSettings(JobSettings):
     """A comparison: sizes C = init_channels, L = layers, N = nodes of the searched supernet
     (every strategy the same), `epochs` of supernet training per search, and the retraining
     budget (`retrain_*`: the child rebuilt as an evaluation network and trained from scratch).
     `a_lr` is the architecture learning rate of SNAS and DARTS (Adam)."""
 
-    output_dir: str
-    strategies: tuple[str, ...] = ("snas", "darts", "enas", "random")
-    seeds: int = 3
-    dataset: str = "digits"
-    epochs: int = 10
-    batch_size: int = 64
-    init_channels: int = 8
-    layers: int = 5
-    nodes: int = 4
-    ops: tuple[str, ...] = ops.PRIMITIVES
-    darts_order: int = 1
-    a_lr: float = 0.2
-    retrain_epochs: int = 10
-    retrain_init_channels: int = 8
-    retrain_layers: int = 5
-    jobs: int = 2
-    resume: bool = False
-    overwrite: bool = False
-    verbose: int = 1
+    output_dir: str = option(REQUIRED, "Directory of the comparison. Required.")
+    strategies: tuple[str, ...] = option(
+        ("snas", "darts", "enas", "random_ws"),
+        "Some of the one-shot strategies: " + ", ".join(strategies.names(strategies.ONE_SHOT)),
+    )
+    seeds: int = option(3, "Seeds per strategy (0..seeds-1).", at_least=1)
+    epochs: int = option(10, "Supernet epochs of every search.", at_least=1)
+    batch_size: int = option(64, "Minibatch size.", at_least=1)
+    init_channels: int = option(8, "C of the supernet.")
+    layers: int = option(5, "L cells of the supernet.")
+    nodes: int = option(4, "N nodes per cell.")
+    ops: tuple[str, ...] = option(ops.PRIMITIVES, "Candidate ops (enas, random_ws need 'none').")
+    darts_order: int = option(1, "DARTS order: 1 or 2.", choices=(1, 2))
+    a_lr: float = option(0.2, "Architecture learning rate of SNAS and DARTS.", above=0)
+    retrain_epochs: int = option(10, "Epochs of retraining each child from scratch.", at_least=1)
+    retrain_init_channels: int = option(8, "C of the retrained network.")
+    retrain_layers: int = option(5, "L of the retrained network.")
+    jobs: int = option(2, "Runs at once; with more than 1, each uses one thread.", at_least=1)
+    verbose: int = option(1, "0: quiet; 1: a line per finished run.")
 
-    def check(self) -> None:
-        """Raises CompareError naming the first bad setting."""
-        unknown = [s for s in self.strategies if s not in STRATEGIES]
-        if not self.strategies or unknown:
-            raise CompareError(
-                f"--strategies must be some of {', '.join(STRATEGIES)}, "
-                f"got {','.join(self.strategies) or 'nothing'}"
-            )
+    def validate(self) -> None:
+        """Raises SettingError naming the first bad setting (the sizes and ops by the cell
+        space's own rules)."""
+        from kerasnas.search_spaces.cell import CellSpace
+
+        super().validate()
+        CellSpace((8, 8, 1), 2, self.init_channels, self.layers, self.nodes, self.ops)
+        with within("retrain"):
+            CellSpace((8, 8, 1), 2, self.retrain_init_channels, self.retrain_layers)
+        if not self.strategies:
+            raise SettingError("{strategies} must name at least one strategy")
+        for name in self.strategies:
+            try:
+                strategies.get(name, strategies.ONE_SHOT).check_ops(tuple(self.ops))
+            except SettingError as e:
+                raise SettingError(e.template.replace("{strategy}", "{strategies}")) from None
         if len(set(self.strategies)) != len(self.strategies):
-            raise CompareError(f"--strategies lists a strategy twice: {','.join(self.strategies)}")
-        for name in ("seeds", "epochs", "batch_size", "retrain_epochs", "jobs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise CompareError(f"--{name} must be a positive int, got {value!r}")
-        if self.darts_order not in (1, 2):
-            raise CompareError(f"--darts_order must be 1 or 2, got {self.darts_order!r}")
-        if not self.a_lr > 0:
-            raise CompareError(f"--a_lr must be > 0, got {self.a_lr!r}")
-        if any(s in ("enas", "random") for s in self.strategies) and "none" not in self.ops:
-            raise CompareError(
-                "--ops must include 'none' for enas and random (they switch edges off with it)"
+            raise SettingError(
+                f"{{strategies}} lists a strategy twice: {','.join(self.strategies)}"
             )
 
     def runs(self) -> list[tuple[str, int]]:
@@ -130,21 +123,29 @@ def run_dir(settings: CompareSettings, strategy: str, seed: int) -> str:
     return os.path.join(settings.output_dir, "runs", f"{strategy}_seed{seed}")
 
 
+def _common_argv(settings: CompareSettings, seed: int, output_dir: str) -> list[str]:
+    return [
+        f"--output_dir={output_dir}",
+        f"--dataset={settings.dataset}",
+        f"--valid_fraction={settings.valid_fraction}",
+        f"--test_fraction={settings.test_fraction}",
+        f"--seed={seed}",
+        f"--batch_size={settings.batch_size}",
+        "--verbose=0",
+    ]
+
+
 def search_argv(settings: CompareSettings, strategy: str, seed: int, output_dir: str) -> list[str]:
     """The ``kerasnas-search`` arguments of one run (no export: the comparison needs none)."""
     argv = [
-        f"--strategy={STRATEGIES[strategy]}",
-        f"--output_dir={output_dir}",
-        f"--dataset={settings.dataset}",
-        f"--seed={seed}",
+        f"--strategy={strategy}",
+        *_common_argv(settings, seed, output_dir),
         f"--epochs={settings.epochs}",
-        f"--batch_size={settings.batch_size}",
         f"--init_channels={settings.init_channels}",
         f"--layers={settings.layers}",
         f"--nodes={settings.nodes}",
         f"--ops={','.join(settings.ops)}",
         "--export=",
-        "--verbose=0",
     ]
     if strategy in ("snas", "darts"):
         argv.append(f"--a_lr={settings.a_lr}")
@@ -157,20 +158,16 @@ def retrain_argv(settings: CompareSettings, seed: int, genotype: str, output_dir
     """The ``kerasnas-train`` arguments that retrain one run's child from scratch."""
     return [
         f"--genotype={genotype}",
-        f"--output_dir={output_dir}",
-        f"--dataset={settings.dataset}",
-        f"--seed={seed}",
+        *_common_argv(settings, seed, output_dir),
         f"--epochs={settings.retrain_epochs}",
-        f"--batch_size={settings.batch_size}",
         f"--init_channels={settings.retrain_init_channels}",
         f"--layers={settings.retrain_layers}",
-        "--verbose=0",
     ]
 
 
 def _run_tool(module: str, argv: list[str], output_dir: str, log_path: str, threads: int | None):
     """Runs ``python -m module argv`` (resuming in `output_dir` when a stopped run left it);
-    its output goes to `log_path`. Raises CompareError with the tool's last error line."""
+    its output goes to `log_path`. Raises RunError with the tool's last error line."""
     argv = list(argv)
     if os.path.isdir(output_dir) and os.listdir(output_dir):
         argv.append("--resume")
@@ -187,7 +184,7 @@ def _run_tool(module: str, argv: list[str], output_dir: str, log_path: str, thre
         with open(log_path, encoding="utf-8", errors="replace") as f:
             lines = [line.strip() for line in f if line.strip()]
         last = next((line for line in reversed(lines) if "error" in line.lower()), None)
-        raise CompareError(
+        raise RunError(
             f"{module} failed (exit {proc.returncode}) for {output_dir}: "
             f"{last or (lines[-1] if lines else 'no output')} (log: {log_path})"
         )
@@ -267,97 +264,106 @@ def write_csv(rows: list[dict[str, Any]], path: str) -> None:
     io.write_text(path, buffer.getvalue())
 
 
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path: str) -> None:
-    fig.tight_layout()
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-
-
-def _label(strategy: str, settings: CompareSettings) -> str:
+def label(strategy: str, settings: CompareSettings) -> str:
+    """The strategy's label in plots and log lines (DARTS with its order)."""
     if strategy == "darts":
         return f"DARTS ({'1st' if settings.darts_order == 1 else '2nd'} order)"
-    return LABELS[strategy]
+    return strategies.get(strategy).label
 
 
-def plot_curves(
-    rows: list[dict[str, Any]], key: str, ylabel: str, path: str, settings: CompareSettings
-) -> None:
-    """`key` of every run's history against epochs: a thin line per seed, the mean bold."""
-    fig = _figure(6.4, 4.2)
-    ax = fig.add_subplot(1, 1, 1)
-    for strategy in settings.strategies:
-        runs = [r["history"] for r in rows if r["strategy"] == strategy]
-        curves = [[rec.get(key) for rec in h] for h in runs]
-        curves = [c for c in curves if c and all(v is not None for v in c)]
-        if not curves:
-            continue
-        color = COLORS[strategy]
-        for c in curves:
-            ax.plot(range(1, len(c) + 1), c, color=color, alpha=0.25, lw=1)
-        n = min(len(c) for c in curves)
-        mean = [sum(c[i] for c in curves) / len(curves) for i in range(n)]
-        ax.plot(range(1, n + 1), mean, color=color, lw=2, label=_label(strategy, settings))
-    ax.set_xlabel("search epoch")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    _save(fig, path)
+class Comparison(Job):
+    """The comparison job (see the module doc)."""
 
+    settings_file = "settings.json"
 
-def plot_supernet_vs_child(
-    rows: list[dict[str, Any]], path: str, settings: CompareSettings
-) -> None:
-    """Per strategy: supernet validation accuracy and the child's without retraining
-    (mean over seeds, a dot per seed)."""
-    fig = _figure(6.4, 4.2)
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.38
-    for i, strategy in enumerate(settings.strategies):
-        mine = [r for r in rows if r["strategy"] == strategy]
-        if not mine:
-            continue
-        for j, (col, shade) in enumerate(
-            (("supernet_valid_accuracy", 0.45), ("child_valid_accuracy", 1.0))
-        ):
-            values = [r[col] for r in mine]
-            x = i + (j - 0.5) * width
-            ax.bar(x, sum(values) / len(values), width, color=COLORS[strategy], alpha=shade)
-            ax.plot([x] * len(values), values, "k.", ms=4)
-    ax.set_xticks(range(len(settings.strategies)))
-    ax.set_xticklabels([_label(s, settings) for s in settings.strategies], fontsize=8)
-    ax.set_ylabel("validation accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title("left: supernet while searching; right: child, no retraining", fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
-    _save(fig, path)
+    def run(self) -> list[dict[str, Any]]:
+        """Runs (or resumes) every search and retraining, then writes the tables and plots.
+        Returns the rows (with their histories)."""
+        from kerasnas.plotting import plot_bars, plot_curves
 
-
-_NOT_COMPARED = ("output_dir", "resume", "overwrite", "verbose")  # free to change on resume
-
-
-def _check_resumed_settings(settings: CompareSettings) -> None:
-    """A resumed comparison must keep the settings its finished runs were made with."""
-    path = os.path.join(settings.output_dir, "settings.json")
-    if not settings.resume or not os.path.exists(path):
-        return
-    saved = _read_json(path)
-    now = json.loads(json.dumps(dataclasses.asdict(settings)))  # tuples as lists
-    changed = [k for k in now if k not in _NOT_COMPARED and k in saved and saved[k] != now[k]]
-    if changed:
-        detail = ", ".join(f"--{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
-        raise CompareError(
-            f"cannot resume {settings.output_dir!r}: it was started with other settings "
-            f"({detail}); pass the same flags or use --overwrite"
+        s = self.settings
+        s.validate()
+        self.open_output_dir()
+        runs = s.runs()
+        self.log(
+            f"comparing {', '.join(s.strategies)} x {s.seeds} seeds: {len(runs)} searches of "
+            f"{s.epochs} epochs + retraining for {s.retrain_epochs} epochs, {s.jobs} at a "
+            f"time -> {s.output_dir}"
         )
+        t0 = time.perf_counter()
+        results: dict[tuple[str, int], dict[str, Any]] = {}
+        with concurrent.futures.ThreadPoolExecutor(s.jobs) as pool:
+            futures = {pool.submit(run_one, s, name, seed): (name, seed) for name, seed in runs}
+            for future in concurrent.futures.as_completed(futures):
+                name, seed = futures[future]
+                try:
+                    row = future.result()
+                except RunError:
+                    for f in futures:
+                        f.cancel()
+                    raise
+                results[(name, seed)] = row
+                self.log(
+                    f"[{len(results)}/{len(runs)}, {time.perf_counter() - t0:.0f} s] "
+                    f"{name} seed {seed}: supernet {row['supernet_valid_accuracy']:.3f}, "
+                    f"child {row['child_valid_accuracy']:.3f} (no retraining), retrained test "
+                    f"{row['retrained_test_accuracy']:.3f}, search {row['search_seconds']:.0f} s"
+                )
+        rows = [results[key] for key in runs]
+        out = s.output_dir
+        write_csv(rows, os.path.join(out, "comparison.csv"))
+        summary = summarize(rows)
+        styles = {name: (label(name, s), strategies.get(name).color) for name in s.strategies}
+
+        def per_epoch(key: str) -> dict[str, list[list[float]]]:
+            series = {}
+            for name in s.strategies:
+                curves = [
+                    [rec.get(key) for rec in r["history"]] for r in rows if r["strategy"] == name
+                ]
+                series[name] = [c for c in curves if c and all(v is not None for v in c)]
+            return series
+
+        plot_curves(
+            per_epoch("valid_accuracy"),
+            styles,
+            "search epoch",
+            "validation accuracy of the searching supernet",
+            os.path.join(out, "accuracy_vs_epoch.png"),
+        )
+        plot_bars(
+            {
+                name: tuple(
+                    [r[col] for r in rows if r["strategy"] == name]
+                    for col in ("supernet_valid_accuracy", "child_valid_accuracy")
+                )
+                for name in s.strategies
+            },
+            styles,
+            "validation accuracy",
+            "left: supernet while searching; right: child, no retraining",
+            os.path.join(out, "supernet_vs_child.png"),
+        )
+        plot_curves(
+            per_epoch("entropy"),
+            styles,
+            "search epoch",
+            "architecture entropy (nats per decision)",
+            os.path.join(out, "entropy_vs_epoch.png"),
+        )
+        io.write_json(
+            os.path.join(out, "summary.json"),
+            {"seconds": round(time.perf_counter() - t0, 1), "strategies": summary},
+        )
+        for name, stats in summary.items():
+            self.log(
+                f"{label(name, s)}: supernet {stats['supernet_valid_accuracy']['mean']:.3f}, "
+                f"child without retraining {stats['child_valid_accuracy']['mean']:.3f} "
+                f"(drop {stats['accuracy_drop']['mean']:+.3f}), retrained test "
+                f"{stats['retrained_test_accuracy']['mean']:.3f} "
+                f"+- {stats['retrained_test_accuracy']['std']:.3f}"
+            )
+        return rows
 
 
 def run_comparison(
@@ -365,70 +371,7 @@ def run_comparison(
 ) -> list[dict[str, Any]]:
     """Runs (or resumes) every search and retraining, then writes the tables and plots
     (see the module doc). Returns the rows (with their histories)."""
-    settings.check()
-    log = log or (print if settings.verbose else (lambda _: None))
-    try:
-        io.prepare_output_dir(
-            settings.output_dir, resume=settings.resume, overwrite=settings.overwrite
-        )
-    except io.OutputDirError as e:
-        raise CompareError(str(e)) from None
-    _check_resumed_settings(settings)
-    io.write_json(os.path.join(settings.output_dir, "settings.json"), dataclasses.asdict(settings))
-    runs = settings.runs()
-    log(
-        f"comparing {', '.join(settings.strategies)} x {settings.seeds} seeds: {len(runs)} "
-        f"searches of {settings.epochs} epochs + retraining for {settings.retrain_epochs} "
-        f"epochs, {settings.jobs} at a time -> {settings.output_dir}"
-    )
-    t0 = time.perf_counter()
-    results: dict[tuple[str, int], dict[str, Any]] = {}
-    with concurrent.futures.ThreadPoolExecutor(settings.jobs) as pool:
-        futures = {pool.submit(run_one, settings, s, seed): (s, seed) for s, seed in runs}
-        for future in concurrent.futures.as_completed(futures):
-            strategy, seed = futures[future]
-            try:
-                row = future.result()
-            except CompareError:
-                for f in futures:
-                    f.cancel()
-                raise
-            results[(strategy, seed)] = row
-            log(
-                f"[{len(results)}/{len(runs)}, {time.perf_counter() - t0:.0f} s] "
-                f"{strategy} seed {seed}: supernet {row['supernet_valid_accuracy']:.3f}, "
-                f"child {row['child_valid_accuracy']:.3f} (no retraining), retrained test "
-                f"{row['retrained_test_accuracy']:.3f}, search {row['search_seconds']:.0f} s"
-            )
-    rows = [results[key] for key in runs]
-    out = settings.output_dir
-    write_csv(rows, os.path.join(out, "comparison.csv"))
-    summary = summarize(rows)
-    plot_curves(
-        rows,
-        "valid_accuracy",
-        "validation accuracy of the searching supernet",
-        os.path.join(out, "accuracy_vs_epoch.png"),
-        settings,
-    )
-    plot_supernet_vs_child(rows, os.path.join(out, "supernet_vs_child.png"), settings)
-    plot_curves(
-        rows,
-        "entropy",
-        "architecture entropy (nats per decision)",
-        os.path.join(out, "entropy_vs_epoch.png"),
-        settings,
-    )
-    io.write_json(
-        os.path.join(out, "summary.json"),
-        {"seconds": round(time.perf_counter() - t0, 1), "strategies": summary},
-    )
-    for strategy, stats in summary.items():
-        log(
-            f"{_label(strategy, settings)}: supernet {stats['supernet_valid_accuracy']['mean']:.3f}"
-            f", child without retraining {stats['child_valid_accuracy']['mean']:.3f} "
-            f"(drop {stats['accuracy_drop']['mean']:+.3f}), retrained test "
-            f"{stats['retrained_test_accuracy']['mean']:.3f} "
-            f"+- {stats['retrained_test_accuracy']['std']:.3f}"
-        )
-    return rows
+    job = Comparison(settings)
+    if log is not None:
+        job.log = log
+    return job.run()

@@ -1,19 +1,11 @@
 """The one-shot search job: data -> supernet -> search -> child -> output directory.
 
-This is what ``kerasnas-search`` runs for the one-shot strategies; it is also the Python
-entry point (:func:`run_search`). Supported strategies (``SearchSettings.strategy``), all on
-the same cell-space supernet:
+What ``kerasnas-search`` runs for the one-shot strategies of :mod:`kerasnas.strategies`
+(``snas``, ``darts``, ``enas``, ``random_ws``), all on the same cell-space supernet;
+:func:`run_search` is the Python entry point. The strategy's trainer configuration is
+``OneShotSettings.config`` (its class is the registry's ``settings``; default:
+:func:`default_config`).
 
-- ``snas`` (default): SNAS, weights and logits from the same batch (relaxation ``gumbel`` or
-  ``gumbel_hard``); child = argmax edge ops (:mod:`kerasnas.trainers.snas`).
-- ``darts``: DARTS first or second order, bilevel on the two halves of the training split
-  (relaxation ``softmax``); child = top-2 rule (:mod:`kerasnas.trainers.darts`).
-- ``enas``: ENAS, children sampled by the LSTM controller train the shared weights, the
-  controller learns by REINFORCE on validation minibatches; ``random_ws``: children sampled
-  uniformly, no controller. Child = the best of ``final_samples`` sampled children on the
-  validation split (:mod:`kerasnas.trainers.enas`).
-
-The trial-based strategies (``--strategy=reinforce`` etc.) are :mod:`kerasnas.jobs.trial_based`.
 Output directory contract (every file written atomically, ``metrics.json`` last, so its
 presence means the run finished):
 
@@ -40,228 +32,137 @@ import time
 from typing import Any
 
 import keras
-import tensorflow as tf
 
-from kerasnas import data as data_lib
-from kerasnas import distribute, io, ops, resource
-from kerasnas.export.exporter import ExportError, export_for_dataset, parse_formats
+from kerasnas import distribute, io, ops, resource, strategies
+from kerasnas.errors import SettingError, within
+from kerasnas.evaluate import accuracy
+from kerasnas.export.exporter import FORMATS
+from kerasnas.jobs.base import Job, JobSettings, quiet
+from kerasnas.options import REQUIRED, option
 from kerasnas.plotting import plot_cells
 from kerasnas.search_spaces.cell import CellSpace
-from kerasnas.trainers.base import CheckpointError, OneShotTrainer, TrainerConfig, accuracy
-from kerasnas.trainers.snas import GUMBEL_HARD_DISTRIBUTED, SNASConfig, SNASTrainer
+from kerasnas.trainers.base import LoopConfig
+
+__all__ = ["OneShotSearch", "OneShotSettings", "default_config", "run_search"]
 
 SUPERNET_EVAL_SAMPLES = 5  # passes averaged for a stochastic supernet's accuracy
-RESULT_FILES = ("genotype.json", "child.keras", "cells.png", "history.json", "metrics.json")
 DEFAULT_EXPORT = ("tflite", "tflite_int8")
-STRATEGIES: tuple[str, ...] = ("snas", "darts", "enas", "random_ws")
 # compute precisions of the supernet (variables, BN statistics and the loss stay float32);
 # float16 would need loss scaling, which the weight and logit updates do not do
 PRECISIONS: tuple[str, ...] = ("none", "bfloat16")
-DISTRIBUTED: tuple[str, ...] = ("snas", "darts")  # the strategies --distribution applies to
-# per strategy: the relaxations it trains (first: default) and derivation rules (first: default)
-RELAXATIONS = {
-    "snas": ("gumbel", "gumbel_hard"),
-    "darts": ("softmax",),
-    "enas": ("controlled",),
-    "random_ws": ("controlled",),
-}
-DERIVATIONS = {
-    "snas": ("argmax", "top2"),
-    "darts": ("top2", "argmax"),
-    "enas": ("best_sampled",),
-    "random_ws": ("best_sampled",),
-}
-STRATEGY_NAMES = {
-    "snas": "SNAS",
-    "darts": "DARTS",
-    "enas": "ENAS",
-    "random_ws": "random sampling with weight sharing",
-}
+# the job's defaults where they differ from the papers' (see default_config)
+JOB_DEFAULTS: dict[str, Any] = {"epochs": 30, "a_lr": 0.2}
 
 
-def config_class(strategy: str) -> type:
-    """The trainer configuration class of a one-shot `strategy`."""
-    if strategy == "snas":
-        return SNASConfig
-    if strategy == "darts":
-        from kerasnas.trainers.darts import DARTSConfig
-
-        return DARTSConfig
-    if strategy == "enas":
-        from kerasnas.trainers.enas import ENASConfig
-
-        return ENASConfig
-    if strategy == "random_ws":
-        from kerasnas.trainers.enas import WeightSharingConfig
-
-        return WeightSharingConfig
-    raise SearchError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+def default_config(strategy: str = "snas", **overrides: Any) -> LoopConfig:
+    """The search job's trainer configuration for `strategy` (also the command line's
+    defaults): the papers', except 30 epochs and an architecture learning rate of 0.2
+    instead of 3e-4 (where the strategy has one). A digits search makes about 500 steps
+    where SNAS makes about 10^5; with 3e-4 the logits barely move. Unknown keys of
+    `overrides` raise TypeError."""
+    cls = strategies.get(strategy, strategies.ONE_SHOT).settings_class()
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{**{k: v for k, v in JOB_DEFAULTS.items() if k in names}, **overrides})
 
 
-def default_config(strategy: str = "snas", **overrides: Any) -> TrainerConfig:
-    """The search job's defaults for `strategy` (also the command line's): the papers',
-    except 30 epochs and an architecture learning rate of 0.2 instead of 3e-4. A digits
-    search makes about 500 steps where SNAS makes about 10^5; with 3e-4 the logits barely
-    move. Unknown keys of `overrides` raise TypeError."""
-    return config_class(strategy)(**{"epochs": 30, "a_lr": 0.2, **overrides})
-
-
-def default_snas_config(**overrides: Any) -> SNASConfig:
-    """:func:`default_config` of SNAS."""
-    return default_config("snas", **overrides)
-
-
-class SearchError(ValueError):
-    """A search cannot start: the message says which setting or file is wrong."""
-
-
-@dataclasses.dataclass
-class SearchSettings:
+@dataclasses.dataclass(kw_only=True)
+class OneShotSettings(JobSettings):
     """Everything a one-shot search run needs. Sizes: C = init_channels, L = layers,
     N = nodes. ``relaxation``, ``derive`` and ``config`` default (None) to the strategy's
-    own (see :data:`RELAXATIONS`, :data:`DERIVATIONS`, :func:`default_config`)."""
+    own (the registry's first relaxation and derivation, :func:`default_config`)."""
 
-    output_dir: str
-    strategy: str = "snas"
-    dataset: str = "digits"
-    init_channels: int = 8
-    layers: int = 5
-    nodes: int = 4
-    ops: tuple[str, ...] = ops.PRIMITIVES
-    relaxation: str | None = None
-    derive: str | None = None
-    valid_fraction: float = 0.2
-    test_fraction: float = 0.2
-    resume: bool = False
-    overwrite: bool = False
-    deterministic: bool = True
-    verbose: int = 1
-    export: tuple[str, ...] = DEFAULT_EXPORT
-    mixed_precision: str = "none"
-    config: TrainerConfig | None = None
-    distribution: str = "none"
+    output_dir: str = option(
+        REQUIRED,
+        "Directory for the genotype, child model, metrics, TensorBoard logs and checkpoints.",
+    )
+    strategy: str = option("snas", "The search strategy.", choices=strategies.names())
+    init_channels: int = option(8, "C: channels of the first cells.", at_least=2)
+    layers: int = option(5, "L: number of cells (reductions at L//3 and 2L//3).", at_least=3)
+    nodes: int = option(4, "N: intermediate nodes per cell.", at_least=1)
+    ops: tuple[str, ...] = option(ops.PRIMITIVES, "Candidate ops, comma separated.")
+    relaxation: str | None = option(
+        None,
+        "How the supernet mixes ops; default: the strategy's own. snas: gumbel (soft sample, "
+        "all ops run, the default) or gumbel_hard (straight-through one-hot, one op per edge "
+        "runs); darts: softmax; enas, random_ws: controlled.",
+    )
+    derive: str | None = option(
+        None,
+        "How the child is read off; default: the strategy's own. argmax (snas): every edge "
+        "its most likely op, none deletes it. top2 (darts): 2 inputs per node. best_sampled "
+        "(enas, random_ws): the best of the sampled children on the validation split. The "
+        "child inherits the supernet's weights either way.",
+    )
+    export: tuple[str, ...] = option(
+        DEFAULT_EXPORT,
+        "Export the child into <output_dir>/export, each format verified against "
+        "child.keras: some of saved_model, tflite, tflite_fp16, tflite_dynamic, "
+        "tflite_int8; empty: none.",
+        choices=tuple(FORMATS),
+    )
+    mixed_precision: str = option(
+        "none",
+        "Supernet compute precision: none (float32) or bfloat16 (Keras' mixed_bfloat16: "
+        "float32 variables, batch-norm statistics and loss; for GPUs/TPUs, slower on most "
+        "CPUs). The child is float32.",
+    )
+    distribution: str = option(
+        "none",
+        "snas, darts: train the supernet under tf.distribute. mirrored: every GPU of this "
+        "machine (else its logical CPUs); multi_worker: the machines of TF_CONFIG (only the "
+        "chief writes output_dir). batch_size is the global batch.",
+        choices=distribute.DISTRIBUTIONS,
+    )
+    config: LoopConfig | None = None
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise SearchError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.strategy not in strategies.names(strategies.ONE_SHOT):
+            return  # validate() says so
+        entry = strategies.get(self.strategy)
         if self.relaxation is None:
-            self.relaxation = RELAXATIONS[self.strategy][0]
+            self.relaxation = entry.relaxations[0]
         if self.derive is None:
-            self.derive = DERIVATIONS[self.strategy][0]
+            self.derive = entry.derivations[0]
         if self.config is None:
             self.config = default_config(self.strategy)
 
-    def check(self) -> None:
-        """Raises SearchError naming the first setting that does not fit the strategy."""
-        strategy = self.strategy
-        if self.relaxation not in RELAXATIONS[strategy]:
-            raise SearchError(
-                f"--relaxation must be one of {RELAXATIONS[strategy]} for --strategy="
-                f"{strategy}, got {self.relaxation!r}"
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    def validate(self) -> None:
+        """Raises SettingError naming the first setting that does not fit the strategy."""
+        strategies.get(self.strategy, strategies.ONE_SHOT)
+        super().validate()
+        entry = self.check_strategy(strategies.ONE_SHOT)
+        if self.relaxation not in entry.relaxations:
+            raise SettingError(
+                f"{{relaxation}} must be one of {entry.relaxations} for {{strategy}}="
+                f"{self.strategy}, got {self.relaxation!r}"
             )
-        if self.derive not in DERIVATIONS[strategy]:
-            raise SearchError(
-                f"--derive must be one of {DERIVATIONS[strategy]} for --strategy={strategy}, "
-                f"got {self.derive!r}"
+        if self.derive not in entry.derivations:
+            raise SettingError(
+                f"{{derive}} must be one of {entry.derivations} for {{strategy}}="
+                f"{self.strategy}, got {self.derive!r}"
             )
         if self.mixed_precision not in PRECISIONS:
-            raise SearchError(
-                f"--mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}"
-                + (
-                    " (float16 needs loss scaling, which kerasnas does not do)"
-                    if self.mixed_precision == "float16"
-                    else ""
-                )
-            )
-        expected = config_class(strategy)
-        if type(self.config) is not expected:
-            raise SearchError(
-                f"--strategy={strategy} needs a {expected.__name__}, "
-                f"got {type(self.config).__name__}"
-            )
-        try:
-            self.config.validate()
-        except ValueError as e:
-            raise SearchError(f"invalid setting: {e}") from None
-        if self.distribution not in distribute.DISTRIBUTIONS:
-            raise SearchError(
-                f"--distribution must be one of {distribute.DISTRIBUTIONS}, "
-                f"got {self.distribution!r}"
+            hint = " (float16 needs loss scaling, which kerasnas does not do)"
+            raise SettingError(
+                f"{{mixed_precision}} must be one of {PRECISIONS}, got {self.mixed_precision!r}"
+                + (hint if self.mixed_precision == "float16" else "")
             )
         if self.distribution != "none":
-            if strategy not in DISTRIBUTED:
-                raise SearchError(
-                    f"--distribution applies to --strategy={','.join(DISTRIBUTED)} only, "
-                    f"not {strategy}"
+            if not entry.distributed:
+                allowed = ",".join(s.name for s in strategies.REGISTRY.values() if s.distributed)
+                raise SettingError(
+                    f"{{distribution}} applies to {{strategy}}={allowed} only, not {self.strategy}"
                 )
-            if self.config.jit_compile:
-                raise SearchError("--jit_compile cannot be combined with --distribution")
-            if self.relaxation == "gumbel_hard":
-                raise SearchError(GUMBEL_HARD_DISTRIBUTED)
             if self.resume and self.distribution == "multi_worker":
-                raise SearchError(
-                    "--resume cannot be combined with --distribution=multi_worker "
+                raise SettingError(
+                    "{resume} cannot be combined with {distribution}=multi_worker "
                     "(only the chief keeps checkpoints)"
                 )
-        if strategy in ("enas", "random_ws") and "none" not in self.ops:
-            raise SearchError(
-                f"--strategy={strategy} samples cells with two inputs per node and needs "
-                "'none' among --ops (it switches the other edges off)"
-            )
-
-
-def make_trainer(
-    settings: SearchSettings,
-    supernet: keras.Model,
-    space: CellSpace,
-    strategy: tf.distribute.Strategy | None = None,
-    output_dir: str | None = None,
-) -> OneShotTrainer:
-    """The trainer of ``settings.strategy`` for `supernet` (see the module doc); with a
-    ``tf.distribute`` `strategy` (SNAS and DARTS), `supernet` was built in its scope.
-    `output_dir` defaults to ``settings.output_dir``."""
-    args = (settings.config, output_dir or settings.output_dir, settings.verbose)
-    if settings.strategy == "snas":
-        return SNASTrainer(supernet, *args, strategy=strategy)
-    if settings.strategy == "darts":
-        from kerasnas.trainers.darts import DARTSTrainer
-
-        return DARTSTrainer(supernet, *args, strategy=strategy)
-    if strategy is not None:
-        raise SearchError(f"--distribution does not apply to --strategy={settings.strategy}")
-    from kerasnas.trainers.enas import ENASTrainer, RandomWSTrainer
-
-    cls = ENASTrainer if settings.strategy == "enas" else RandomWSTrainer
-    return cls(supernet, space, *args)
-
-
-def export_child(
-    model: keras.Model,
-    export_dir: str,
-    formats: tuple[str, ...],
-    bundle: data_lib.DataBundle,
-    source: str,
-    log,
-) -> dict[str, Any]:
-    """Exports a search's result model into `export_dir` (replacing what an interrupted run
-    left), verified on `bundle`; returns the per-format summary for metrics.json. Raises
-    SearchError naming ``--export`` when a format fails."""
-    try:
-        report = export_for_dataset(
-            model,
-            export_dir,
-            formats,
-            bundle,
-            overwrite=True,
-            source=os.path.join(os.path.dirname(export_dir), source),
-            log=log,
-        )
-    except ExportError as e:
-        raise SearchError(f"--export: {e}") from None
-    return {
-        fmt: {k: e[k] for k in ("file", "size_bytes", "accuracy", "latency_ms", "passed")}
-        for fmt, e in report["formats"].items()
-    }
+        entry.check_ops(tuple(self.ops))
 
 
 @contextlib.contextmanager
@@ -284,144 +185,120 @@ def trainable_params(model: keras.Model) -> int:
     return int(sum(math.prod(v.shape) for v in model.trainable_weights))
 
 
-def run_search(settings: SearchSettings) -> dict[str, Any]:
-    """Runs an SNAS search and writes the output directory; returns the metrics."""
-    try:
-        export_formats = parse_formats(settings.export)
-    except ExportError as e:
-        raise SearchError(f"--export: {e}") from None
-    settings.check()
-    try:  # before any other TensorFlow op (multi_worker configures the runtime)
-        strategy = distribute.make_strategy(settings.distribution)
-    except (ValueError, RuntimeError) as e:
-        raise SearchError(str(e)) from None
-    if not distribute.is_chief(strategy):  # a worker: its files go to a temporary directory
-        with tempfile.TemporaryDirectory(prefix="kerasnas-worker-") as tmp:
-            worker = dataclasses.replace(settings, output_dir=tmp, overwrite=True, verbose=0)
-            return _run_search(worker, strategy, ())
-    return _run_search(settings, strategy, export_formats)
+class OneShotSearch(Job):
+    """The one-shot search job (see the module doc)."""
 
+    def __init__(self, settings: OneShotSettings):
+        super().__init__(settings)
+        self.strategy = None  # the tf.distribute strategy, if any
 
-def _run_search(settings: SearchSettings, strategy, export_formats) -> dict[str, Any]:
-    cfg = settings.config
-    log = print if settings.verbose else (lambda *a, **k: None)
-    keras.utils.set_random_seed(cfg.seed)
-    if settings.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    def run(self) -> dict[str, Any]:
+        s = self.settings
+        s.validate()
+        # before any other TensorFlow op (multi_worker configures the runtime)
+        self.strategy = distribute.make_strategy(s.distribution)
+        if not distribute.is_chief(self.strategy):  # a worker: its files go to a temp dir
+            with tempfile.TemporaryDirectory(prefix="kerasnas-worker-") as tmp:
+                self.settings = dataclasses.replace(
+                    s, output_dir=tmp, overwrite=True, verbose=0, export=()
+                )
+                self.log = quiet
+                return self.steps()
+        return self.steps()
 
-    bundle = data_lib.load(
-        settings.dataset,
-        seed=cfg.seed,
-        valid_fraction=settings.valid_fraction,
-        test_fraction=settings.test_fraction,
-    )
-    log(
-        f"data {bundle.name}: {bundle.num_train} train / {bundle.num_valid} valid / "
-        f"{bundle.num_test} test images of {bundle.input_shape}, {bundle.num_classes} classes"
-    )
-    try:
-        space = CellSpace(
-            bundle.input_shape,
-            bundle.num_classes,
-            settings.init_channels,
-            settings.layers,
-            settings.nodes,
-            tuple(settings.ops),
+    def prepare(self) -> None:
+        s, cfg, bundle = self.settings, self.settings.config, self.bundle
+        self.space = CellSpace(
+            bundle.input_shape, bundle.num_classes, s.init_channels, s.layers, s.nodes, s.ops
         )
-    except ValueError as e:
-        raise SearchError(str(e)) from None
-    try:  # only once the inputs are known to be good
-        io.prepare_output_dir(
-            settings.output_dir, resume=settings.resume, overwrite=settings.overwrite
+        entry = strategies.get(s.strategy)
+        with supernet_precision(s.mixed_precision):
+            with self.strategy.scope() if self.strategy is not None else contextlib.nullcontext():
+                self.supernet = self.space.build_supernet(
+                    s.relaxation, bundle.normalization_layer(), seed=cfg.seed
+                )
+            with within("config"):
+                self.trainer = entry.make(
+                    self.supernet, self.space, cfg, s.output_dir, s.verbose, self.strategy
+                )
+        self.log(
+            f"supernet: C={s.init_channels} L={s.layers} N={s.nodes}, {len(s.ops)} ops, "
+            f"{trainable_params(self.supernet):,} trainable params; relaxation {s.relaxation}"
+            + ("" if s.mixed_precision == "none" else f"; {s.mixed_precision}")
         )
-    except io.OutputDirError as e:
-        raise SearchError(str(e)) from None
-    with supernet_precision(settings.mixed_precision):
-        with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            supernet = space.build_supernet(
-                settings.relaxation, bundle.normalization_layer(), seed=cfg.seed
+        self.log(f"strategy: {entry.summary}")
+        if self.strategy is not None:
+            self.log(
+                f"distribution: {s.distribution}, {self.strategy.num_replicas_in_sync} "
+                f"replicas, global batch {cfg.batch_size}"
             )
-        log(
-            f"supernet: C={space.init_channels} L={space.layers} N={space.nodes}, "
-            f"{len(space.ops)} ops, {trainable_params(supernet):,} trainable params; "
-            f"relaxation {settings.relaxation}"
-            + ("" if settings.mixed_precision == "none" else f"; {settings.mixed_precision}")
-        )
-        log(f"strategy: {STRATEGY_NAMES[settings.strategy]}")
-        if strategy is not None:
-            log(
-                f"distribution: {settings.distribution}, "
-                f"{strategy.num_replicas_in_sync} replicas, global batch {cfg.batch_size}"
-            )
-        try:
-            trainer = make_trainer(settings, supernet, space, strategy)
-        except ValueError as e:
-            raise SearchError(str(e)) from None
+
+    def execute(self) -> tuple[dict[str, Any], Any, str]:
+        s, cfg, bundle, trainer = self.settings, self.settings.config, self.bundle, self.trainer
         t0 = time.perf_counter()
-        try:
-            history = trainer.fit(bundle, resume=settings.resume)
-        except CheckpointError as e:
-            raise SearchError(f"--resume: {e}") from None
-    log(
-        f"search done: {trainer.search_seconds:.0f} s of training in all, "
-        f"{time.perf_counter() - t0:.0f} s in this run"
-    )
-
-    if settings.derive == "best_sampled":
-        genotype, _ = trainer.best_genotype(bundle)
-    else:
-        genotype = space.derive(supernet, settings.derive)
-    # every child inherits the weights of its ops: its accuracy is "without retraining"
-    child = space.build_child(genotype, supernet, preprocessing=bundle.normalization_layer())
-    cost = resource.network_cost(child)
-    batch = cfg.batch_size
-    metrics = {
-        # the supernet as it searched (SNAS: Gumbel samples; DARTS: the softmax mixture;
-        # ENAS/random: sampled children): mean over SUPERNET_EVAL_SAMPLES passes
-        "supernet_valid_accuracy": trainer.evaluate(
-            bundle.valid(batch), "sample", SUPERNET_EVAL_SAMPLES
-        ),
-        "supernet_test_accuracy": trainer.evaluate(
-            bundle.test(batch), "sample", SUPERNET_EVAL_SAMPLES
-        ),
-        "child_valid_accuracy": accuracy(child, bundle.valid(batch)),
-        "child_test_accuracy": accuracy(child, bundle.test(batch)),
-        "child_params": int(cost.params),
-        "child_flops": int(cost.flops),
-        "child_mac": int(cost.mac),
-        "supernet_params": trainable_params(supernet),
-        "child_edges": {k: len(genotype.edges(k)) for k in ("normal", "reduce")},
-        "search_seconds": round(trainer.search_seconds, 2),
-        "final_entropy": history[-1].get("entropy") if history else None,
-        "epochs": cfg.epochs,
-        "seed": cfg.seed,
-        "dataset": bundle.name,
-        "strategy": settings.strategy,
-        "relaxation": settings.relaxation,
-        "derive": settings.derive,
-        "settings": {**dataclasses.asdict(settings), "config": dataclasses.asdict(cfg)},
-    }
-    out = settings.output_dir
-    genotype.save(os.path.join(out, "genotype.json"))
-    with io.atomic_path(os.path.join(out, "child.keras")) as tmp:
-        child.save(tmp)
-    plot_cells(
-        genotype,
-        os.path.join(out, "cells.png"),
-        title=(
-            f"{STRATEGY_NAMES[settings.strategy]} on {bundle.name}: "
-            f"child test accuracy {metrics['child_test_accuracy']:.3f}"
-        ),
-    )
-    io.write_json(os.path.join(out, "history.json"), history)
-    if export_formats:
-        metrics["export"] = export_child(
-            child, os.path.join(out, "export"), export_formats, bundle, "child.keras", log
+        with supernet_precision(s.mixed_precision):
+            history = trainer.fit(bundle, resume=s.resume)
+        self.log(
+            f"search done: {trainer.search_seconds:.0f} s of training in all, "
+            f"{time.perf_counter() - t0:.0f} s in this run"
         )
-    io.write_json(os.path.join(out, "metrics.json"), metrics)
-    log(
-        f"supernet valid {metrics['supernet_valid_accuracy']:.4f} | child valid "
-        f"{metrics['child_valid_accuracy']:.4f}, test {metrics['child_test_accuracy']:.4f}, "
-        f"{metrics['child_params']:,} params, {metrics['child_flops']:,} mult-adds -> {out}"
-    )
-    return metrics
+        if s.derive == "best_sampled":
+            genotype, _ = trainer.best_genotype(bundle)
+        else:
+            genotype = self.space.derive(self.supernet, s.derive)
+        # every child inherits the weights of its ops: its accuracy is "without retraining"
+        child = self.space.build_child(
+            genotype, self.supernet, preprocessing=bundle.normalization_layer()
+        )
+        cost = resource.network_cost(child)
+        batch = cfg.batch_size
+        metrics = {
+            # the supernet as it searched (SNAS: Gumbel samples; DARTS: the softmax mixture;
+            # ENAS/random: sampled children): mean over SUPERNET_EVAL_SAMPLES passes
+            "supernet_valid_accuracy": trainer.evaluate(
+                bundle.valid(batch), "sample", SUPERNET_EVAL_SAMPLES
+            ),
+            "supernet_test_accuracy": trainer.evaluate(
+                bundle.test(batch), "sample", SUPERNET_EVAL_SAMPLES
+            ),
+            "child_valid_accuracy": accuracy(child, bundle.valid(batch)),
+            "child_test_accuracy": accuracy(child, bundle.test(batch)),
+            "child_params": int(cost.params),
+            "child_flops": int(cost.flops),
+            "child_mac": int(cost.mac),
+            "supernet_params": trainable_params(self.supernet),
+            "child_edges": {k: len(genotype.edges(k)) for k in ("normal", "reduce")},
+            "search_seconds": round(trainer.search_seconds, 2),
+            "final_entropy": history[-1].get("entropy") if history else None,
+            "epochs": cfg.epochs,
+            "seed": cfg.seed,
+            "dataset": bundle.name,
+            "strategy": s.strategy,
+            "relaxation": s.relaxation,
+            "derive": s.derive,
+            "settings": {**dataclasses.asdict(s), "config": dataclasses.asdict(cfg)},
+        }
+        out = s.output_dir
+        genotype.save(os.path.join(out, "genotype.json"))
+        with io.atomic_path(os.path.join(out, "child.keras")) as tmp:
+            child.save(tmp)
+        plot_cells(
+            genotype,
+            os.path.join(out, "cells.png"),
+            title=(
+                f"{strategies.get(s.strategy).label} on {bundle.name}: "
+                f"child test accuracy {metrics['child_test_accuracy']:.3f}"
+            ),
+        )
+        io.write_json(os.path.join(out, "history.json"), history)
+        self.summary = (
+            f"supernet valid {metrics['supernet_valid_accuracy']:.4f} | child valid "
+            f"{metrics['child_valid_accuracy']:.4f}, test {metrics['child_test_accuracy']:.4f}, "
+            f"{metrics['child_params']:,} params, {metrics['child_flops']:,} mult-adds -> {out}"
+        )
+        return metrics, child, "child.keras"
+
+
+def run_search(settings: OneShotSettings) -> dict[str, Any]:
+    """Runs a one-shot search and writes the output directory; returns the metrics."""
+    return OneShotSearch(settings).run()

@@ -1,25 +1,16 @@
 """The retraining job: a genotype trained from scratch, as the DARTS/SNAS papers do for
 their final numbers (what ``kerasnas-train`` runs).
 
-  kerasnas-train --genotype=run/genotype.json --output_dir=retrain      # digits, small budget
-  kerasnas-train --genotype=DARTS_V2 --dataset=tfds:cifar10 --init_channels=36 --layers=20 \\
-      --epochs=600 --batch_size=96 --auxiliary --drop_path=0.2 --cutout=16 --output_dir=c10
-  kerasnas-train --genotype=run/genotype.json --output_dir=retrain --resume   # continue
-
-``kerasnas-train --helpfull`` lists every flag. Also the Python entry point
-(:func:`run_train`). Output directory (every file written atomically, ``metrics.json`` last,
-so its presence means the run finished):
+:func:`run_train` is the Python entry point. Output directory (every file written
+atomically, ``metrics.json`` last, so its presence means the run finished):
 
 - ``model.keras``: the inference network; takes raw images (normalisation is its first
   layer) and returns logits; no auxiliary head, no DropPath layers;
 - ``genotype.json``: the architecture that was trained;
 - ``history.json``: one record per epoch (losses, accuracies, learning rate, drop-path rate);
 - ``metrics.json``: test and valid accuracy, params, mult-adds, seconds, settings;
-- ``tensorboard/``, ``checkpoints/`` (the latter lets ``--resume`` continue a stopped run to
-  the result of an uninterrupted one).
-
-The flags live in this command's own flag set (:class:`kerasnas.cli.Command`), not absl's
-global one, so this module and :mod:`kerasnas.search` can be imported together.
+- ``tensorboard/``, ``checkpoints/`` (the latter lets ``resume=True`` continue a stopped
+  run to the result of an uninterrupted one).
 """
 
 from __future__ import annotations
@@ -29,65 +20,80 @@ import os
 import time
 from typing import Any
 
+import keras
 import numpy as np
 
+from kerasnas import io, resource
+from kerasnas.errors import SettingError, within
+from kerasnas.evaluate import accuracy
+from kerasnas.genotype import Genotype
+from kerasnas.jobs.base import Job, JobSettings
+from kerasnas.options import REQUIRED, option
 from kerasnas.trainers.retrain import RetrainConfig
+
+__all__ = ["PUBLISHED", "Retrain", "RetrainSettings", "default_retrain_config", "run_train"]
 
 PUBLISHED = ("DARTS_V1", "DARTS_V2")
 RESULT_FILES = ("model.keras", "genotype.json", "history.json", "metrics.json")
 
 
 def default_retrain_config(**overrides: Any) -> RetrainConfig:
-    """The command line's defaults: a budget for the 8x8 digits that takes about two minutes
-    on 2 cores (the papers, on CIFAR-10: 600 epochs, batch 96, lr 0.025, auxiliary weight
-    0.4, drop-path 0.2, cutout 16; see :class:`RetrainConfig`)."""
+    """The job's defaults: a budget for the 8x8 digits that takes about two minutes on 2
+    cores (the papers, on CIFAR-10: 600 epochs, batch 96, lr 0.025, auxiliary weight 0.4,
+    drop-path 0.2, cutout 16; see :class:`RetrainConfig`)."""
     return RetrainConfig(
         **{"epochs": 20, "batch_size": 64, "drop_path": 0.2, "cutout": 0, **overrides}
     )
 
 
-@dataclasses.dataclass
-class RetrainSettings:
-    """Everything a retraining run needs. Sizes: C = init_channels, L = layers.
+@dataclasses.dataclass(kw_only=True)
+class RetrainSettings(JobSettings):
+    """Everything a retraining run needs. Sizes: C = init_channels, L = layers."""
 
-    genotype: a genotype JSON file, or ``DARTS_V1`` / ``DARTS_V2`` (the published cells).
-    """
+    genotype: str = option(
+        REQUIRED,
+        "The architecture: a genotype JSON file (e.g. a search's genotype.json; the DARTS flat "
+        "form is read too) or DARTS_V1 / DARTS_V2 (the published cells). Required.",
+    )
+    output_dir: str = option(
+        REQUIRED,
+        "Directory for model.keras, metrics, history, TensorBoard logs and checkpoints.",
+    )
+    init_channels: int = option(16, "C: channels of the first cells (papers: 36).")
+    layers: int = option(8, "L: number of cells, reductions at L//3 and 2L//3 (papers: 20).")
+    auxiliary: bool = option(
+        False,
+        "Train with DARTS' auxiliary head after cell 2L//3 (papers: on). It is left out of "
+        "model.keras.",
+    )
+    retrain: RetrainConfig = dataclasses.field(default_factory=default_retrain_config)
 
-    genotype: str
-    output_dir: str
-    dataset: str = "digits"
-    init_channels: int = 16
-    layers: int = 8
-    auxiliary: bool = False
-    valid_fraction: float = 0.2
-    test_fraction: float = 0.2
-    resume: bool = False
-    overwrite: bool = False
-    deterministic: bool = True
-    verbose: int = 1
-    retrain: RetrainConfig = dataclasses.field(default_factory=lambda: default_retrain_config())
+    @property
+    def seed(self) -> int:
+        return self.retrain.seed
+
+    def validate(self) -> None:
+        super().validate()
+        with within("retrain"):
+            self.retrain.validate()
 
 
-class TrainError(ValueError):
-    """A retraining run cannot start: the message says which flag or file is wrong."""
-
-
-def load_genotype(spec: str):
+def load_genotype(spec: str) -> Genotype:
     """A published genotype by name (``DARTS_V1``, ``DARTS_V2``) or a genotype JSON file."""
     from kerasnas import genotype as genotype_lib
 
     if spec in PUBLISHED:
         return getattr(genotype_lib, spec)
     if not spec:
-        raise TrainError("--genotype is required: a genotype JSON file, DARTS_V1 or DARTS_V2")
+        raise SettingError("{genotype} is required: a genotype JSON file, DARTS_V1 or DARTS_V2")
     if not os.path.isfile(spec):
-        raise TrainError(
-            f"--genotype {spec!r}: no such file (give a genotype JSON file, DARTS_V1 or DARTS_V2)"
+        raise SettingError(
+            f"{{genotype}} {spec!r}: no such file (give a genotype JSON file, DARTS_V1 or DARTS_V2)"
         )
     try:
         return genotype_lib.Genotype.load(spec)
     except (OSError, ValueError) as e:
-        raise TrainError(f"--genotype {spec!r}: {e}") from None
+        raise SettingError(f"{{genotype}} {spec!r}: {e}") from None
 
 
 def _preprocessing(bundle):
@@ -96,125 +102,101 @@ def _preprocessing(bundle):
     return type(layer).from_config({**layer.get_config(), "name": "normalization"})
 
 
+class Retrain(Job):
+    """The retraining job (see the module doc)."""
+
+    def prepare(self) -> None:
+        s, cfg = self.settings, self.settings.retrain
+        self.genotype = load_genotype(s.genotype)
+        self.model = self.network(s.auxiliary, cfg.drop_path)
+
+    def network(self, auxiliary: bool, drop_path: float) -> keras.Model:
+        from kerasnas.search_spaces.cell import build_network
+
+        s, bundle = self.settings, self.bundle
+        try:
+            return build_network(
+                self.genotype,
+                bundle.num_classes,
+                bundle.input_shape,
+                init_channels=s.init_channels,
+                layers=s.layers,
+                auxiliary=auxiliary,
+                drop_path=drop_path,
+                preprocessing=_preprocessing(bundle),
+            )
+        except ValueError as e:
+            if isinstance(e, SettingError):
+                raise
+            raise SettingError(str(e)) from None
+
+    def execute(self) -> tuple[dict[str, Any], Any, str]:
+        from kerasnas.trainers.retrain import RetrainTrainer, copy_weights
+
+        s, cfg, bundle, model = self.settings, self.settings.retrain, self.bundle, self.model
+        self.log(
+            f"network: C={s.init_channels} L={s.layers}, "
+            f"{model.count_params():,} params (training form), auxiliary {s.auxiliary}, "
+            f"drop_path {cfg.drop_path}, cutout {cfg.cutout}"
+        )
+        run_info = {
+            "genotype": self.genotype.to_dict(),
+            "dataset": bundle.name,
+            "init_channels": s.init_channels,
+            "layers": s.layers,
+            "auxiliary": s.auxiliary,
+            "valid_fraction": s.valid_fraction,
+            "test_fraction": s.test_fraction,
+        }
+        trainer = RetrainTrainer(model, cfg, s.output_dir, s.verbose, run_info)
+        t0 = time.perf_counter()
+        history = trainer.fit(bundle, resume=s.resume)
+        self.log(
+            f"training done: {trainer.seconds:.0f} s of training in all, "
+            f"{time.perf_counter() - t0:.0f} s in this run"
+        )
+
+        # The inference network: no auxiliary head, no DropPath, the trained weights.
+        clean = self.network(False, 0.0)
+        copy_weights(model, clean)
+        x_check, _ = bundle.numpy("valid", limit=cfg.batch_size)
+        want = trainer.logits_of(model(x_check, training=False))
+        got = clean(x_check, training=False)
+        diff = float(np.max(np.abs(keras.ops.convert_to_numpy(want - got))))
+        if diff > 1e-4:
+            raise RuntimeError(f"inference model differs from the trained one (max |diff| {diff})")
+
+        cost = resource.network_cost(clean)
+        batch = cfg.batch_size
+        metrics = {
+            "test_accuracy": accuracy(clean, bundle.test(batch)),
+            "valid_accuracy": accuracy(clean, bundle.valid(batch)),
+            "params": int(cost.params),
+            "flops": int(cost.flops),  # mult-adds per image
+            "mac": int(cost.mac),
+            "seconds": round(trainer.seconds, 2),
+            "epochs": cfg.epochs,
+            "seed": cfg.seed,
+            "dataset": bundle.name,
+            "final_train_loss": history[-1]["loss"] if history else None,
+            "final_train_accuracy": history[-1]["accuracy"] if history else None,
+            "genotype": self.genotype.to_dict(),
+            "settings": {**dataclasses.asdict(s), "retrain": dataclasses.asdict(cfg)},
+        }
+        out = s.output_dir
+        with io.atomic_path(os.path.join(out, "model.keras")) as tmp:
+            clean.save(tmp)
+        self.genotype.save(os.path.join(out, "genotype.json"))
+        io.write_json(os.path.join(out, "history.json"), history)
+        self.summary = (
+            f"valid {metrics['valid_accuracy']:.4f}, test {metrics['test_accuracy']:.4f}, "
+            f"{metrics['params']:,} params, {metrics['flops']:,} mult-adds -> {out}"
+        )
+        return metrics, None, "model.keras"
+
+
 def run_train(settings: RetrainSettings) -> dict[str, Any]:
     """Retrains ``settings.genotype`` from scratch and writes the output directory (see the
-    module doc); returns the metrics. Raises TrainError (or kerasnas.data.DataError) on bad
-    input before anything is written."""
-    import keras
-    import tensorflow as tf
-
-    from kerasnas import data as data_lib
-    from kerasnas import io, resource
-    from kerasnas.search_spaces.cell import build_network
-    from kerasnas.trainers.base import CheckpointError, accuracy
-    from kerasnas.trainers.retrain import RetrainTrainer, copy_weights
-
-    cfg = settings.retrain
-    try:
-        cfg.validate()
-    except ValueError as e:
-        raise TrainError(f"invalid setting: {e}") from None
-    genotype = load_genotype(settings.genotype)
-    try:
-        bundle = data_lib.load(
-            settings.dataset,
-            seed=cfg.seed,
-            valid_fraction=settings.valid_fraction,
-            test_fraction=settings.test_fraction,
-        )
-    except data_lib.DataError as e:
-        raise TrainError(f"--dataset {settings.dataset!r}: {e}") from None
-    keras.utils.set_random_seed(cfg.seed)
-    if settings.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    log = print if settings.verbose else (lambda *a, **k: None)
-
-    def network(auxiliary: bool, drop_path: float) -> keras.Model:
-        return build_network(
-            genotype,
-            bundle.num_classes,
-            bundle.input_shape,
-            init_channels=settings.init_channels,
-            layers=settings.layers,
-            auxiliary=auxiliary,
-            drop_path=drop_path,
-            preprocessing=_preprocessing(bundle),
-        )
-
-    try:
-        model = network(settings.auxiliary, cfg.drop_path)
-    except ValueError as e:
-        raise TrainError(f"invalid setting: {e}") from None
-    try:  # only once the inputs are known to be good
-        io.prepare_output_dir(
-            settings.output_dir, resume=settings.resume, overwrite=settings.overwrite
-        )
-    except io.OutputDirError as e:
-        raise TrainError(str(e)) from None
-    log(
-        f"data {bundle.name}: {bundle.num_train} train / {bundle.num_valid} valid / "
-        f"{bundle.num_test} test images of {bundle.input_shape}, {bundle.num_classes} classes"
-    )
-    log(
-        f"network: C={settings.init_channels} L={settings.layers}, "
-        f"{model.count_params():,} params (training form), auxiliary {settings.auxiliary}, "
-        f"drop_path {cfg.drop_path}, cutout {cfg.cutout}"
-    )
-    run_info = {
-        "genotype": genotype.to_dict(),
-        "dataset": bundle.name,
-        "init_channels": settings.init_channels,
-        "layers": settings.layers,
-        "auxiliary": settings.auxiliary,
-        "valid_fraction": settings.valid_fraction,
-        "test_fraction": settings.test_fraction,
-    }
-    trainer = RetrainTrainer(model, cfg, settings.output_dir, settings.verbose, run_info)
-    t0 = time.perf_counter()
-    try:
-        history = trainer.fit(bundle, resume=settings.resume)
-    except CheckpointError as e:
-        raise TrainError(f"--resume: {e}") from None
-    log(
-        f"training done: {trainer.seconds:.0f} s of training in all, "
-        f"{time.perf_counter() - t0:.0f} s in this run"
-    )
-
-    # The inference network: no auxiliary head, no DropPath, the trained weights.
-    clean = network(False, 0.0)
-    copy_weights(model, clean)
-    x_check, _ = bundle.numpy("valid", limit=cfg.batch_size)
-    want = trainer.logits_of(model(x_check, training=False))
-    got = clean(x_check, training=False)
-    diff = float(np.max(np.abs(keras.ops.convert_to_numpy(want - got))))
-    if diff > 1e-4:
-        raise RuntimeError(f"inference model differs from the trained one (max |diff| {diff})")
-
-    cost = resource.network_cost(clean)
-    batch = cfg.batch_size
-    metrics = {
-        "test_accuracy": accuracy(clean, bundle.test(batch)),
-        "valid_accuracy": accuracy(clean, bundle.valid(batch)),
-        "params": int(cost.params),
-        "flops": int(cost.flops),  # mult-adds per image
-        "mac": int(cost.mac),
-        "seconds": round(trainer.seconds, 2),
-        "epochs": cfg.epochs,
-        "seed": cfg.seed,
-        "dataset": bundle.name,
-        "final_train_loss": history[-1]["loss"] if history else None,
-        "final_train_accuracy": history[-1]["accuracy"] if history else None,
-        "genotype": genotype.to_dict(),
-        "settings": {**dataclasses.asdict(settings), "retrain": dataclasses.asdict(cfg)},
-    }
-    out = settings.output_dir
-    with io.atomic_path(os.path.join(out, "model.keras")) as tmp:
-        clean.save(tmp)
-    genotype.save(os.path.join(out, "genotype.json"))
-    io.write_json(os.path.join(out, "history.json"), history)
-    io.write_json(os.path.join(out, "metrics.json"), metrics)
-    log(
-        f"valid {metrics['valid_accuracy']:.4f}, test {metrics['test_accuracy']:.4f}, "
-        f"{metrics['params']:,} params, {metrics['flops']:,} mult-adds -> {out}"
-    )
-    return metrics
+    module doc); returns the metrics. Raises SettingError on bad input before anything is
+    written."""
+    return Retrain(settings).run()

@@ -1,9 +1,11 @@
-"""The black-box search job: a strategy (a ``keras_tuner.Oracle``) proposes architectures of
+"""The trial-based search job: a strategy (a ``keras_tuner.Oracle``) proposes architectures of
 a discrete space, :class:`~kerasnas.multitrial.runner.ArchTuner` trains each one as a trial.
 
-This is what ``kerasnas-search --strategy=<reinforce|metaqnn|evolution|renas|random|bayesian|
-hyperband>`` runs; :func:`run_blackbox` is the Python entry point. Output directory (every
-file written atomically, ``metrics.json`` last):
+This is what ``kerasnas-search`` runs for the trial-based strategies of
+:mod:`kerasnas.strategies` (``reinforce``, ``metaqnn``, ``evolution``, ``renas``, ``random``,
+``bayesian``, ``hyperband``); :func:`run_trial_search` is the Python entry point. The
+strategy's settings are ``TrialSettings.config`` (its class is the registry's
+``settings``). Output directory (every file written atomically, ``metrics.json`` last):
 
 - ``architecture.json`` (``nasrl``, ``metaqnn``: ``space.describe`` of the best trial) or
   ``genotype.json`` (``cell``: a :class:`kerasnas.Genotype`);
@@ -27,7 +29,7 @@ and ``KERASTUNER_TUNER_ID`` set, the chief (an id containing ``chief``) serves t
 and writes the outputs, and every other process is a worker that runs trials (run the same
 command, with the same output directory on a shared file system, in every process). Trial
 rewards depend only on the seed and the trial id, so the history matches a one-process run
-except for the ``tuner_id`` and wall-clock columns. See :mod:`kerasnas.multitrial.runner` for
+except for the ``tuner_id`` and wall-clock columns. See :mod:`kerasnas.multitrial.distributed` for
 the timeouts that make every process exit (exit code 1 after a timeout).
 """
 
@@ -37,54 +39,30 @@ import csv
 import dataclasses
 import io as std_io
 import json
-import math
 import os
 import shutil
 import time
 from typing import Any
 
-import grpc
 import keras
-import keras_tuner
-import tensorflow as tf
-from keras_tuner.src.distribute import utils as dist_utils
 
-from kerasnas import data as data_lib
-from kerasnas import io
-from kerasnas.export.exporter import ExportError, parse_formats
+from kerasnas import io, strategies
+from kerasnas.errors import RunError, within
+from kerasnas.evaluate import accuracy
+from kerasnas.export.exporter import FORMATS
 from kerasnas.genotype import Genotype
-from kerasnas.jobs.one_shot import SearchError, export_child
-from kerasnas.multitrial.oracles import (
-    RandomSearchOracle,
-    RegularizedEvolutionOracle,
-    ReinforceOracle,
-    RENASOracle,
-)
-from kerasnas.multitrial.qlearning import QLearningOracle
-from kerasnas.multitrial.runner import (
-    MODEL_FILE,
-    RESULT_FILE,
-    ArchTuner,
-    ChiefUnreachable,
-    DistributedError,
-    TrialConfig,
-)
+from kerasnas.jobs.base import Job, JobSettings
+from kerasnas.multitrial import distributed
+from kerasnas.multitrial.distributed import DistributedError
+from kerasnas.multitrial.runner import MODEL_FILE, ArchTuner, TrialConfig
+from kerasnas.multitrial.settings import OracleSettings
+from kerasnas.options import REQUIRED, option
+from kerasnas.plotting import plot_search_curve
 from kerasnas.search_spaces import SPACES, DiscreteSpace, get_space
-from kerasnas.trainers.base import accuracy
 
-__all__ = [
-    "STRATEGIES",
-    "BlackBoxSettings",
-    "ChiefUnreachable",
-    "DistributedError",
-    "make_oracle",
-    "make_space",
-    "run_blackbox",
-]
+__all__ = ["TrialSearch", "TrialSettings", "run_trial_search"]
 
-STRATEGIES = ("reinforce", "metaqnn", "evolution", "renas", "random", "bayesian", "hyperband")
 PROJECT = "tuner"
-SETTINGS_FILE = "search_settings.json"
 HISTORY_COLUMNS = (
     "trial_id",
     "status",
@@ -98,248 +76,57 @@ HISTORY_COLUMNS = (
     "end_seconds",
     "architecture",
 )
-# settings a resumed search may change
-_RESUMABLE = {"output_dir", "max_trials", "resume", "overwrite", "verbose", "distributed_timeout"}
 
 
-@dataclasses.dataclass
-class BlackBoxSettings:
-    """Everything a black-box search needs.
+@dataclasses.dataclass(kw_only=True)
+class TrialSettings(JobSettings):
+    """Everything a trial-based search needs.
 
     `space_args` are the space's constructor arguments (``get_space(search_space,
-    **space_args)``; the metaqnn space's ``image_size`` defaults to the data's). Strategy
-    arguments: `population_size`, `sample_size` (evolution, renas), `controller_batch_size`
-    (m architectures per REINFORCE step: reinforce, renas), `controller_learning_rate`,
-    `entropy_weight`, `epsilon_explore` (metaqnn: trials at epsilon 1 before epsilon falls
-    from 0.9 to 0.1 in 9 equal stages over the remaining trials; None: half of max_trials),
-    `hyperband_factor` (Hyperband's max epochs are ``trial.epochs``). The seed is
-    ``trial.seed`` (data split, oracle, every trial).
+    **space_args)``; the metaqnn space's ``image_size`` defaults to the data's). `config` is
+    the strategy's settings (the registry's ``settings`` class; None: its defaults);
+    `trial` the budget and reward of one trial, whose ``seed`` seeds the data split, the
+    oracle and every trial.
     """
 
-    output_dir: str
-    strategy: str = "random"
-    search_space: str = "nasrl"
-    dataset: str = "digits"
-    max_trials: int = 20
+    output_dir: str = option(
+        REQUIRED, "Directory for the architecture, best model, history and keras-tuner's project."
+    )
+    strategy: str = option("random", "The search strategy.")
+    search_space: str = option(
+        "cell",
+        "cell: the SNAS cell space ({init_channels}, {layers}, {nodes}, {ops}; one op per "
+        "edge, 'none' dropped); nasrl: Zoph & Le's chain; metaqnn: MetaQNN's layers.",
+        choices=tuple(sorted(SPACES)),
+    )
+    max_trials: int = option(20, "Trials (children trained).", at_least=1)
     trial: TrialConfig = dataclasses.field(default_factory=TrialConfig)
     space_args: dict[str, Any] = dataclasses.field(default_factory=dict)
-    population_size: int = 10
-    sample_size: int = 3
-    controller_batch_size: int = 5
-    controller_learning_rate: float = 6e-4
-    entropy_weight: float = 0.0
-    epsilon_explore: int | None = None
-    hyperband_factor: int = 3
-    valid_fraction: float = 0.2
-    test_fraction: float = 0.2
-    export: tuple[str, ...] = ()
-    resume: bool = False
-    overwrite: bool = False
-    verbose: int = 1
-    distributed_timeout: float = 600.0
-
-
-def _check(settings: BlackBoxSettings) -> None:
-    if settings.strategy not in STRATEGIES:
-        raise SearchError(f"--strategy must be one of {', '.join(STRATEGIES)}")
-    if settings.search_space not in SPACES:
-        raise SearchError(f"--search_space must be one of {', '.join(sorted(SPACES))}")
-    if settings.max_trials < 1:
-        raise SearchError("--max_trials must be >= 1")
-    if not 1 <= settings.sample_size <= settings.population_size:
-        raise SearchError("need 1 <= --sample_size <= --population_size")
-    if settings.controller_batch_size < 1 or not settings.controller_learning_rate > 0:
-        raise SearchError("need --controller_batch_size >= 1 and --controller_learning_rate > 0")
-    if settings.hyperband_factor < 2:
-        raise SearchError("--hyperband_factor must be >= 2")
-    if settings.epsilon_explore is not None and settings.epsilon_explore < 0:
-        raise SearchError("--epsilon_explore must be >= 0")
-    if not settings.distributed_timeout > 0:
-        raise SearchError("--distributed_timeout must be > 0")
-    try:
-        settings.trial.validate()
-    except ValueError as e:
-        raise SearchError(f"invalid setting: {e}") from None
-
-
-def make_space(settings: BlackBoxSettings, bundle: data_lib.DataBundle) -> DiscreteSpace:
-    """The space of `settings` for images of `bundle`; raises SearchError."""
-    args = dict(settings.space_args)
-    if settings.search_space == "metaqnn":
-        args.setdefault("image_size", int(min(bundle.input_shape[:2])))
-    try:
-        return get_space(settings.search_space, **args)
-    except ValueError as e:
-        raise SearchError(str(e)) from None
-
-
-def epsilon_schedule(max_trials: int, explore: int | None) -> list[tuple[float, int]]:
-    """MetaQNN's schedule shrunk to `max_trials`: `explore` trials at epsilon 1, then 0.9,
-    0.8, ..., 0.1 in equal stages over the rest (0.1 stays after)."""
-    explore = max(1, max_trials // 2) if explore is None else explore
-    per = max(1, math.ceil((max_trials - explore) / 9))
-    return [(1.0, explore)] + [(round(0.9 - 0.1 * i, 1), per) for i in range(9)]
-
-
-def make_oracle(settings: BlackBoxSettings, space: DiscreteSpace) -> keras_tuner.Oracle:
-    """The strategy's oracle over `space`, objective ``reward`` (max)."""
-    common = {
-        "objective": keras_tuner.Objective("reward", "max"),
-        "max_trials": settings.max_trials,
-        "hyperparameters": space.hyperparameters(),
-        "seed": settings.trial.seed,
-    }
-    controller = {
-        "learning_rate": settings.controller_learning_rate,
-        "entropy_weight": settings.entropy_weight,
-    }
-    name = settings.strategy
-    if name == "random":
-        return RandomSearchOracle(**common)
-    if name == "evolution":
-        return RegularizedEvolutionOracle(
-            population_size=settings.population_size, sample_size=settings.sample_size, **common
-        )
-    if name == "reinforce":
-        return ReinforceOracle(batch_size=settings.controller_batch_size, **controller, **common)
-    if name == "renas":
-        return RENASOracle(
-            population_size=settings.population_size,
-            sample_size=settings.sample_size,
-            batch_size=settings.controller_batch_size,
-            **controller,
-            **common,
-        )
-    if name == "metaqnn":
-        return QLearningOracle(
-            mdp=space if settings.search_space == "metaqnn" else None,
-            epsilon_schedule=epsilon_schedule(settings.max_trials, settings.epsilon_explore),
-            **common,
-        )
-    # keras-tuner's stock oracles take seed 0 for "random": they get seed + 1
-    common["seed"] = settings.trial.seed + 1
-    if name == "bayesian":
-        return keras_tuner.oracles.BayesianOptimizationOracle(**common)
-    max_trials = common.pop("max_trials")
-    oracle = keras_tuner.oracles.HyperbandOracle(
-        max_epochs=settings.trial.epochs,
-        factor=settings.hyperband_factor,
-        hyperband_iterations=None,
-        **common,
+    config: OracleSettings | None = None
+    export: tuple[str, ...] = option(
+        (), "Export the best child into <output_dir>/export (see above).", choices=tuple(FORMATS)
     )
-    oracle.max_trials = max_trials  # Hyperband has no trial budget of its own
-    return oracle
-
-
-def distributed_role() -> str | None:
-    """None (one process), "chief" or "worker", from keras-tuner's environment variables."""
-    try:
-        if not dist_utils.has_chief_oracle():
-            return None
-    except RuntimeError as e:
-        raise SearchError(str(e).replace('"', "")) from None
-    return "chief" if dist_utils.is_chief_oracle() else "worker"
-
-
-def wait_for_chief(timeout: float) -> None:
-    """Blocks until the chief oracle accepts connections; ChiefUnreachable after `timeout`."""
-    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
-    channel = grpc.insecure_channel(address)
-    try:
-        grpc.channel_ready_future(channel).result(timeout=timeout)
-    except grpc.FutureTimeoutError:
-        raise ChiefUnreachable(
-            f"worker {os.environ['KERASTUNER_TUNER_ID']}: no chief at {address} "
-            f"within {timeout:g} s"
-        ) from None
-    finally:
-        channel.close()
-
-
-def _settings_dict(settings: BlackBoxSettings) -> dict[str, Any]:
-    out = dataclasses.asdict(settings)
-    out["trial"].pop("verbose")
-    out["export"] = list(settings.export)
-    return json.loads(json.dumps(out))
-
-
-def _check_resume(settings: BlackBoxSettings) -> None:
-    """Refuses to resume a search that was started with other settings."""
-    path = os.path.join(settings.output_dir, SETTINGS_FILE)
-    if settings.resume and os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            old = json.load(f)
-        new = _settings_dict(settings)
-        for key in new:
-            if key not in _RESUMABLE and old.get(key) != new[key]:
-                raise SearchError(
-                    f"--resume: {key} was {old.get(key)!r} in the stopped search, now {new[key]!r}"
-                )
-    io.write_json(path, _settings_dict(settings))
-
-
-def run_blackbox(settings: BlackBoxSettings) -> dict[str, Any]:
-    """Runs a black-box search and writes the output directory (see the module doc); returns
-    the metrics (a worker returns ``{"role": "worker", ...}`` and writes nothing itself)."""
-    _check(settings)
-    try:
-        formats = parse_formats(settings.export) if settings.export else ()
-    except ExportError as e:
-        raise SearchError(f"--export: {e}") from None
-    role = distributed_role()
-    seed = settings.trial.seed
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-    tf.get_logger().setLevel("ERROR")  # accuracy() retraces for every child, by design
-    log = print if settings.verbose else (lambda *a, **k: None)
-    bundle = data_lib.load(
-        settings.dataset,
-        seed=seed,
-        valid_fraction=settings.valid_fraction,
-        test_fraction=settings.test_fraction,
+    distributed_timeout: float = option(
+        600.0,
+        "Distributed mode (KERASTUNER_* variables): seconds a worker waits for the chief, "
+        "and the chief's longest run.",
+        above=0,
     )
-    space = make_space(settings, bundle)
-    oracle = make_oracle(settings, space)
-    tuner_args = {
-        "directory": settings.output_dir,
-        "project_name": PROJECT,
-        "timeout": settings.distributed_timeout,
-    }
-    if role == "worker":
-        wait_for_chief(settings.distributed_timeout)
-        tuner = ArchTuner(oracle, space, bundle, settings.trial, **tuner_args)
-        t0 = time.perf_counter()
-        tuner.search()
-        log(f"worker {tuner.tuner_id}: the search is over ({time.perf_counter() - t0:.0f} s)")
-        return {"role": "worker", "tuner_id": tuner.tuner_id}
 
-    try:
-        io.prepare_output_dir(
-            settings.output_dir, resume=settings.resume, overwrite=settings.overwrite
-        )
-    except io.OutputDirError as e:
-        raise SearchError(str(e)) from None
-    _check_resume(settings)
-    log(
-        f"data {bundle.name}: {bundle.num_train} train / {bundle.num_valid} valid / "
-        f"{bundle.num_test} test | {settings.strategy} over {space!r}, "
-        f"{settings.max_trials} trials of {settings.trial.epochs} epochs"
-        + (" | chief" if role == "chief" else "")
-    )
-    tuner = ArchTuner(oracle, space, bundle, settings.trial, **tuner_args)
-    try:
-        tuner.search()
-    except RuntimeError as e:  # keras-tuner: too many failed trials in a row
-        if "consecutive failures" not in str(e):
-            raise
-        raise SearchError(f"trials keep failing: {_last_line(str(e))}") from None
-    if tuner.timed_out:
-        done = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
-        message = f"chief: timed out after --distributed_timeout={settings.distributed_timeout:g} s"
-        if not done:
-            raise DistributedError(f"{message} with no completed trial")
-        log(f"{message}; writing the results of {done} completed trials")
-    return _finish(settings, tuner, space, bundle, formats, log)
+    def __post_init__(self):
+        if self.config is None and self.strategy in strategies.names(strategies.TRIAL_BASED):
+            self.config = strategies.get(self.strategy).settings_class()()
+
+    @property
+    def seed(self) -> int:
+        return self.trial.seed
+
+    def validate(self) -> None:
+        strategies.get(self.strategy, strategies.TRIAL_BASED)
+        super().validate()
+        self.check_strategy(strategies.TRIAL_BASED)
+        with within("trial"):
+            self.trial.validate()
 
 
 def _last_line(text: str) -> str:
@@ -347,41 +134,165 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else text
 
 
-def _read_result(tuner: ArchTuner, trial_id: str) -> dict[str, Any]:
-    path = os.path.join(tuner.project_dir, f"trial_{trial_id}", RESULT_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+class TrialSearch(Job):
+    """The trial-based search job (see the module doc)."""
 
+    settings_file = "search_settings.json"
+    resumable = Job.resumable | {"max_trials", "distributed_timeout"}
 
-def trial_records(tuner: ArchTuner) -> list[dict[str, Any]]:
-    """One dict per trial of the oracle (see ``HISTORY_COLUMNS``), in trial id order."""
-    records = []
-    oracle = tuner.oracle
-    for trial_id in sorted(oracle.trials):
-        trial = oracle.trials[trial_id]
-        result = _read_result(tuner, trial_id) if trial.status == "COMPLETED" else {}
-        arch = tuner.space.from_hyperparameters(trial.hyperparameters)
-        row: dict[str, Any] = {
-            "trial_id": trial_id,
-            "status": trial.status,
-            "tuner_id": result.get("tuner_id", ""),
-            "architecture": tuner.space.describe(arch),
-            "epochs": result.get("epochs"),
-            "start_time": result.get("start_time"),
-            "end_time": result.get("end_time"),
+    def run(self) -> dict[str, Any]:
+        s = self.settings
+        s.validate()
+        role = distributed.role()
+        self.seed_everything()
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")  # accuracy() retraces for every child, by design
+        self.bundle = self.load_data()
+        self.prepare()
+        if role == "worker":  # runs trials; the chief writes every output
+            distributed.wait_for_chief(s.distributed_timeout)
+            tuner = self.tuner()
+            t0 = time.perf_counter()
+            tuner.search()
+            seconds = time.perf_counter() - t0
+            self.log(f"worker {tuner.tuner_id}: the search is over ({seconds:.0f} s)")
+            return {"role": "worker", "tuner_id": tuner.tuner_id}
+        self.open_output_dir()
+        self.log(
+            f"{s.strategy} over {self.space!r}: {s.max_trials} trials of {s.trial.epochs} "
+            "epochs" + (" | chief" if role == "chief" else "")
+        )
+        metrics, model, source = self.execute()
+        return self.finish(metrics, model, source)
+
+    def prepare(self) -> None:
+        s, bundle = self.settings, self.bundle
+        args = dict(s.space_args)
+        if s.search_space == "metaqnn":
+            args.setdefault("image_size", int(min(bundle.input_shape[:2])))
+        with within("space_args"):
+            self.space: DiscreteSpace = get_space(s.search_space, **args)
+        with within("config"):
+            self.oracle = strategies.get(s.strategy).make(
+                s.config,
+                self.space,
+                max_trials=s.max_trials,
+                seed=s.trial.seed,
+                max_epochs=s.trial.epochs,
+            )
+
+    def tuner(self) -> ArchTuner:
+        s = self.settings
+        return ArchTuner(
+            self.oracle,
+            self.space,
+            self.bundle,
+            s.trial,
+            s.output_dir,
+            verbose=int(s.verbose > 0),
+            project_name=PROJECT,
+            timeout=s.distributed_timeout,
+        )
+
+    def execute(self) -> tuple[dict[str, Any], Any, str]:
+        s = self.settings
+        tuner = self.tuner()
+        try:
+            tuner.search()
+        except RuntimeError as e:  # keras-tuner: too many failed trials in a row
+            if "consecutive failures" not in str(e):
+                raise
+            raise RunError(f"trials keep failing: {_last_line(str(e))}") from None
+        if tuner.timed_out:
+            done = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+            message = f"chief: timed out after {{}}={s.distributed_timeout:g} s"
+            if not done:
+                raise DistributedError(
+                    message.format("{distributed_timeout}") + " with no completed trial"
+                )
+            self.log(
+                message.format("distributed_timeout")
+                + f"; writing the results of {done} completed trials"
+            )
+        return self.results(tuner)
+
+    def results(self, tuner: ArchTuner) -> tuple[dict[str, Any], Any, str]:
+        """Writes the result files of a finished search; returns the metrics, the best
+        trial's model and its file name."""
+        s, space, bundle, out = self.settings, self.space, self.bundle, self.settings.output_dir
+        oracle = tuner.oracle
+        records = tuner.records()
+        completed = [t for t in oracle.trials.values() if t.status == "COMPLETED"]
+        if not completed:
+            failed = [t for t in oracle.trials.values() if t.message]
+            reason = _last_line(failed[0].message) if failed else "no trial ran"
+            raise RunError(f"no trial completed: {reason}")
+        best = oracle.get_best_trials(1)[0]
+        arch = space.from_hyperparameters(best.hyperparameters)
+        best_record = next(r for r in records if r["trial_id"] == best.trial_id)
+        model_path = os.path.join(tuner.project_dir, f"trial_{best.trial_id}", MODEL_FILE)
+        if os.path.exists(model_path):
+            model = keras.models.load_model(model_path)
+        else:  # not saved (an old project): the trial again, same seed
+            epochs = best_record["epochs"] or s.trial.epochs
+            model = tuner.train_child(best.hyperparameters, best.trial_id, int(epochs))
+        batch = s.trial.batch_size
+        metrics: dict[str, Any] = {
+            "best_trial_id": best.trial_id,
+            "best_reward": float(best.score),
+            "best_valid_accuracy": accuracy(model, bundle.valid(batch)),
+            "best_test_accuracy": accuracy(model, bundle.test(batch)),
+            "best_params": best_record["params"],
+            "best_flops": best_record["flops"],
+            "best_architecture": best_record["architecture"],
+            "trials": len(records),
+            "trials_completed": len(completed),
+            "trials_failed": sum(r["status"] == "FAILED" for r in records),
+            "search_seconds": round(
+                max(r["end_time"] for r in records if r["end_time"])
+                - min(r["start_time"] for r in records if r["start_time"]),
+                2,
+            ),
+            "trial_seconds": round(sum(r["seconds"] or 0.0 for r in records), 2),
+            "strategy": s.strategy,
+            "search_space": s.search_space,
+            "space": space.get_config(),
+            "dataset": bundle.name,
+            "seed": s.trial.seed,
+            "workers": sorted({r["tuner_id"] for r in records if r["tuner_id"]}),
+            "timed_out": tuner.timed_out,
+            "settings": s.to_json(),
         }
-        for name in ("reward", "val_accuracy", "params", "flops", "seconds"):
-            value = result.get(name)
-            if value is None and trial.metrics.exists(name):
-                value = trial.metrics.get_last_value(name)
-            row[name] = value
-        records.append(row)
-    return records
+        if s.search_space == "cell":
+            Genotype.from_dict(space.describe(arch)).save(os.path.join(out, "genotype.json"))
+        else:
+            io.write_json(os.path.join(out, "architecture.json"), space.describe(arch))
+        with io.atomic_path(os.path.join(out, "best.keras")) as tmp:
+            if os.path.exists(model_path):
+                shutil.copyfile(model_path, tmp)
+            else:
+                model.save(tmp)
+        io.write_text(os.path.join(out, "history.csv"), history_csv(records))
+        plot_search_curve(
+            records,
+            os.path.join(out, "search_curve.png"),
+            f"{s.strategy} on {s.search_space} / {bundle.name}: "
+            f"best reward {metrics['best_reward']:.4f}",
+        )
+        self.summary = (
+            f"best: trial {int(best.trial_id) + 1} (id {best.trial_id}), reward "
+            f"{metrics['best_reward']:.4f}, valid "
+            f"{metrics['best_valid_accuracy']:.4f}, test {metrics['best_test_accuracy']:.4f}, "
+            f"{metrics['best_params']:,} params | {len(completed)} trials in "
+            f"{metrics['search_seconds']:.0f} s -> {out}"
+        )
+        return metrics, model, "best.keras"
 
 
-def _csv(records: list[dict[str, Any]]) -> str:
+def history_csv(records: list[dict[str, Any]]) -> str:
+    """``history.csv``: one row per trial record (see ``HISTORY_COLUMNS``); ``end_seconds``
+    counts from the first trial's start."""
     starts = [r["start_time"] for r in records if r["start_time"] is not None]
     origin = min(starts) if starts else 0.0
     out = std_io.StringIO()
@@ -395,118 +306,8 @@ def _csv(records: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def plot_search_curve(records: list[dict[str, Any]], path: str, title: str) -> None:
-    """Best reward so far against completed trials and against wall-clock seconds."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    done = sorted(
-        (r for r in records if r["reward"] is not None and r["end_time"] is not None),
-        key=lambda r: r["end_time"],
-    )
-    origin = min((r["start_time"] for r in done), default=0.0)
-    best, curve = float("-inf"), []
-    for r in done:
-        best = max(best, float(r["reward"]))
-        curve.append(best)
-    fig = Figure(figsize=(9, 3.6))
-    FigureCanvasAgg(fig)
-    for k, (xs, label) in enumerate(
-        (
-            (list(range(1, len(done) + 1)), "completed trials"),
-            ([r["end_time"] - origin for r in done], "wall-clock seconds"),
-        )
-    ):
-        ax = fig.add_subplot(1, 2, k + 1)
-        ax.step(xs, curve, where="post", color="tab:blue")
-        ax.plot(xs, [float(r["reward"]) for r in done], ".", color="tab:gray", alpha=0.6)
-        ax.set_xlabel(label)
-        ax.set_ylabel("best reward so far")
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-
-
-def _finish(
-    settings: BlackBoxSettings,
-    tuner: ArchTuner,
-    space: DiscreteSpace,
-    bundle: data_lib.DataBundle,
-    formats: Any,
-    log: Any,
-) -> dict[str, Any]:
-    out = settings.output_dir
-    oracle = tuner.oracle
-    records = trial_records(tuner)
-    completed = [t for t in oracle.trials.values() if t.status == "COMPLETED"]
-    if not completed:
-        failed = [t for t in oracle.trials.values() if t.message]
-        reason = _last_line(failed[0].message) if failed else "no trial ran"
-        raise SearchError(f"no trial completed: {reason}")
-    best = oracle.get_best_trials(1)[0]
-    arch = space.from_hyperparameters(best.hyperparameters)
-    best_record = next(r for r in records if r["trial_id"] == best.trial_id)
-    model_path = os.path.join(tuner.project_dir, f"trial_{best.trial_id}", MODEL_FILE)
-    if os.path.exists(model_path):
-        model = keras.models.load_model(model_path)
-    else:  # not saved (an old project): the trial again, same seed
-        epochs = best_record["epochs"] or settings.trial.epochs
-        model = tuner.train_child(best.hyperparameters, best.trial_id, int(epochs))
-    batch = settings.trial.batch_size
-    metrics: dict[str, Any] = {
-        "best_trial_id": best.trial_id,
-        "best_reward": float(best.score),
-        "best_valid_accuracy": accuracy(model, bundle.valid(batch)),
-        "best_test_accuracy": accuracy(model, bundle.test(batch)),
-        "best_params": best_record["params"],
-        "best_flops": best_record["flops"],
-        "best_architecture": best_record["architecture"],
-        "trials": len(records),
-        "trials_completed": len(completed),
-        "trials_failed": sum(r["status"] == "FAILED" for r in records),
-        "search_seconds": round(
-            max(r["end_time"] for r in records if r["end_time"])
-            - min(r["start_time"] for r in records if r["start_time"]),
-            2,
-        ),
-        "trial_seconds": round(sum(r["seconds"] or 0.0 for r in records), 2),
-        "strategy": settings.strategy,
-        "search_space": settings.search_space,
-        "space": space.get_config(),
-        "dataset": bundle.name,
-        "seed": settings.trial.seed,
-        "workers": sorted({r["tuner_id"] for r in records if r["tuner_id"]}),
-        "timed_out": tuner.timed_out,
-        "settings": _settings_dict(settings),
-    }
-    if settings.search_space == "cell":
-        Genotype.from_dict(space.describe(arch)).save(os.path.join(out, "genotype.json"))
-    else:
-        io.write_json(os.path.join(out, "architecture.json"), space.describe(arch))
-    with io.atomic_path(os.path.join(out, "best.keras")) as tmp:
-        if os.path.exists(model_path):
-            shutil.copyfile(model_path, tmp)
-        else:
-            model.save(tmp)
-    io.write_text(os.path.join(out, "history.csv"), _csv(records))
-    plot_search_curve(
-        records,
-        os.path.join(out, "search_curve.png"),
-        f"{settings.strategy} on {settings.search_space} / {bundle.name}: "
-        f"best reward {metrics['best_reward']:.4f}",
-    )
-    if formats:
-        metrics["export"] = export_child(
-            model, os.path.join(out, "export"), formats, bundle, "best.keras", log
-        )
-    io.write_json(os.path.join(out, "metrics.json"), metrics)
-    log(
-        f"best: trial {int(best.trial_id) + 1} (id {best.trial_id}), reward "
-        f"{metrics['best_reward']:.4f}, valid "
-        f"{metrics['best_valid_accuracy']:.4f}, test {metrics['best_test_accuracy']:.4f}, "
-        f"{metrics['best_params']:,} params | {len(completed)} trials in "
-        f"{metrics['search_seconds']:.0f} s -> {out}"
-    )
-    return metrics
+def run_trial_search(settings: TrialSettings) -> dict[str, Any]:
+    """Runs a trial-based search and writes the output directory (see the module doc);
+    returns the metrics (a worker returns ``{"role": "worker", ...}`` and writes nothing
+    itself)."""
+    return TrialSearch(settings).run()

@@ -18,15 +18,8 @@ data order is a function of the data seed and the epoch, so a trial gives the sa
 whichever process runs it, and a resumed search the same history as an uninterrupted one
 (with ``tf.config.experimental.enable_op_determinism()``).
 
-Distributed mode (keras-tuner's ``KERASTUNER_ORACLE_IP``, ``KERASTUNER_ORACLE_PORT``,
-``KERASTUNER_TUNER_ID``) with timeouts, so that no process waits forever: the chief serves
-the oracle over gRPC until every trial has ended and every worker that asked for trials has
-been told the search is over (at most `grace` seconds after the last trial ended), or until
-`timeout` seconds have passed (``ArchTuner.timed_out``); a worker gives up with
-:class:`ChiefUnreachable` when a call to the chief gets no answer within `timeout` seconds
-(a worker whose chief vanishes mid-trial exits within 2 x `timeout`: its result and its
-end-of-trial calls each time out), and waits `poll` seconds between requests the oracle
-answers with IDLE (keras-tuner's own loop asks again at once).
+Distributed mode (keras-tuner's ``KERASTUNER_*`` variables, with timeouts so that no process
+waits forever): see :mod:`kerasnas.multitrial.distributed`.
 """
 
 from __future__ import annotations
@@ -37,25 +30,22 @@ import os
 import time
 import warnings
 import zlib
-from concurrent import futures
 from typing import Any
 
 import grpc
 import keras
 import keras_tuner
-from keras_tuner.src import protos
-from keras_tuner.src.distribute import oracle_chief, oracle_client
-from keras_tuner.src.distribute import utils as dist_utils
 
-from kerasnas import io
+from kerasnas import io, options
 from kerasnas.data import DataBundle
+from kerasnas.evaluate import accuracy
+from kerasnas.multitrial import distributed
+from kerasnas.multitrial.distributed import ChiefUnreachable
+from kerasnas.options import option
 from kerasnas.search_spaces.base import DiscreteSpace, SpaceHyperModel
-from kerasnas.trainers.base import accuracy
 
 __all__ = [
     "ArchTuner",
-    "ChiefUnreachable",
-    "DistributedError",
     "TrialConfig",
     "arch_summary",
     "resource_aware_reward",
@@ -66,47 +56,39 @@ REWARD = "reward"
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.keras"
 RESOURCES = ("params", "flops")
+OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclasses.dataclass
 class TrialConfig:
-    """The budget and reward of one trial.
+    """The budget and reward of one trial: `epochs` of training (Hyperband sets its own, up
+    to this) with `optimizer` at `learning_rate`, each trial seeded with
+    ``trial_seed(seed, trial_id)``; the reward is the validation accuracy, or MnasNet's
+    ``acc * (cost / reward_target) ** w`` (w = `reward_alpha` when cost <= target, else
+    `reward_beta`) with `reward_target` set."""
 
-    Attributes:
-      epochs: training epochs per child (Hyperband sets its own, up to this).
-      batch_size: minibatch size.
-      optimizer: "adam" or "sgd" (momentum 0.9).
-      learning_rate: None: 1e-3 for Adam, 0.05 for SGD.
-      seed: seeds each trial with ``trial_seed(seed, trial_id)``.
-      reward_target: MnasNet's target cost T (None: reward = validation accuracy).
-      reward_resource: the cost compared with T: "params" or "flops" (mult-adds).
-      reward_alpha, reward_beta: the exponent w when cost <= T and when cost > T.
-      verbose: 1 prints one line per trial, 0 nothing.
-    """
-
-    epochs: int = 3
-    batch_size: int = 64
-    optimizer: str = "adam"
-    learning_rate: float | None = None
-    seed: int = 0
-    reward_target: float | None = None
-    reward_resource: str = "params"
-    reward_alpha: float = 0.0
-    reward_beta: float = -0.07
-    verbose: int = 1
+    epochs: int = option(3, "Epochs per child (hyperband: most).", flag="trial_epochs", at_least=1)
+    batch_size: int = option(64, "Minibatch size.", at_least=1)
+    optimizer: str = option(
+        "adam", "Child optimizer (sgd: momentum 0.9).", flag="trial_optimizer", choices=OPTIMIZERS
+    )
+    learning_rate: float | None = option(
+        None,
+        "Child learning rate (None: 1e-3 adam, 0.05 sgd).",
+        flag="trial_learning_rate",
+        above=0,
+    )
+    seed: int = option(0, "Seed of the data split, the oracle and every trial.")
+    reward_target: float | None = option(
+        None, "MnasNet reward acc*(cost/target)^w (None: acc).", above=0
+    )
+    reward_resource: str = option("params", "Cost of the MnasNet reward.", choices=RESOURCES)
+    reward_alpha: float = option(0.0, "MnasNet exponent w when cost <= target.")
+    reward_beta: float = option(-0.07, "MnasNet exponent w when cost > target.")
 
     def validate(self) -> None:
-        """Raises ValueError naming the first bad field."""
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("trial epochs and batch_size must be >= 1")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"trial optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            raise ValueError(f"trial learning rate must be > 0, got {self.learning_rate}")
-        if self.reward_target is not None and not self.reward_target > 0:
-            raise ValueError(f"reward target must be > 0, got {self.reward_target}")
-        if self.reward_resource not in RESOURCES:
-            raise ValueError(f"reward resource must be one of {RESOURCES}")
+        """Raises SettingError naming the first bad field."""
+        options.validate(self)
 
     @property
     def lr(self) -> float:
@@ -167,47 +149,6 @@ def _short(op: str) -> str:
     return head + tail if tail.isdigit() else head
 
 
-class DistributedError(RuntimeError):
-    """A distributed search could not finish: the message says which process and why."""
-
-
-class ChiefUnreachable(DistributedError):
-    """A worker got no answer from the chief oracle within its timeout."""
-
-
-class _TimeoutStub:
-    """The chief's gRPC stub with every call's timeout replaced by ours."""
-
-    def __init__(self, stub: Any, timeout: float):
-        self._stub = stub
-        self._timeout = timeout
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._stub, name)
-
-        def call(request: Any, **kwargs: Any) -> Any:
-            kwargs["timeout"] = self._timeout
-            return method(request, **kwargs)
-
-        return call
-
-
-class _WorkerClient(oracle_client.OracleClient):
-    """keras-tuner's ``OracleClient`` with a timeout per call (instead of an hour) and a
-    pause after an IDLE answer (keras-tuner asks again at once, in a busy loop)."""
-
-    def __init__(self, oracle: keras_tuner.Oracle, timeout: float, poll: float):
-        super().__init__(oracle)
-        self.stub = _TimeoutStub(self.stub, timeout)
-        self._poll = poll
-
-    def create_trial(self, tuner_id: str) -> keras_tuner.engine.trial.Trial:
-        trial = super().create_trial(tuner_id)
-        if trial.status == keras_tuner.engine.trial.TrialStatus.IDLE:
-            time.sleep(self._poll)
-        return trial
-
-
 class ArchTuner(keras_tuner.Tuner):
     """Runs the trials of any oracle over a :class:`DiscreteSpace` (see the module doc).
 
@@ -217,6 +158,7 @@ class ArchTuner(keras_tuner.Tuner):
       space: the discrete space.
       bundle: the data (train split for training, valid split for the reward).
       config: the :class:`TrialConfig`.
+      verbose: 1 prints one line per trial, 0 nothing.
       directory, project_name, overwrite: keras-tuner's project directory.
       timeout: distributed mode: seconds a worker waits for the chief, and the chief's
         longest run.
@@ -232,6 +174,7 @@ class ArchTuner(keras_tuner.Tuner):
         bundle: DataBundle,
         config: TrialConfig,
         directory: str,
+        verbose: int = 1,
         project_name: str = "tuner",
         overwrite: bool = False,
         timeout: float = 600.0,
@@ -242,6 +185,7 @@ class ArchTuner(keras_tuner.Tuner):
         self.space = space
         self.bundle = bundle
         self.config = config
+        self.verbose = verbose
         self.timeout = float(timeout)
         self.grace = float(grace)
         self.poll = float(poll)
@@ -262,8 +206,7 @@ class ArchTuner(keras_tuner.Tuner):
             project_name=project_name,
             overwrite=overwrite,
         )
-        if isinstance(self.oracle, oracle_client.OracleClient):
-            self.oracle = _WorkerClient(self.oracle._oracle, self.timeout, self.poll)
+        self.oracle = distributed.worker_client(self.oracle, self.timeout, self.poll)
 
     def _populate_initial_space(self) -> None:
         # the space's Choices, without building a model as keras-tuner's version does
@@ -274,7 +217,7 @@ class ArchTuner(keras_tuner.Tuner):
     @property
     def is_worker(self) -> bool:
         """Whether this process is a worker of a distributed search."""
-        return self._is_worker()
+        return distributed.role() == "worker"
 
     # -- one trial ---------------------------------------------------------------------------
 
@@ -331,7 +274,7 @@ class ArchTuner(keras_tuner.Tuner):
         }
         io.write_json(os.path.join(trial_dir, RESULT_FILE), result)
         self._best = max(self._best, reward)
-        if self.config.verbose:
+        if self.verbose:
             total = self.oracle.max_trials
             print(
                 f"trial {int(trial.trial_id) + 1}/{total} [{self.tuner_id}] "
@@ -347,6 +290,36 @@ class ArchTuner(keras_tuner.Tuner):
             "seconds": seconds,
         }
 
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per trial of the oracle, in trial id order: trial_id, status, tuner_id,
+        architecture (``space.describe``), epochs, start_time, end_time (wall clock, s),
+        reward, val_accuracy, params, flops, seconds (None where unknown)."""
+        records = []
+        for trial_id in sorted(self.oracle.trials):
+            trial = self.oracle.trials[trial_id]
+            result = {}
+            path = os.path.join(self.project_dir, f"trial_{trial_id}", RESULT_FILE)
+            if trial.status == "COMPLETED" and os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    result = json.load(f)
+            arch = self.space.from_hyperparameters(trial.hyperparameters)
+            row: dict[str, Any] = {
+                "trial_id": trial_id,
+                "status": trial.status,
+                "tuner_id": result.get("tuner_id", ""),
+                "architecture": self.space.describe(arch),
+                "epochs": result.get("epochs"),
+                "start_time": result.get("start_time"),
+                "end_time": result.get("end_time"),
+            }
+            for name in ("reward", "val_accuracy", "params", "flops", "seconds"):
+                value = result.get(name)
+                if value is None and trial.metrics.exists(name):
+                    value = trial.metrics.get_last_value(name)
+                row[name] = value
+            records.append(row)
+        return records
+
     def _best_known(self) -> float:
         best = self._best
         for trial in self.oracle.get_best_trials(1):
@@ -357,61 +330,19 @@ class ArchTuner(keras_tuner.Tuner):
     # -- the search loop ---------------------------------------------------------------------
 
     def search(self, *args: Any, **kwargs: Any) -> None:
-        """keras-tuner's search; in distributed mode with the timeouts of the module doc."""
+        """keras-tuner's search; in distributed mode with the timeouts of
+        :mod:`~kerasnas.multitrial.distributed` (the chief serves the oracle)."""
         kwargs.setdefault("verbose", 0)
-        if dist_utils.is_chief_oracle():
+        if distributed.role() == "chief":
             self.oracle.verbose = kwargs["verbose"]
-            self._serve()
+            self.timed_out = distributed.serve(self.oracle, self.save, self.timeout, self.grace)
             return
         try:
             super().search(*args, **kwargs)
         except grpc.RpcError as e:
             if not self.is_worker:
                 raise
-            address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
             raise ChiefUnreachable(
-                f"worker {self.tuner_id}: the chief at {address} did not answer within "
-                f"{self.timeout:g} s ({e.code().name})"
+                f"worker {self.tuner_id}: the chief at {distributed.chief_address()} did not "
+                f"answer within {self.timeout:g} s ({e.code().name})"
             ) from None
-
-    def _search_done(self, servicer: Any) -> bool:
-        oracle = self.oracle
-        started_all = oracle.max_trials is not None and len(oracle.trials) >= oracle.max_trials
-        return (
-            (servicer.stop_triggered or started_all)
-            and not oracle.ongoing_trials
-            and not oracle._retry_queue
-        )
-
-    def _serve(self) -> None:
-        """The chief: serve the oracle until the search is done and the workers are told."""
-        address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
-        servicer = oracle_chief.OracleServicer(self.oracle)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-        try:
-            port = server.add_insecure_port(address)
-        except RuntimeError:
-            port = 0
-        if not port:
-            raise DistributedError(f"chief: cannot listen on {address}")
-        self.save()
-        server.start()
-        deadline = time.monotonic() + self.timeout
-        done_at = None
-        try:
-            while True:
-                time.sleep(0.1)
-                now = time.monotonic()
-                if self._search_done(servicer):
-                    done_at = done_at or now
-                    if not self.oracle.tuner_ids or now - done_at > self.grace:
-                        break
-                else:
-                    done_at = None
-                if now > deadline:
-                    self.timed_out = True
-                    break
-        finally:
-            server.stop(grace=1.0).wait()
-            self.save()

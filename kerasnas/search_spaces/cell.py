@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from kerasnas import ops as ops_lib
+from kerasnas.errors import SettingError
 from kerasnas.genotype import Genotype
 from kerasnas.layers import DropPath, MixedOp
 
@@ -147,28 +148,30 @@ class CellSpace:
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
         object.__setattr__(self, "ops", tuple(self.ops))
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
-            raise ValueError(f"CellSpace: input_shape must be (H, W, C), got {self.input_shape}")
+            raise SettingError(f"CellSpace: input_shape must be (H, W, C), got {self.input_shape}")
         for field in ("num_classes", "init_channels", "nodes", "stem_multiplier"):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"CellSpace: {field} must be a positive int, got {value!r}")
+                raise SettingError(f"CellSpace: {{{field}}} must be a positive int, got {value!r}")
         if not isinstance(self.layers, int) or self.layers < 3:
-            raise ValueError(
-                f"CellSpace: layers must be an int >= 3 (normal and reduction cells), "
+            raise SettingError(
+                f"CellSpace: {{layers}} must be an int >= 3 (normal and reduction cells), "
                 f"got {self.layers!r}"
             )
         if self.init_channels < 2:
-            raise ValueError(f"CellSpace: init_channels must be >= 2, got {self.init_channels}")
+            raise SettingError(
+                f"CellSpace: {{init_channels}} must be >= 2, got {self.init_channels}"
+            )
         if not self.ops:
-            raise ValueError("CellSpace: ops must not be empty")
+            raise SettingError("CellSpace: {ops} must not be empty")
         known = ops_lib.registered_ops()
         for op in self.ops:
             if op not in known:
-                raise ValueError(
-                    f"CellSpace: unknown op {op!r}; registered ops: {', '.join(known)}"
+                raise SettingError(
+                    f"CellSpace: unknown op {op!r} in {{ops}}; registered ops: {', '.join(known)}"
                 )
         if len(set(self.ops)) != len(self.ops):
-            raise ValueError(f"CellSpace: ops must be unique, got {self.ops}")
+            raise SettingError(f"CellSpace: {{ops}} must be unique, got {self.ops}")
 
     @property
     def reduction_cells(self) -> tuple[int, ...]:

@@ -33,12 +33,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasnas import distribute, io
+from kerasnas import distribute, io, options
+from kerasnas.errors import SettingError
+from kerasnas.evaluate import top1
 from kerasnas.layers import arch_variables, mixed_ops, set_inference, weight_variables
+from kerasnas.options import option
 from kerasnas.trainers.optim import MomentumSGD
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SettingError):
     """A checkpoint cannot be resumed from: unreadable, or written by other settings."""
 
 
@@ -51,52 +54,32 @@ class LoopConfig:
     (epoch 0) to `w_lr_min` over `epochs`, set once per epoch.
     """
 
-    epochs: int = 50
-    batch_size: int = 64
-    w_lr: float = 0.025
-    w_lr_min: float = 0.001
-    w_momentum: float = 0.9
-    w_weight_decay: float = 3e-4
-    w_grad_clip: float = 5.0
-    jit_compile: bool = False
-    seed: int = 0
+    epochs: int = option(50, "Training epochs.", at_least=1)
+    batch_size: int = option(64, "Minibatch size.", at_least=1)
+    w_lr: float = option(0.025, "Weight learning rate (SGD, cosine to w_lr_min).", above=0)
+    w_lr_min: float = option(0.001, "Final weight learning rate.", at_least=0)
+    w_momentum: float = option(0.9, "Momentum of the weights' SGD.", flag=False, at_least=0)
+    w_weight_decay: float = option(3e-4, "Coupled L2 weight decay.", flag=False, at_least=0)
+    w_grad_clip: float = option(5.0, "Global-norm gradient clip.", flag=False, above=0)
+    jit_compile: bool = option(False, "Compile the training step with XLA.")
+    seed: int = option(0, "Seed of data split, initialisation and sampling.")
 
     def validate(self) -> None:
-        """Raises ValueError naming the first invalid field."""
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not self.w_lr > 0:
-            raise ValueError(f"w_lr must be > 0, got {self.w_lr!r}")
-        for name in ("w_lr_min", "w_weight_decay", "w_momentum"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not self.w_grad_clip > 0:
-            raise ValueError(f"w_grad_clip must be > 0, got {self.w_grad_clip!r}")
+        """Raises SettingError naming the first invalid field."""
+        options.validate(self)
 
 
 @dataclasses.dataclass
 class TrainerConfig(LoopConfig):
-    """Hyper-parameters shared by one-shot trainers (defaults: the SNAS/DARTS code): the
-    loop's (see :class:`LoopConfig`) plus Adam for the architecture logits (learning rate
-    `a_lr` per step, betas, coupled L2 decay, global-norm clipping)."""
+    """Hyper-parameters of one-shot trainers that learn architecture logits (defaults: the
+    SNAS/DARTS code): the loop's (see :class:`LoopConfig`) plus Adam for the logits
+    (learning rate `a_lr` per step, betas, coupled L2 decay, global-norm clipping)."""
 
-    a_lr: float = 3e-4
+    a_lr: float = option(3e-4, "Architecture-logit learning rate (Adam).", above=0)
     a_beta_1: float = 0.5
     a_beta_2: float = 0.999
-    a_weight_decay: float = 1e-3
-    a_grad_clip: float = 10.0
-
-    def validate(self) -> None:
-        """Raises ValueError naming the first invalid field."""
-        super().validate()
-        if not self.a_lr > 0:
-            raise ValueError(f"a_lr must be > 0, got {self.a_lr!r}")
-        if self.a_weight_decay < 0:
-            raise ValueError(f"a_weight_decay must be >= 0, got {self.a_weight_decay!r}")
-        if not self.a_grad_clip > 0:
-            raise ValueError(f"a_grad_clip must be > 0, got {self.a_grad_clip!r}")
+    a_weight_decay: float = option(1e-3, "Logits' coupled L2 decay.", flag=False, at_least=0)
+    a_grad_clip: float = option(10.0, "Logits' global-norm clip.", flag=False, above=0)
 
 
 def cosine(epoch: int, epochs: int, start: float, end: float) -> float:
@@ -114,16 +97,6 @@ def linear(epoch: int, epochs: int, start: float, end: float) -> float:
 def entropy(p: np.ndarray) -> float:
     p = np.clip(p, 1e-12, 1.0)
     return float(-(p * np.log(p)).sum())
-
-
-def accuracy(model: keras.Model, dataset: tf.data.Dataset) -> float:
-    """Top-1 accuracy of a logits model on batches ``(x, y)``, in inference mode."""
-    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    correct = total = 0
-    for x, y in dataset:
-        correct += int((np.argmax(fn(x).numpy(), -1) == y.numpy()).sum())
-        total += int(y.shape[0])
-    return correct / max(total, 1)
 
 
 class Trainer:
@@ -155,7 +128,10 @@ class Trainer:
         config.validate()
         if strategy is not None:
             if config.jit_compile:
-                raise ValueError("--jit_compile cannot be combined with --distribution")
+                raise SettingError(
+                    "{jit_compile} (XLA) has not been tried under a tf.distribute strategy "
+                    "({distribution}); use one or the other"
+                )
             if not all(
                 strategy.extended.variable_created_in_scope(v.value) for v in model.variables
             ):
@@ -291,18 +267,9 @@ class Trainer:
             )
         return self._eval_fns[key]
 
-    def _accuracy(self, fn, dataset: tf.data.Dataset, repeats: int = 1) -> float:
-        correct = total = 0
-        for _ in range(repeats):
-            for x, y in dataset:
-                pred = np.argmax(fn(x).numpy(), axis=-1)
-                correct += int((pred == y.numpy()).sum())
-                total += int(y.shape[0])
-        return correct / max(total, 1)
-
     def evaluate(self, dataset: tf.data.Dataset) -> float:
         """Top-1 accuracy of the model on batches ``(x, y)``, in inference mode."""
-        return self._accuracy(self._inference_fn("inference"), dataset)
+        return top1(self._inference_fn("inference"), dataset)
 
     # -- the loop -----------------------------------------------------------------------------
     def fit(self, data, resume: bool = False) -> list[dict[str, Any]]:
@@ -424,7 +391,7 @@ class Trainer:
         """Loads the last checkpoint; returns the number of epochs it had completed (0 when
         there is none). Raises CheckpointError when it was written by a different configuration."""
         if self.checkpoint_dir is None:
-            raise CheckpointError("resume needs an output_dir")
+            raise CheckpointError("{resume} needs an output_dir")
         state_path = os.path.join(self.checkpoint_dir, "state.json")
         if not os.path.exists(state_path):
             return 0
@@ -435,25 +402,25 @@ class Trainer:
                 arrays = [npz[f"v{i:05d}"] for i in range(len(npz.files))]
         except (OSError, ValueError, KeyError) as e:
             raise CheckpointError(
-                f"cannot resume: checkpoint in {self.checkpoint_dir} is unreadable ({e})"
+                f"{{resume}}: the checkpoint in {self.checkpoint_dir} is unreadable ({e})"
             ) from e
         saved, now = state.get("config", {}), self.config_dict()
         changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
         if changed:
-            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+            detail = ", ".join(f"{{{k}}}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
             raise CheckpointError(
-                f"cannot resume: the checkpoint was written with other settings ({detail})"
+                f"{{resume}}: the checkpoint was written with other settings ({detail})"
             )
         variables = self._state_variables()
         if len(arrays) != len(variables):
             raise CheckpointError(
-                f"cannot resume: checkpoint has {len(arrays)} variables, "
+                f"{{resume}}: the checkpoint has {len(arrays)} variables, "
                 f"the model has {len(variables)}"
             )
         for v, a in zip(variables, arrays, strict=True):
             if tuple(v.shape) != a.shape:
                 raise CheckpointError(
-                    f"cannot resume: variable {v.path} has shape {tuple(v.shape)}, "
+                    f"{{resume}}: variable {v.path} has shape {tuple(v.shape)}, "
                     f"checkpoint {a.shape}"
                 )
             v.assign(a)
@@ -471,7 +438,8 @@ class OneShotTrainer(Trainer):
     Args:
       model: any Keras model with at least one :class:`kerasnas.layers.MixedOp`; its output
         must be logits (B, num_classes).
-      config: a :class:`TrainerConfig` (or subclass).
+      config: a :class:`TrainerConfig` (or subclass); a plain :class:`LoopConfig` for
+        trainers that do not learn the logits (no ``a_opt``).
       output_dir: where ``tensorboard/`` and ``checkpoints/`` go; None keeps nothing.
       verbose: 0 silent, 1 a progress bar per epoch and an epoch summary line.
       strategy: a ``tf.distribute.Strategy`` whose scope `model` was built in, or None.
@@ -483,12 +451,11 @@ class OneShotTrainer(Trainer):
     def __init__(
         self,
         model: keras.Model,
-        config: TrainerConfig,
+        config: LoopConfig,
         output_dir: str | None = None,
         verbose: int = 1,
         strategy: tf.distribute.Strategy | None = None,
     ):
-        config.validate()
         self.mixed = mixed_ops(model)
         if not self.mixed:
             raise ValueError(f"{type(self).__name__}: the model has no MixedOp layer to search")
@@ -501,11 +468,20 @@ class OneShotTrainer(Trainer):
             )
         super().__init__(model, config, output_dir, verbose, strategy)
         self.arch_vars = arch_variables(model)
-        with self.scope():
-            self.a_opt = keras.optimizers.Adam(
-                config.a_lr, beta_1=config.a_beta_1, beta_2=config.a_beta_2, name="a_opt"
-            )
-            self.a_opt.build(self.arch_vars)
+        self.a_opt = None  # trainers that sample children (ENAS) do not learn the logits
+        if isinstance(config, TrainerConfig):
+            with self.scope():
+                self.a_opt = keras.optimizers.Adam(
+                    config.a_lr, beta_1=config.a_beta_1, beta_2=config.a_beta_2, name="a_opt"
+                )
+                self.a_opt.build(self.arch_vars)
+
+    @classmethod
+    def create(cls, supernet: keras.Model, space: Any, *args: Any, **kwargs: Any) -> OneShotTrainer:
+        """The trainer of a cell-space `supernet` built from `space` (a
+        :class:`~kerasnas.search_spaces.cell.CellSpace`; most trainers need only the
+        supernet), as the search job makes it; the other arguments are the constructor's."""
+        return cls(supernet, *args, **kwargs)
 
     def select_weights(self) -> list:
         """Network weights only: every trainable variable except the architecture logits."""
@@ -538,7 +514,7 @@ class OneShotTrainer(Trainer):
         return out
 
     def optimizers(self) -> list:
-        return [self.w_opt, self.a_opt]
+        return [self.w_opt] + ([self.a_opt] if self.a_opt is not None else [])
 
     @property
     def search_seconds(self) -> float:
@@ -581,6 +557,6 @@ class OneShotTrainer(Trainer):
         fn = self._inference_fn(mode)
         set_inference(self.model, mode)  # read when the function is traced (once per mode)
         try:
-            return self._accuracy(fn, dataset, repeats)
+            return top1(fn, dataset, repeats)
         finally:
             set_inference(self.model, "argmax")

@@ -27,6 +27,7 @@ import math
 import tensorflow as tf
 
 from kerasnas import distribute
+from kerasnas.options import option
 from kerasnas.trainers.base import OneShotTrainer, TrainerConfig
 
 ORDERS = (1, 2)
@@ -41,15 +42,16 @@ class DARTSConfig(TrainerConfig):
     Hessian-vector product (eps = unrolled_eps / ||v||).
     """
 
-    order: int = 1
-    unrolled_eps: float = 0.01
-
-    def validate(self) -> None:
-        super().validate()
-        if isinstance(self.order, bool) or self.order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
-        if not self.unrolled_eps > 0:
-            raise ValueError(f"unrolled_eps must be > 0, got {self.unrolled_eps!r}")
+    order: int = option(
+        1,
+        "DARTS order: 1 = first order (alternate steps); 2 = second order (one virtual weight "
+        "step, Hessian-vector product by finite differences).",
+        flag="darts_order",
+        choices=ORDERS,
+    )
+    unrolled_eps: float = option(
+        0.01, "Finite-difference step numerator (2nd order).", flag=False, above=0
+    )
 
 
 class DARTSTrainer(OneShotTrainer):

@@ -34,11 +34,12 @@ import tensorflow as tf
 from kerasnas.genotype import Genotype
 from kerasnas.layers import MixedOp, mixed_ops, set_inference
 from kerasnas.multitrial.controller import Controller
+from kerasnas.options import option
 from kerasnas.search_spaces.base import Arch
 from kerasnas.search_spaces.cell import CELL_KINDS, CellSpace
 from kerasnas.search_spaces.cell_discrete import DiscreteCellSpace
 from kerasnas.trainers.archspace import ArchSpace
-from kerasnas.trainers.base import OneShotTrainer, TrainerConfig
+from kerasnas.trainers.base import LoopConfig, OneShotTrainer
 
 __all__ = [
     "ChildEncoder",
@@ -163,16 +164,14 @@ class ChildEncoder:
 
 
 @dataclasses.dataclass
-class WeightSharingConfig(TrainerConfig):
-    """Hyper-parameters of weight-sharing search (see TrainerConfig too; the ``a_*``
-    architecture-logit fields are unused): `final_samples` children are sampled at the end
+class WeightSharingConfig(LoopConfig):
+    """Hyper-parameters of weight-sharing search (see LoopConfig too; the supernet's
+    architecture logits are not learnt): `final_samples` children are sampled at the end
     and the best on the validation split is kept."""
 
-    final_samples: int = 10
-
-    def validate(self) -> None:
-        super().validate()
-        _positive_int(self, "final_samples")
+    final_samples: int = option(
+        10, "Children sampled at the end (the best is the result).", flag=False, at_least=1
+    )
 
 
 @dataclasses.dataclass
@@ -246,6 +245,12 @@ class WeightSharingTrainer(OneShotTrainer):
         self.discrete = self.encoder.discrete
         self._owner_index = {id(m): i for i, m in enumerate(self.encoder.owners)}
         self._child_eval_fn = None
+
+    @classmethod
+    def create(cls, supernet, space, config, output_dir=None, verbose=1, strategy=None):
+        if strategy is not None:
+            raise ValueError(f"{cls.__name__} does not train under a tf.distribute strategy")
+        return cls(supernet, space, config, output_dir, verbose)
 
     # -- the policy (subclasses) ------------------------------------------------------------
     def sample_archs(self, n: int, rng: np.random.Generator) -> list[Arch]:

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from kerasnas.augment import cutout
 from kerasnas.layers import DropPath
+from kerasnas.options import option
 from kerasnas.trainers.base import LoopConfig, Trainer
 
 __all__ = ["RetrainConfig", "RetrainTrainer", "copy_weights", "drop_path_layers"]
@@ -36,22 +37,24 @@ class RetrainConfig(LoopConfig):
     cutout: side of the cutout square in pixels, 0 = off.
     """
 
-    epochs: int = 600
-    batch_size: int = 96
-    w_lr_min: float = 0.0
-    auxiliary_weight: float = 0.4
-    drop_path: float = 0.2
-    cutout: int = 0
-
-    def validate(self) -> None:
-        """Raises ValueError naming the first invalid field."""
-        super().validate()
-        if not self.auxiliary_weight >= 0:
-            raise ValueError(f"auxiliary_weight must be >= 0, got {self.auxiliary_weight!r}")
-        if not 0.0 <= self.drop_path < 1.0:
-            raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path!r}")
-        if isinstance(self.cutout, bool) or not isinstance(self.cutout, int) or self.cutout < 0:
-            raise ValueError(f"cutout must be an int >= 0, got {self.cutout!r}")
+    epochs: int = option(600, "Training epochs (papers: 600).", at_least=1)
+    batch_size: int = option(96, "Minibatch size (papers: 96).", at_least=1)
+    w_lr_min: float = option(0.0, "Final learning rate.", flag=False, at_least=0)
+    auxiliary_weight: float = option(
+        0.4, "Weight of the auxiliary head's loss (papers: 0.4).", at_least=0
+    )
+    drop_path: float = option(
+        0.2,
+        "Largest drop-path probability; epoch e (0-based) uses drop_path * e / epochs, as "
+        "DARTS' train.py (papers: 0.2). 0 = off.",
+        at_least=0,
+        below=1,
+    )
+    cutout: int = option(
+        0,
+        "Cutout square side in pixels on training images, 0 = off (papers: 16 on 32x32 CIFAR).",
+        at_least=0,
+    )
 
 
 def drop_path_layers(model: keras.layers.Layer) -> list[DropPath]:

@@ -12,13 +12,16 @@ import dataclasses
 import tensorflow as tf
 
 from kerasnas import distribute, resource
+from kerasnas.errors import SettingError
 from kerasnas.layers import set_temperature
+from kerasnas.options import option
+from kerasnas.resource import ESTIMATORS, FORMS, RESOURCES
 from kerasnas.trainers.base import OneShotTrainer, TrainerConfig, linear
 
 GUMBEL_HARD_DISTRIBUTED = (
-    "--relaxation=gumbel_hard cannot be combined with --distribution: its one-op branches "
-    "would all-reduce batch-norm moments inside a conditional, which tf.distribute does "
-    "not support"
+    "{relaxation}=gumbel_hard cannot be combined with a tf.distribute strategy "
+    "({distribution}): its one-op branches would all-reduce batch-norm moments inside a "
+    "conditional, which tf.distribute does not support"
 )
 
 
@@ -34,36 +37,35 @@ class SNASConfig(TrainerConfig):
     with.
     """
 
-    temperature_start: float = 1.0
-    temperature_end: float = 0.03
-    resource: str = "params"
-    resource_lambda: float = 0.0
-    resource_form: str = "log"
-    resource_estimator: str = "reparam"
-    latency_cache: str | None = None
-    latency_threads: int = 1
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.temperature_start > 0 or not self.temperature_end > 0:
-            raise ValueError("temperature_start and temperature_end must be > 0")
-        if self.resource not in resource.RESOURCES:
-            raise ValueError(f"resource must be one of {resource.RESOURCES}, got {self.resource!r}")
-        if self.resource_form not in resource.FORMS:
-            raise ValueError(
-                f"resource_form must be one of {resource.FORMS}, got {self.resource_form!r}"
-            )
-        if self.resource_estimator not in resource.ESTIMATORS:
-            raise ValueError(
-                f"resource_estimator must be one of {resource.ESTIMATORS}, "
-                f"got {self.resource_estimator!r}"
-            )
-        if self.resource_lambda < 0:
-            raise ValueError(f"resource_lambda must be >= 0, got {self.resource_lambda}")
-        if not isinstance(self.latency_threads, int) or self.latency_threads < 1:
-            raise ValueError(
-                f"latency_threads must be a positive int, got {self.latency_threads!r}"
-            )
+    temperature_start: float = option(
+        1.0, "Gumbel-softmax temperature at the first epoch.", above=0
+    )
+    temperature_end: float = option(
+        0.03, "Temperature at the last epoch (linear schedule).", above=0
+    )
+    resource: str = option(
+        "params",
+        "Cost the penalty charges: trainable params, mult-adds, memory access, or latency "
+        "(ms, a LiteRT table measured on this machine and cached, see {latency_cache}).",
+        choices=RESOURCES,
+    )
+    resource_lambda: float = option(0.0, "Weight of the resource penalty (0: none).", at_least=0)
+    resource_form: str = option(
+        "log", "Penalise log(C) or C (in millions).", choices=FORMS
+    )
+    resource_estimator: str = option(
+        "reparam",
+        "Gradient of the penalty: reparameterised, score function, or exact expectation.",
+        choices=ESTIMATORS,
+    )
+    latency_cache: str | None = option(
+        None,
+        "Directory of the {resource}=latency tables (default $KERASNAS_CACHE/latency, "
+        "else ~/.cache/kerasnas/latency).",
+    )
+    latency_threads: int = option(
+        1, "LiteRT threads the latency is measured with.", flag=False, at_least=1
+    )
 
 
 class SNASTrainer(OneShotTrainer):
@@ -79,7 +81,7 @@ class SNASTrainer(OneShotTrainer):
     ):
         super().__init__(model, config or SNASConfig(), output_dir, verbose, strategy)
         if strategy is not None and any(m.relaxation == "gumbel_hard" for m in self.mixed):
-            raise ValueError(GUMBEL_HARD_DISTRIBUTED)
+            raise SettingError(GUMBEL_HARD_DISTRIBUTED)
         self._latency_ready = False
 
     def prepare_resources(self) -> None:

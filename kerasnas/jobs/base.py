@@ -1,0 +1,204 @@
+"""The skeleton every job shares: settings checked, seeds, determinism, data, the output
+directory, the run, result files written atomically, the export, ``metrics.json`` last.
+
+A job is a :class:`Job` subclass with a :class:`JobSettings` subclass. :meth:`Job.run`
+calls ``settings.validate()``, then :meth:`Job.steps`: :meth:`Job.seed_everything`;
+:meth:`Job.load_data`; :meth:`Job.prepare` (build what the run needs; every refusal of bad
+input happens up to here, before anything is written); :meth:`Job.open_output_dir`;
+:meth:`Job.execute` (the training or search; returns the metrics and the result model);
+:meth:`Job.finish` (export, then ``metrics.json``). A job overrides the steps it needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from kerasnas import io, options
+from kerasnas.errors import SettingError, within
+from kerasnas.options import REQUIRED, option
+
+__all__ = ["Job", "JobSettings", "quiet"]
+
+DATASET_HELP = (
+    "digits (bundled), tfds:<name> (e.g. tfds:cifar10, must be prepared locally) or "
+    "npz:<path> (arrays x, y)."
+)
+
+
+def quiet(*args: Any, **kwargs: Any) -> None:
+    """A ``print`` that prints nothing (``verbose=0``)."""
+
+
+@dataclasses.dataclass(kw_only=True)
+class JobSettings:
+    """What every job has: where its results go, its data, resume, output verbosity."""
+
+    output_dir: str = option(REQUIRED, "Directory of the results. Required.")
+    dataset: str = option("digits", DATASET_HELP)
+    valid_fraction: float = option(0.2, "Fraction of the data held out for validation.")
+    test_fraction: float = option(
+        0.2, "Fraction held out for test (when the dataset has no test split)."
+    )
+    resume: bool = option(False, "Continue the run in output_dir from where it stopped.")
+    overwrite: bool = option(False, "Delete what output_dir holds and start afresh.")
+    verbose: int = option(1, "0: quiet; 1: progress and a line per epoch or trial.")
+    deterministic: bool = True  # TensorFlow's op determinism (same seed, same result)
+
+    @property
+    def seed(self) -> int:
+        """The seed of the data split, initialisation and sampling."""
+        raise NotImplementedError
+
+    def validate(self) -> None:
+        """Raises SettingError naming the first setting that is wrong (the rules of the
+        fields' declarations; subclasses add theirs)."""
+        options.validate(self)
+
+    def check_strategy(self, kind: str):
+        """The registry entry of ``self.strategy`` (of `kind`), after checking that
+        ``self.config`` is an instance of its settings class and validating it."""
+        from kerasnas import strategies
+
+        entry = strategies.get(self.strategy, kind)
+        expected = entry.settings_class()
+        if type(self.config) is not expected:
+            raise SettingError(
+                f"{{strategy}}={self.strategy} needs a {{config}} of class {expected.__name__}, "
+                f"got {type(self.config).__name__}"
+            )
+        with within("config"):
+            self.config.validate()
+        return entry
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as JSON values (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+class Job:
+    """One run from settings to an output directory (see the module doc).
+
+    Class attributes: ``settings_file``, a file in the output directory that keeps the
+    settings, so that a resumed run refuses settings other than ``resumable`` ones that
+    changed (None: the job's checkpoints do that check).
+    """
+
+    settings_file: str | None = None
+    resumable: frozenset[str] = frozenset({"output_dir", "resume", "overwrite", "verbose"})
+
+    def __init__(self, settings: JobSettings):
+        self.settings = settings
+        self.log = print if settings.verbose else quiet
+        self.bundle = None
+        self.summary: str | None = None  # the last line logged, after metrics.json
+
+    def run(self) -> dict[str, Any]:
+        """Validates the settings and runs every step; returns the metrics (what
+        ``metrics.json`` holds)."""
+        self.settings.validate()
+        return self.steps()
+
+    def steps(self) -> dict[str, Any]:
+        """The steps after validation (see the module doc)."""
+        self.seed_everything()
+        self.bundle = self.load_data()
+        self.prepare()
+        self.open_output_dir()
+        metrics, model, source = self.execute()
+        return self.finish(metrics, model, source)
+
+    # -- the steps -----------------------------------------------------------------------------
+    def seed_everything(self) -> None:
+        """Seeds Python, numpy and TensorFlow; turns on op determinism when asked."""
+        import keras
+        import tensorflow as tf
+
+        keras.utils.set_random_seed(self.settings.seed)
+        if self.settings.deterministic:
+            tf.config.experimental.enable_op_determinism()
+
+    def load_data(self):
+        """The :class:`~kerasnas.data.DataBundle` of the settings, with a line about it."""
+        from kerasnas import data as data_lib
+
+        s = self.settings
+        bundle = data_lib.load(
+            s.dataset, seed=s.seed, valid_fraction=s.valid_fraction, test_fraction=s.test_fraction
+        )
+        self.log(
+            f"data {bundle.name}: {bundle.num_train} train / {bundle.num_valid} valid / "
+            f"{bundle.num_test} test images of {bundle.input_shape}, {bundle.num_classes} classes"
+        )
+        return bundle
+
+    def prepare(self) -> None:
+        """Builds what the run needs; refuses bad input (nothing is written yet)."""
+
+    def open_output_dir(self) -> None:
+        """Makes the output directory ready (refusing a used one unless resuming or
+        overwriting) and, with a ``settings_file``, checks a resumed run's settings."""
+        s = self.settings
+        io.prepare_output_dir(s.output_dir, resume=s.resume, overwrite=s.overwrite)
+        if self.settings_file is None:
+            return
+        path = os.path.join(s.output_dir, self.settings_file)
+        now = s.to_json()
+        if s.resume and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                saved = json.load(f)
+            changed = [k for k in now if k not in self.resumable and saved.get(k) != now[k]]
+            if changed:
+                detail = ", ".join(f"{{{k}}}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+                raise SettingError(
+                    f"{{resume}}: {s.output_dir!r} was started with other settings ({detail}); "
+                    "give the same settings, or {overwrite} to start afresh"
+                )
+        io.write_json(path, now)
+
+    def execute(self) -> tuple[dict[str, Any], Any, str]:
+        """Runs the training or search and writes its result files. Returns the metrics,
+        the result model (None: nothing to export) and its file name in the output
+        directory."""
+        raise NotImplementedError
+
+    def finish(self, metrics: dict[str, Any], model: Any, source: str) -> dict[str, Any]:
+        """Exports `model` (when the settings ask for formats), then writes ``metrics.json``
+        (last: its presence means the run finished)."""
+        formats = self.export_formats()
+        if formats and model is not None:
+            metrics["export"] = export_summary(
+                model,
+                os.path.join(self.settings.output_dir, "export"),
+                formats,
+                self.bundle,
+                os.path.join(self.settings.output_dir, source),
+                self.log,
+            )
+        io.write_json(os.path.join(self.settings.output_dir, "metrics.json"), metrics)
+        if self.summary:
+            self.log(self.summary)
+        return metrics
+
+    def export_formats(self) -> tuple[str, ...]:
+        """The export formats of the settings (none for a job without ``export``)."""
+        from kerasnas.export.exporter import parse_formats
+
+        formats = getattr(self.settings, "export", ())
+        return parse_formats(formats) if formats else ()
+
+
+def export_summary(model, export_dir: str, formats, bundle, source: str, log) -> dict[str, Any]:
+    """Exports a run's result model into `export_dir` (replacing what an interrupted run
+    left), verified on `bundle`; returns the per-format summary for ``metrics.json``."""
+    from kerasnas.export.exporter import export_for_dataset
+
+    report = export_for_dataset(
+        model, export_dir, formats, bundle, overwrite=True, source=source, log=log
+    )
+    return {
+        fmt: {k: e[k] for k in ("file", "size_bytes", "accuracy", "latency_ms", "passed")}
+        for fmt, e in report["formats"].items()
+    }

@@ -1,0 +1,209 @@
+"""keras-tuner's distributed mode with timeouts, so that no process waits forever; the one
+module that uses keras-tuner's private API (:data:`PRIVATE_API`).
+
+Roles come from keras-tuner's environment variables (``KERASTUNER_ORACLE_IP``,
+``KERASTUNER_ORACLE_PORT``, ``KERASTUNER_TUNER_ID``): the chief (an id containing
+``chief``) serves the oracle over gRPC (:func:`serve`) until every trial has ended and
+every worker that asked for trials has been told the search is over (at most `grace`
+seconds after the last trial ended), or until `timeout` seconds have passed. A worker's
+oracle is keras-tuner's ``OracleClient`` made by :func:`worker_client`: every call to the
+chief times out after `timeout` seconds (instead of an hour), and an IDLE answer is
+followed by a pause of `poll` seconds (keras-tuner asks again at once, in a busy loop).
+
+:func:`check_private_api` resolves every private name this module uses and raises
+:class:`ImportError` naming the first one a keras-tuner release has moved or removed.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import time
+from concurrent import futures
+from typing import Any
+
+import grpc
+import keras_tuner
+
+from kerasnas.errors import RunError, SettingError
+
+__all__ = [
+    "PRIVATE_API",
+    "ChiefUnreachable",
+    "DistributedError",
+    "check_private_api",
+    "chief_address",
+    "role",
+    "serve",
+    "wait_for_chief",
+    "worker_client",
+]
+
+# every private keras-tuner name used here: module path, then attribute path
+PRIVATE_API: tuple[tuple[str, str], ...] = (
+    ("keras_tuner.src.protos", "get_service_grpc"),
+    ("keras_tuner.src.distribute.oracle_chief", "OracleServicer"),
+    ("keras_tuner.src.distribute.oracle_client", "OracleClient"),
+    ("keras_tuner.src.distribute.oracle_client", "OracleClient.create_trial"),
+    ("keras_tuner.src.distribute.utils", "has_chief_oracle"),
+    ("keras_tuner.src.distribute.utils", "is_chief_oracle"),
+)
+# private attributes of keras-tuner objects used here
+PRIVATE_ATTRIBUTES = ("Oracle._retry_queue", "OracleClient._oracle", "OracleClient.stub")
+
+
+class DistributedError(RunError):
+    """A distributed search could not finish: the message says which process and why."""
+
+    exit_code = 1
+
+
+class ChiefUnreachable(DistributedError):
+    """A worker got no answer from the chief oracle within its timeout."""
+
+
+@functools.cache
+def _private(module: str, attribute: str) -> Any:
+    """keras-tuner's private `module`.`attribute`; ImportError naming it when missing."""
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attribute.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ImportError(
+            f"keras-tuner {keras_tuner.__version__} has no {module}.{attribute}, which "
+            f"kerasnas' distributed search uses ({e}); install a keras-tuner release that "
+            "kerasnas supports (setup.py)"
+        ) from None
+    return obj
+
+
+def check_private_api() -> None:
+    """Resolves every name of :data:`PRIVATE_API`; ImportError naming the first missing one."""
+    for module, attribute in PRIVATE_API:
+        _private(module, attribute)
+
+
+def role() -> str | None:
+    """None (one process), ``"chief"`` or ``"worker"``, from keras-tuner's environment
+    variables; SettingError when they are incomplete."""
+    try:
+        if not _private("keras_tuner.src.distribute.utils", "has_chief_oracle")():
+            return None
+    except RuntimeError as e:  # keras-tuner names the missing variable
+        raise SettingError(str(e).replace('"', "")) from None
+    is_chief = _private("keras_tuner.src.distribute.utils", "is_chief_oracle")()
+    return "chief" if is_chief else "worker"
+
+
+def chief_address() -> str:
+    """``host:port`` of the chief oracle."""
+    return f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+
+
+def wait_for_chief(timeout: float) -> None:
+    """Blocks until the chief oracle accepts connections; ChiefUnreachable after `timeout`."""
+    channel = grpc.insecure_channel(chief_address())
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        raise ChiefUnreachable(
+            f"worker {os.environ['KERASTUNER_TUNER_ID']}: no chief at {chief_address()} "
+            f"within {timeout:g} s"
+        ) from None
+    finally:
+        channel.close()
+
+
+class _TimeoutStub:
+    """The chief's gRPC stub with every call's timeout replaced by ours."""
+
+    def __init__(self, stub: Any, timeout: float):
+        self._stub = stub
+        self._timeout = timeout
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+
+        def call(request: Any, **kwargs: Any) -> Any:
+            kwargs["timeout"] = self._timeout
+            return method(request, **kwargs)
+
+        return call
+
+
+@functools.cache
+def _worker_client_class() -> type:
+    base = _private("keras_tuner.src.distribute.oracle_client", "OracleClient")
+
+    class WorkerClient(base):
+        """keras-tuner's ``OracleClient`` with a timeout per call and a pause after IDLE."""
+
+        def __init__(self, oracle: keras_tuner.Oracle, timeout: float, poll: float):
+            super().__init__(oracle)
+            self.stub = _TimeoutStub(self.stub, timeout)
+            self._poll = poll
+
+        def create_trial(self, tuner_id: str) -> keras_tuner.engine.trial.Trial:
+            trial = super().create_trial(tuner_id)
+            if trial.status == keras_tuner.engine.trial.TrialStatus.IDLE:
+                time.sleep(self._poll)
+            return trial
+
+    return WorkerClient
+
+
+def worker_client(oracle: Any, timeout: float, poll: float) -> Any:
+    """A worker's oracle with our timeouts (see the module doc). `oracle` is the tuner's
+    oracle: keras-tuner wraps the real one in an ``OracleClient`` in a worker; anything
+    else is returned unchanged."""
+    base = _private("keras_tuner.src.distribute.oracle_client", "OracleClient")
+    if not isinstance(oracle, base):
+        return oracle
+    return _worker_client_class()(oracle._oracle, timeout, poll)
+
+
+def _search_done(oracle: keras_tuner.Oracle, servicer: Any) -> bool:
+    started_all = oracle.max_trials is not None and len(oracle.trials) >= oracle.max_trials
+    return (
+        (servicer.stop_triggered or started_all)
+        and not oracle.ongoing_trials
+        and not oracle._retry_queue
+    )
+
+
+def serve(oracle: keras_tuner.Oracle, save: Any, timeout: float, grace: float) -> bool:
+    """The chief: serves `oracle` until the search is done and the workers are told, or
+    until `timeout` seconds; `save()` is called before and after. Returns True when it
+    timed out."""
+    address = chief_address()
+    servicer = _private("keras_tuner.src.distribute.oracle_chief", "OracleServicer")(oracle)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    grpc_service = _private("keras_tuner.src.protos", "get_service_grpc")()
+    grpc_service.add_OracleServicer_to_server(servicer, server)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if not port:
+        raise DistributedError(f"chief: cannot listen on {address}")
+    save()
+    server.start()
+    deadline = time.monotonic() + timeout
+    done_at = None
+    try:
+        while True:
+            time.sleep(0.1)
+            now = time.monotonic()
+            if _search_done(oracle, servicer):
+                done_at = done_at or now
+                if not oracle.tuner_ids or now - done_at > grace:
+                    return False
+            else:
+                done_at = None
+            if now > deadline:
+                return True
+    finally:
+        server.stop(grace=1.0).wait()
+        save()

@@ -1,0 +1,187 @@
+"""The trial-based strategies' settings, and how each makes its ``keras_tuner.Oracle``.
+
+Each class is a strategy's ``settings`` in :mod:`kerasnas.strategies`; its
+:func:`~kerasnas.options.option` fields are ``kerasnas-search`` flags, and
+:meth:`OracleSettings.make_oracle` is its factory. The rules of a setting that the oracle
+itself checks (e.g. ``sample_size <= population_size``) are checked there, not here.
+Every oracle maximises the objective ``reward`` over the trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import keras_tuner
+
+from kerasnas import options
+from kerasnas.options import option
+from kerasnas.search_spaces.base import DiscreteSpace
+
+__all__ = [
+    "BayesianSettings",
+    "EvolutionSettings",
+    "HyperbandSettings",
+    "MetaQNNSettings",
+    "OracleSettings",
+    "RENASSettings",
+    "RandomSettings",
+    "ReinforceSettings",
+    "epsilon_schedule",
+]
+
+OBJECTIVE = "reward"
+
+
+@dataclasses.dataclass
+class OracleSettings:
+    """Base of a trial-based strategy's settings (none of its own)."""
+
+    def validate(self) -> None:
+        """Raises SettingError naming the first bad field."""
+        options.validate(self)
+
+    def make_oracle(
+        self, space: DiscreteSpace, *, max_trials: int, seed: int, max_epochs: int
+    ) -> keras_tuner.Oracle:
+        """The strategy's oracle over `space` for `max_trials` trials, seeded with `seed`;
+        `max_epochs` is a trial's epoch budget."""
+        raise NotImplementedError
+
+    @staticmethod
+    def common(space: DiscreteSpace, max_trials: int, seed: int) -> dict[str, Any]:
+        """The arguments every kerasnas oracle takes."""
+        return {
+            "objective": keras_tuner.Objective(OBJECTIVE, "max"),
+            "max_trials": max_trials,
+            "hyperparameters": space.hyperparameters(),
+            "space": space,
+            "seed": seed,
+        }
+
+
+@dataclasses.dataclass
+class RandomSettings(OracleSettings):
+    """Random search (no settings)."""
+
+    def make_oracle(self, space, *, max_trials, seed, max_epochs):
+        from kerasnas.multitrial.oracles import RandomSearchOracle
+
+        return RandomSearchOracle(**self.common(space, max_trials, seed))
+
+
+@dataclasses.dataclass
+class EvolutionSettings(OracleSettings):
+    """Aging evolution: the population and the tournament size."""
+
+    population_size: int = option(10, "evolution, renas: population.")
+    sample_size: int = option(3, "evolution, renas: tournament size.")
+
+    def make_oracle(self, space, *, max_trials, seed, max_epochs):
+        from kerasnas.multitrial.oracles import RegularizedEvolutionOracle
+
+        return RegularizedEvolutionOracle(
+            population_size=self.population_size,
+            sample_size=self.sample_size,
+            **self.common(space, max_trials, seed),
+        )
+
+
+@dataclasses.dataclass
+class ReinforceSettings(OracleSettings):
+    """Zoph & Le's controller: architectures per REINFORCE step, Adam learning rate,
+    entropy bonus."""
+
+    batch_size: int = option(5, "reinforce, renas: m per update.", flag="controller_batch_size")
+    learning_rate: float = option(
+        6e-4, "reinforce, renas: controller Adam lr.", flag="controller_learning_rate", above=0
+    )
+    entropy_weight: float = option(0.0, "reinforce, renas: entropy bonus.", at_least=0)
+
+    def controller(self) -> dict[str, Any]:
+        return {"learning_rate": self.learning_rate, "entropy_weight": self.entropy_weight}
+
+    def make_oracle(self, space, *, max_trials, seed, max_epochs):
+        from kerasnas.multitrial.oracles import ReinforceOracle
+
+        return ReinforceOracle(
+            batch_size=self.batch_size,
+            **self.controller(),
+            **self.common(space, max_trials, seed),
+        )
+
+
+@dataclasses.dataclass
+class RENASSettings(ReinforceSettings, EvolutionSettings):
+    """RENAS: evolution's population and tournament, the controller's settings."""
+
+    def make_oracle(self, space, *, max_trials, seed, max_epochs):
+        from kerasnas.multitrial.oracles import RENASOracle
+
+        return RENASOracle(
+            population_size=self.population_size,
+            sample_size=self.sample_size,
+            batch_size=self.batch_size,
+            **self.controller(),
+            **self.common(space, max_trials, seed),
+        )
+
+
+def epsilon_schedule(max_trials: int, explore: int | None) -> list[tuple[float, int]]:
+    """MetaQNN's schedule shrunk to `max_trials`: `explore` trials at epsilon 1, then 0.9,
+    0.8, ..., 0.1 in equal stages over the rest (0.1 stays after)."""
+    explore = max(1, max_trials // 2) if explore is None else explore
+    per = max(1, math.ceil((max_trials - explore) / 9))
+    return [(1.0, explore)] + [(round(0.9 - 0.1 * i, 1), per) for i in range(9)]
+
+
+@dataclasses.dataclass
+class MetaQNNSettings(OracleSettings):
+    """MetaQNN: how many trials explore at epsilon 1 before epsilon falls."""
+
+    epsilon_explore: int | None = option(
+        None, "metaqnn: trials at epsilon 1 (None: half).", at_least=0
+    )
+
+    def make_oracle(self, space, *, max_trials, seed, max_epochs):
+        from kerasnas.multitrial.qlearning import QLearningOracle
+
+        return QLearningOracle(
+            epsilon_schedule=epsilon_schedule(max_trials, self.epsilon_explore),
+            **self.common(space, max_trials, seed),
+        )
+
+
+def _stock(space: DiscreteSpace, max_trials: int, seed: int) -> dict[str, Any]:
+    """keras-tuner's own oracles take seed 0 for "random": they get seed + 1."""
+    return {
+        "objective": keras_tuner.Objective(OBJECTIVE, "max"),
+        "max_trials": max_trials,
+        "hyperparameters": space.hyperparameters(),
+        "seed": seed + 1,
+    }
+
+
+@dataclasses.dataclass
+class BayesianSettings(OracleSettings):
+    """keras-tuner's Bayesian optimisation (no settings)."""
+
+    def make_oracle(self, space, *, max_trials, seed, max_epochs):
+        return keras_tuner.oracles.BayesianOptimizationOracle(**_stock(space, max_trials, seed))
+
+
+@dataclasses.dataclass
+class HyperbandSettings(OracleSettings):
+    """keras-tuner's Hyperband: its reduction factor (its most epochs are a trial's)."""
+
+    factor: int = option(3, "hyperband: reduction factor.", flag="hyperband_factor", at_least=2)
+
+    def make_oracle(self, space, *, max_trials, seed, max_epochs):
+        args = _stock(space, max_trials, seed)
+        args.pop("max_trials")
+        oracle = keras_tuner.oracles.HyperbandOracle(
+            max_epochs=max_epochs, factor=self.factor, hyperband_iterations=None, **args
+        )
+        oracle.max_trials = max_trials  # Hyperband has no trial budget of its own
+        return oracle
