@@ -106,8 +106,8 @@ def test_the_readme_tables_list_exactly_the_registered_strategies():
         relaxations = strategies.get(row[0].strip("`")).relaxations
         assert [r.strip("` ") for r in row[2].split("/")] == list(relaxations), row
     trial = _table(text, "| `--strategy` | what proposes")
-    listed = [name.strip("`") for row in trial for name in row[0].split(", ")]
-    listed = [name.replace(" (default)", "") for name in listed]
+    listed = [name.replace(" (default)", "") for row in trial for name in row[0].split(", ")]
+    listed = [name.strip("`") for name in listed]
     assert sorted(listed) == sorted(strategies.names())
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import keras
 
 from kerasnas import distribute, io, ops, resource, strategies
-from kerasnas.errors import SettingError, within
+from kerasnas.errors import SettingError
 from kerasnas.evaluate import accuracy
 from kerasnas.export.exporter import FORMATS
 from kerasnas.jobs.base import Job, JobSettings, quiet
@@ -217,10 +217,9 @@ class OneShotSearch(Job):
                 self.supernet = self.space.build_supernet(
                     s.relaxation, bundle.normalization_layer(), seed=cfg.seed
                 )
-            with within("config"):
-                self.trainer = entry.make(
-                    self.supernet, self.space, cfg, s.output_dir, s.verbose, self.strategy
-                )
+            self.trainer = entry.make(
+                self.supernet, self.space, cfg, s.output_dir, s.verbose, self.strategy
+            )
         self.log(
             f"supernet: C={s.init_channels} L={s.layers} N={s.nodes}, {len(s.ops)} ops, "
             f"{trainable_params(self.supernet):,} trainable params; relaxation {s.relaxation}"
