@@ -189,32 +189,32 @@ def make_oracle(settings: BlackBoxSettings, space: DiscreteSpace) -> keras_tuner
         "hyperparameters": space.hyperparameters(),
         "seed": settings.trial.seed,
     }
+    ours = {**common, "space": space}
     controller = {
         "learning_rate": settings.controller_learning_rate,
         "entropy_weight": settings.entropy_weight,
     }
     name = settings.strategy
     if name == "random":
-        return RandomSearchOracle(**common)
+        return RandomSearchOracle(**ours)
     if name == "evolution":
         return RegularizedEvolutionOracle(
-            population_size=settings.population_size, sample_size=settings.sample_size, **common
+            population_size=settings.population_size, sample_size=settings.sample_size, **ours
         )
     if name == "reinforce":
-        return ReinforceOracle(batch_size=settings.controller_batch_size, **controller, **common)
+        return ReinforceOracle(batch_size=settings.controller_batch_size, **controller, **ours)
     if name == "renas":
         return RENASOracle(
             population_size=settings.population_size,
             sample_size=settings.sample_size,
             batch_size=settings.controller_batch_size,
             **controller,
-            **common,
+            **ours,
         )
     if name == "metaqnn":
         return QLearningOracle(
-            mdp=space if settings.search_space == "metaqnn" else None,
             epsilon_schedule=epsilon_schedule(settings.max_trials, settings.epsilon_explore),
-            **common,
+            **ours,
         )
     # keras-tuner's stock oracles take seed 0 for "random": they get seed + 1
     common["seed"] = settings.trial.seed + 1

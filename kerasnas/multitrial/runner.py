@@ -49,7 +49,8 @@ from keras_tuner.src.distribute import utils as dist_utils
 
 from kerasnas import io
 from kerasnas.data import DataBundle
-from kerasnas.search_spaces.base import DiscreteSpace, SpaceHyperModel
+from kerasnas.multitrial.hypermodel import SpaceHyperModel
+from kerasnas.search_spaces.base import DiscreteSpace
 from kerasnas.trainers.base import accuracy
 
 __all__ = [
