@@ -22,7 +22,8 @@ trials: lr 6e-4: 423; 0.01: 73; 0.02: 47; 0.05: 345, the policy collapsing early
 wrong architecture in 3 of 5 seeds); RENAS with the evolution settings, m=5, entropy 0.01
 and learning rate 0.05 (tuning seeds: 45; at 0.02: 154); MetaQNN with the paper's epsilon
 schedule scaled to the cap (the paper's 2,700 models -> cap, so the first 51% of trials
-are random), replay 100, lr 0.01, over the chain MDP (state = decisions made, last value).
+are random), replay 100, lr 0.01, over the space's default chain MDP (state = next
+decision, last value).
 A repeated architecture costs no trial for the learning strategies (its known reward is
 reused).
 """

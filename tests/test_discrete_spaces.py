@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -12,6 +13,7 @@ import pytest
 
 from kerasnas import data as data_lib
 from kerasnas.genotype import Genotype
+from kerasnas.multitrial.hypermodel import SpaceHyperModel
 from kerasnas.resource import network_cost
 from kerasnas.search_spaces import (
     DiscreteCellSpace,
@@ -19,7 +21,6 @@ from kerasnas.search_spaces import (
     MetaQNNSpace,
     NASRLSpace,
     SpaceError,
-    SpaceHyperModel,
     get_space,
 )
 
@@ -405,17 +406,40 @@ def test_cell_describe_is_the_genotype():
         space.from_description(one_input)
 
 
+def raw_assignments(space: DiscreteSpace, n: int, seed: int) -> list[dict]:
+    """Each decision uniformly, not repaired."""
+    rng = np.random.default_rng(seed)
+    return [
+        {name: values[int(rng.integers(len(values)))] for name, values in space.decisions()}
+        for _ in range(n)
+    ]
+
+
+def one_mutation(space: DiscreteSpace, parent: dict, child: dict) -> bool:
+    """Whether `child` is `parent` with one decision active in both changed, decisions
+    switched on or off by it aside, and another model."""
+    both = set(space.active_decisions(parent)) & set(space.active_decisions(child))
+    changed = [k for k in both if parent[k] != child[k]]
+    return len(changed) == 1 and space.key(child) != space.key(parent)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_mutate_changes_one_active_decision(name):
     space = make_space(name)
     rng = np.random.default_rng(7)
-    for arch in samples(space, 40, seed=8):
+    raw = [space.validate(a) for a in raw_assignments(space, 60, seed=9)]
+    for arch in samples(space, 40, seed=8) + raw:
         child = space.mutate(arch, rng)
+        active = space.active_decisions(arch)
         changed = [k for k in arch if arch[k] != child[k]]
-        assert len(changed) == 1
-        assert changed[0] in space.active_decisions(arch)
+        # one active decision changes; the others only when it switches them on (new layers
+        # get random values)
+        assert len([k for k in changed if k in active]) == 1
+        switched_on = set(space.active_decisions(child)) - set(active)
+        assert set(changed) - set(active) <= switched_on
         assert space.is_valid(child)
         assert space.key(child) != space.key(arch)
+        assert one_mutation(space, arch, child)
 
 
 def test_mutate_is_seeded():
@@ -424,6 +448,175 @@ def test_mutate_is_seeded():
     a = space.mutate(arch, np.random.default_rng(9))
     b = space.mutate(arch, np.random.default_rng(9))
     assert a == b
+
+
+# -- the same architecture ----------------------------------------------------------------------
+
+
+def _without_names(config):
+    if isinstance(config, dict):
+        return {k: _without_names(v) for k, v in config.items() if k != "name"}
+    if isinstance(config, (list, tuple)):
+        return [_without_names(v) for v in config]
+    return config
+
+
+def structure(model: keras.Model) -> str:
+    """A fingerprint of a functional model's graph, independent of layer names and creation
+    order. Each layer call starts labelled (class, config without names); round by round it
+    is relabelled with the labels of its inputs (in order; sorted for ``Add``, which
+    commutes: the cell network sums a node's edges with it) and of its consumers (with the
+    input position they read it at), until the partition stops changing. Consumers tell
+    sharing apart (one tensor read twice vs two equal tensors). The fingerprint: the
+    multiset of labels and the outputs' labels."""
+    calls: dict[tuple, tuple] = {}
+
+    def visit(tensor) -> tuple:
+        op, index, _ = tensor._keras_history
+        ident = (id(op), index)
+        if ident not in calls:
+            inputs = [visit(t) for t in op._inbound_nodes[index].input_tensors]
+            config = _without_names(op.get_config())
+            label = json.dumps([type(op).__name__, config], sort_keys=True, default=str)
+            calls[ident] = (label, inputs, isinstance(op, keras.layers.Add))
+        return ident
+
+    outputs = [visit(t) for t in model.outputs]
+    consumers = {c: [] for c in calls}
+    for c, (_, inputs, commutes) in calls.items():
+        for position, src in enumerate(inputs):
+            consumers[src].append((c, None if commutes else position))
+    label = {c: call[0] for c, call in calls.items()}
+    while True:
+        new = {}
+        for c, (_, inputs, commutes) in calls.items():
+            ins = [label[src] for src in inputs]
+            outs = sorted(f"{label[d]}@{position}" for d, position in consumers[c])
+            text = json.dumps([label[c], sorted(ins) if commutes else ins, outs])
+            new[c] = hashlib.sha1(text.encode()).hexdigest()
+        stable = len(set(new.values())) == len(set(label.values()))
+        label = new
+        if stable:
+            return json.dumps([sorted(label.values()), [label[o] for o in outputs]])
+
+
+TWO_OPS = ("skip_connect", "max_pool_3x3")
+PROPERTY_SPACES = {
+    "nasrl": lambda: NASRLSpace(
+        max_layers=3, min_layers=1, filter_heights=(1, 3), filter_widths=(1,), filters=(2, 4)
+    ),
+    "metaqnn": lambda: MetaQNNSpace(
+        max_layers=3, conv_filters=(2,), conv_kernels=(1, 3), pools=((2, 2),), fc_units=(4,)
+    ),
+    "cell": lambda: DiscreteCellSpace(init_channels=2, layers=3, nodes=2, ops=TWO_OPS),
+}
+
+
+def twins(space: DiscreteSpace, raw: dict, rng: np.random.Generator) -> list[dict]:
+    """Raw assignments made to build the model of `raw`: another value for an inactive
+    decision (nasrl: a layer past num_layers; metaqnn: a layer after softmax); for the cell,
+    a node's two pairs swapped, a repeated input that repair turns back into `raw`'s, and
+    (layers=3: the normal cell is only the first, whose inputs are twins) the normal cell's
+    inputs 0 and 1 exchanged."""
+    arch = space.validate(raw)
+    out = []
+    inactive = [n for n, _ in space.decisions() if n not in space.active_decisions(arch)]
+    if inactive:
+        name = inactive[int(rng.integers(len(inactive)))]
+        other = [v for v in space.values(name) if v != raw[name]]
+        if other:
+            out.append({**raw, name: other[int(rng.integers(len(other)))]})
+    if isinstance(space, DiscreteCellSpace):
+        kind, i = ("normal", "reduce")[int(rng.integers(2))], int(rng.integers(space.nodes))
+        node = f"{kind}/node{i}"
+        swapped = dict(arch)
+        for a, b in ((f"{node}/input0", f"{node}/input1"), (f"{node}/op0", f"{node}/op1")):
+            swapped[a], swapped[b] = arch[b], arch[a]
+        out.append(swapped)
+        first = arch["normal/node0/input0"]  # node 0's inputs are 0 and 1: repair restores it
+        out.append({**arch, "normal/node0/input1": first})
+        out.append(
+            {
+                k: (1 - v if k.startswith("normal") and "/input" in k and v in (0, 1) else v)
+                for k, v in arch.items()
+            }
+        )
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(PROPERTY_SPACES))
+def test_key_is_equal_exactly_when_the_models_have_the_same_structure(name):
+    space = PROPERTY_SPACES[name]()
+    rng = np.random.default_rng(12)
+    archs = []
+    for raw in raw_assignments(space, 6 if name == "cell" else 10, seed=13):
+        archs += [raw, *twins(space, raw, rng)]
+    if name == "nasrl":  # two layers on the image in the other order, the consumer rewired
+        base = {"num_layers": 3, "L0/filter_height": 1, "L1/filter_height": 3}
+        base.update({"L1/skip0": 0, "L2/skip0": 1, "L2/skip1": 0})
+        archs += [base, {**base, "L0/filter_height": 3, "L1/filter_height": 1}]
+        archs[-1].update({"L2/skip0": 0, "L2/skip1": 1})
+    keys = [space.key(a) for a in archs]
+    shapes = [structure(space.build(a, (8, 8, 1), 3)) for a in archs]
+    same = 0
+    for i in range(len(archs)):
+        for j in range(i):
+            assert (keys[i] == keys[j]) == (shapes[i] == shapes[j]), (archs[i], archs[j])
+            same += keys[i] == keys[j] and archs[i] != archs[j]
+    assert same >= 5 and len(set(keys)) >= 5  # both outcomes are exercised
+    if name == "nasrl":
+        assert keys[-1] == keys[-2] and archs[-1] != archs[-2]
+
+
+def test_cell_key_ignores_pair_order_but_describe_keeps_it():
+    space = make_space("cell")
+    arch = samples(space, 1, seed=14)[0]
+    swapped = dict(arch)
+    for k in ("input", "op"):
+        a, b = f"reduce/node1/{k}0", f"reduce/node1/{k}1"
+        swapped[a], swapped[b] = arch[b], arch[a]
+    assert space.key(swapped) == space.key(arch)
+    assert space.describe(swapped) != space.describe(arch)  # genotype.json as listed
+    assert space.canonical(swapped) == swapped  # canonical keeps the order
+
+
+@pytest.mark.parametrize(
+    "space, size",
+    [
+        (DiscreteCellSpace(init_channels=2, layers=3, nodes=1, ops=TWO_OPS), 12),
+        (DiscreteCellSpace(init_channels=2, layers=4, nodes=1, ops=TWO_OPS), 16),
+        (MetaQNNSpace(max_layers=2, conv_filters=(2,), conv_kernels=(1, 3), pools=((2, 2),)), None),
+        (NASRLSpace(max_layers=2, min_layers=1, filter_heights=(1, 3), filter_widths=(1,)), None),
+    ],
+    ids=["cell3", "cell4", "metaqnn", "nasrl"],
+)
+def test_size_and_enumerate_count_distinct_architectures(space, size):
+    archs = list(space.enumerate())
+    keys = {space.key(a) for a in archs}
+    assert len(keys) == len(archs) == space.size() == (size or len(archs))
+    assert all(a == space.canonical(a) for a in archs)
+    rng = np.random.default_rng(15)
+    assert {space.key(space.sample(rng)) for _ in range(300)} <= keys
+    assert {space.key(a) for a in raw_assignments(space, 300, seed=16)} <= keys
+
+
+def test_apply_switches_on_random_layers_and_repairs_a_broken_value():
+    nasrl = NASRLSpace(max_layers=4, min_layers=1, filters=(4, 8))
+    short = nasrl.canonical({**nasrl.defaults(), "num_layers": 1})
+    grown = [nasrl.apply(short, 0, 3, np.random.default_rng(s)) for s in range(20)]
+    assert all(g["num_layers"] == 4 for g in grown)
+    assert len({g["L3/filter_height"] for g in grown}) > 1  # not the defaults: random
+    cell = make_space("cell")
+    arch = cell.defaults()  # node 1: inputs 0 and 1
+    index = cell.index("normal/node1/input0")
+    child = cell.apply(arch, index, 1, np.random.default_rng(0))  # input0 = input1 = 1
+    assert cell.is_valid(child) and child["normal/node1/input0"] == 1
+    assert child["normal/node1/input1"] == 0  # repaired: moved to the first other input
+    assert index in cell.mutable(arch) and 1 not in cell.moves(arch, index)
+    metaqnn = make_space("metaqnn")
+    arch = metaqnn.arch_from_actions(["conv_4_3", "softmax"])
+    child = metaqnn.apply(arch, metaqnn.index("layer1"), 0, np.random.default_rng(0))
+    assert metaqnn.is_valid(child) and len(metaqnn.arch_to_actions(child)) >= 3
 
 
 # -- keras-tuner ---------------------------------------------------------------------------------

@@ -171,8 +171,7 @@ class TrialSearch(Job):
         args = dict(s.space_args)
         if s.search_space == "metaqnn":
             args.setdefault("image_size", int(min(bundle.input_shape[:2])))
-        with within("space_args"):
-            self.space: DiscreteSpace = get_space(s.search_space, **args)
+        self.space: DiscreteSpace = get_space(s.search_space, **args)
         with within("config"):
             self.oracle = strategies.get(s.strategy).make(
                 s.config,

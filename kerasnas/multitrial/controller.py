@@ -2,13 +2,17 @@
 controller of RENAS, as Keras models trained by REINFORCE.
 
 :class:`Controller` is a stack of LSTM cells (2 x 35 units by default, every weight uniform
-in [-0.08, 0.08]) that emits an architecture of an :class:`~kerasnas.trainers.archspace.
-ArchSpace` one decision at a time: a softmax per Choice, the sampled choice embedded (one
-embedding table per decision) and fed as the next input. ``num_layers`` is emitted first
-and switches off the steps of deeper layers. Anchor-point skips: after the last decision of
-layer n the controller makes an anchor step whose output a_n is kept; decision
-``L{n}/skip{j}`` is on with probability sigmoid(v^T tanh(W_prev a_j + W_curr a_n)), and the
-next input is the mean of the chosen anchors (ENAS' form).
+in [-0.08, 0.08]) that emits an architecture of a :class:`~kerasnas.search_spaces.
+DiscreteSpace` one decision at a time: a softmax per decision, the sampled choice embedded
+(one embedding table per decision) and fed as the next input. The space's depth decision
+(declared, e.g. ``num_layers``) is emitted first and switches off the steps of deeper layers
+(their tokens are the defaults' indices). Anchor-point skips (decisions declared with a
+``skip_from`` layer): after the last decision of layer n the controller makes an anchor step
+whose output a_n is kept; the skip from layer j into layer n is on with probability
+sigmoid(v^T tanh(W_prev a_j + W_curr a_n)), and the next input is the mean of the chosen
+anchors (ENAS' form). A sample's log-probability and entropy count the decisions active in
+its validated architecture only (e.g. no MetaQNN layer after the terminal ``softmax``): the
+other tokens do not change the reward, so the score-function gradient stays unbiased.
 
 :class:`MutationController` reads a parent architecture (one LSTM step per decision) and
 emits two tokens: which decision to change (over the mutable ones) and its new value (over
@@ -23,13 +27,14 @@ Generator owned by the caller, so the caller's seed fixes every sample.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasnas.trainers.archspace import ArchSpace
+from kerasnas.search_spaces.base import DiscreteSpace
 
 _MASKED = -1e9
 
@@ -64,42 +69,59 @@ def _categorical(logits: tf.Tensor, tok: tf.Tensor) -> tuple[tf.Tensor, tf.Tenso
     return lp, ent
 
 
+@dataclasses.dataclass(frozen=True)
+class ControllerConfig:
+    """Hyper-parameters of a controller: an LSTM stack of `num_lstm_layers` x `units`,
+    weights uniform in [-init_range, init_range]; Adam at `learning_rate`; reward baseline
+    decay; entropy bonus weight (beta); logits divided by `temperature` then shaped as
+    ``tanh_constant * tanh(l)`` (ENAS'; None switches either off)."""
+
+    units: int = 35
+    num_lstm_layers: int = 2
+    init_range: float = 0.08
+    learning_rate: float = 6e-4
+    baseline_decay: float = 0.95
+    entropy_weight: float = 0.0
+    temperature: float | None = None
+    tanh_constant: float | None = None
+
+    def __post_init__(self):
+        if self.units < 1 or self.num_lstm_layers < 1:
+            raise ValueError("units and num_lstm_layers must be >= 1")
+        if not 0 <= self.baseline_decay < 1:
+            raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
+
+    @classmethod
+    def take(cls, kwargs: dict[str, Any], base: ControllerConfig | None = None) -> ControllerConfig:
+        """`base` (default: the defaults) with the fields found in `kwargs`, which are
+        removed from it (the rest are someone else's arguments)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        given = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
+        return dataclasses.replace(base or cls(), **given)
+
+
 class _Policy(keras.Model):
     """LSTM stack, start vector, logit shaping, REINFORCE step and state (see module doc)."""
 
-    def __init__(
-        self,
-        units: int,
-        num_lstm_layers: int,
-        init_range: float,
-        temperature: float | None,
-        tanh_constant: float | None,
-        entropy_weight: float,
-        baseline_decay: float,
-        learning_rate: float,
-        seed: int,
-        name: str,
-    ):
+    def __init__(self, config: ControllerConfig, seed: int, name: str):
         super().__init__(name=name)
-        if units < 1 or num_lstm_layers < 1:
-            raise ValueError("units and num_lstm_layers must be >= 1")
-        if not 0 <= baseline_decay < 1:
-            raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
-        self.units = units
-        self.init_range = init_range
-        self.temperature = temperature
-        self.tanh_constant = tanh_constant
-        self.entropy_weight = float(entropy_weight)
-        self.baseline_decay = float(baseline_decay)
-        self.learning_rate = float(learning_rate)
+        self.policy_config = config
+        self.units = config.units
+        self.init_range = config.init_range
+        self.temperature = config.temperature
+        self.tanh_constant = config.tanh_constant
+        self.entropy_weight = float(config.entropy_weight)
+        self.baseline_decay = float(config.baseline_decay)
+        self.learning_rate = float(config.learning_rate)
         self.seed = int(seed)
         self.baseline: float | None = None
         self.cells = [
-            keras.layers.LSTMCell(units, name=f"lstm_{i}") for i in range(num_lstm_layers)
+            keras.layers.LSTMCell(self.units, name=f"lstm_{i}")
+            for i in range(config.num_lstm_layers)
         ]
         for cell in self.cells:
-            cell.build((None, units))
-        self.go = self.add_weight(shape=(1, units), initializer="zeros", name="go")
+            cell.build((None, self.units))
+        self.go = self.add_weight(shape=(1, self.units), initializer="zeros", name="go")
 
     def _finish_init(self) -> None:
         """Uniform initialisation of every weight, optimizer, compiled functions."""
@@ -190,43 +212,36 @@ class _Policy(keras.Model):
         self.baseline = state["baseline"]
 
 
+def _config(owner: str, config: ControllerConfig | None, settings: dict) -> ControllerConfig:
+    config = ControllerConfig.take(settings, config)
+    if settings:
+        raise TypeError(f"{owner}: unknown argument {next(iter(settings))!r}")
+    return config
+
+
 class Controller(_Policy):
     """The Zoph & Le controller over `space` (see the module doc).
 
+    `config` (or its fields as keywords, e.g. ``units=8``) holds the hyper-parameters:
     ``entropy_weight`` is beta of the entropy bonus; ``temperature`` and ``tanh_constant``
     (ENAS' logit shaping, off by default) apply to every logit.
     """
 
     def __init__(
         self,
-        space: ArchSpace,
-        units: int = 35,
-        num_lstm_layers: int = 2,
-        init_range: float = 0.08,
-        learning_rate: float = 6e-4,
-        baseline_decay: float = 0.95,
-        entropy_weight: float = 0.0,
-        temperature: float | None = None,
-        tanh_constant: float | None = None,
+        space: DiscreteSpace,
+        config: ControllerConfig | None = None,
         seed: int = 0,
         name: str = "controller",
+        **settings: Any,
     ):
-        super().__init__(
-            units,
-            num_lstm_layers,
-            init_range,
-            temperature,
-            tanh_constant,
-            entropy_weight,
-            baseline_decay,
-            learning_rate,
-            seed,
-            name,
-        )
+        super().__init__(_config("Controller", config, settings), seed, name)
+        units = self.units
         self.space = space
+        self._specs = tuple(space.decision(i) for i in range(len(space)))
         self._plan = self._make_plan()
         self.heads, self.embeddings = {}, {}
-        for i, d in enumerate(space.decisions):
+        for i, d in enumerate(self._specs):
             if d.skip_from is None:
                 k = len(d.values)
                 self.heads[i] = (
@@ -239,9 +254,7 @@ class Controller(_Policy):
             self.w_curr = self.add_weight(shape=(units, units), name="w_curr")
             self.v_attn = self.add_weight(shape=(units, 1), name="v_attn")
         if space.depth_index is not None:
-            self._depth_values = tf.constant(
-                space.decisions[space.depth_index].values, dtype=tf.int32
-            )
+            self._depth_values = tf.constant(self._specs[space.depth_index].values, dtype=tf.int32)
         self._finish_init()
         matrix = [None, len(space)]
         self._sample_fn = tf.function(
@@ -269,29 +282,29 @@ class Controller(_Policy):
         if space.depth_index is not None:
             order.remove(space.depth_index)
             order.insert(0, space.depth_index)
-        has_skips = any(d.skip_from is not None for d in space.decisions)
+        has_skips = any(d.skip_from is not None for d in self._specs)
         last = {}
         for pos, i in enumerate(order):
-            if space.decisions[i].layer is not None:
-                last[space.decisions[i].layer] = pos
+            if self._specs[i].layer is not None:
+                last[self._specs[i].layer] = pos
         plan, anchored = [], set()
         for pos, i in enumerate(order):
-            d = space.decisions[i]
+            d = self._specs[i]
             if d.skip_from is None:
                 plan.append(("choice", i))
             if has_skips and d.layer is not None and last[d.layer] == pos:
                 skips = sorted(
                     (
                         k
-                        for k, o in enumerate(space.decisions)
+                        for k, o in enumerate(self._specs)
                         if o.layer == d.layer and o.skip_from is not None
                     ),
-                    key=lambda k: space.decisions[k].skip_from,
+                    key=lambda k: self._specs[k].skip_from,
                 )
                 for k in skips:
-                    if space.decisions[k].skip_from not in anchored:
+                    if self._specs[k].skip_from not in anchored:
                         raise ValueError(
-                            f"{space.decisions[k].name!r}: layer {space.decisions[k].skip_from} "
+                            f"{self._specs[k].name!r}: layer {self._specs[k].skip_from} "
                             "has no decision before this one"
                         )
                 plan.append(("anchor", d.layer, skips))
@@ -320,13 +333,13 @@ class Controller(_Policy):
         for step in self._plan:
             if step[0] == "choice":
                 i = step[1]
-                active = is_active(space.decisions[i].layer)
+                active = is_active(self._specs[i].layer)
                 h, new_states = self._step(x, states)
                 kernel, bias = self.heads[i]
                 logits = self._shape(tf.matmul(h, kernel) + bias)
                 sampled = _inverse_cdf(tf.nn.softmax(logits), uniforms[:, i])
                 tok = tf.where(given[:, i], tokens[:, i], sampled)
-                tok = tf.where(active, tok, tf.zeros_like(tok))
+                tok = tf.where(active, tok, self._default_token(i))
                 lp, e = _categorical(logits, tok)
                 weight = tf.cast(active & counted[:, i], tf.float32)
                 logp += weight * lp
@@ -346,7 +359,7 @@ class Controller(_Policy):
                 chosen = tf.zeros_like(h)
                 count = tf.ones([batch])
                 for i in skips:
-                    d = space.decisions[i]
+                    d = self._specs[i]
                     on_idx, off_idx = d.values.index(1), d.values.index(0)
                     z = tf.matmul(tf.tanh(projected[d.skip_from] + current), self.v_attn)[:, 0]
                     z = self._shape(z)
@@ -362,10 +375,15 @@ class Controller(_Policy):
                     chosen += tf.cast(on, tf.float32)[:, None] * anchors[d.skip_from]
                     count += tf.cast(on, tf.float32)
                     tok = tf.where(on, on_idx, off_idx)
-                    out[i] = tf.where(active, tok, tf.zeros_like(tok))
+                    out[i] = tf.where(active, tok, self._default_token(i))
                 states = self._select(active, new_states, states)
                 x = tf.where(active[:, None], chosen / count[:, None], x)
         return tf.stack(out, axis=1), logp, ent
+
+    def _default_token(self, i: int) -> tf.Tensor:
+        """The value index of decision i's default (the token of an inactive step)."""
+        d = self._specs[i]
+        return tf.constant(d.values.index(d.default), tf.int32)
 
     def _sample_graph(self, tokens, uniforms, given, counted):
         return self._unroll(tokens, uniforms, given, counted)
@@ -384,12 +402,22 @@ class Controller(_Policy):
         self, n: int, rng: np.random.Generator, forced: dict[int, int] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """`n` architectures as value indices [n, D], and the mask of the decisions that
-        count in their log-probability (`forced`: decision index -> value index, emitted
-        without being sampled, e.g. the current depth)."""
+        count in their log-probability: those active in the sampled architecture and not
+        `forced` (decision index -> value index, emitted without being sampled, e.g. the
+        current depth)."""
         tokens, given, counted = self._inputs(n, forced)
         uniforms = rng.random((n, len(self.space))).astype(np.float32)
         out, _, _ = self._sample_fn(tokens, uniforms, given, counted)
-        return out.numpy(), counted
+        out = out.numpy()
+        return out, counted & self.active_mask(out)
+
+    def active_mask(self, tokens: Any) -> np.ndarray:
+        """bool [B, D]: the decisions active in the validated architecture of each row of
+        value indices [B, D] (the ones its log-probability counts)."""
+        space = self.space
+        return np.array(
+            [space.active_mask(space.from_indices(row)) for row in np.asarray(tokens)], bool
+        ).reshape(np.shape(tokens))
 
     def _score(self, inputs: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         tokens = tf.cast(inputs["tokens"], tf.int32)
@@ -403,15 +431,17 @@ class Controller(_Policy):
         return logp, ent
 
     def log_prob(self, tokens: Any, counted: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """log P and entropy of architectures given as value indices [B, D]."""
+        """log P and entropy of architectures given as value indices [B, D], over the
+        `counted` decisions (default: :meth:`active_mask`)."""
         tokens = np.asarray(tokens, np.int32)
         if counted is None:
-            counted = np.ones(tokens.shape, bool)
+            counted = self.active_mask(tokens)
         logp, ent = self._score({"tokens": tf.constant(tokens), "counted": tf.constant(counted)})
         return logp.numpy(), ent.numpy()
 
     def call(self, tokens: Any) -> tf.Tensor:
-        """log P of architectures given as value indices [B, D]."""
+        """log P of architectures given as value indices [B, D] (every step the depth
+        leaves on; use :meth:`log_prob` to count active decisions only)."""
         tokens = tf.cast(tokens, tf.int32)
         return self._score({"tokens": tokens, "counted": tf.ones_like(tokens, dtype=tf.bool)})[0]
 
@@ -424,36 +454,21 @@ class Controller(_Policy):
 
 
 class MutationController(_Policy):
-    """RENAS' mutation proposer over `space`: reads the parent, emits (decision, value)."""
+    """RENAS' mutation proposer over `space`: reads the parent, emits (decision, value).
+    `config` or its fields as keywords: see :class:`Controller`."""
 
     def __init__(
         self,
-        space: ArchSpace,
-        units: int = 35,
-        num_lstm_layers: int = 2,
-        init_range: float = 0.08,
-        learning_rate: float = 6e-4,
-        baseline_decay: float = 0.95,
-        entropy_weight: float = 0.0,
-        temperature: float | None = None,
-        tanh_constant: float | None = None,
+        space: DiscreteSpace,
+        config: ControllerConfig | None = None,
         seed: int = 0,
         name: str = "mutation_controller",
+        **settings: Any,
     ):
-        super().__init__(
-            units,
-            num_lstm_layers,
-            init_range,
-            temperature,
-            tanh_constant,
-            entropy_weight,
-            baseline_decay,
-            learning_rate,
-            seed,
-            name,
-        )
+        super().__init__(_config("MutationController", config, settings), seed, name)
+        units = self.units
         self.space = space
-        sizes = [len(d.values) for d in space.decisions]
+        sizes = [len(values) for _, values in space.decisions()]
         num, kmax = len(sizes), max(sizes)
         self.encoder = [
             self.add_weight(shape=(k, units), name=f"encoder_{i}") for i, k in enumerate(sizes)

@@ -1,13 +1,20 @@
 """Architecture search strategies as ``keras_tuner.Oracle`` subclasses: random search,
 regularized (aging) evolution, the REINFORCE controller of Zoph & Le, and RENAS.
 
-The space is the oracle's ``hp.Choice`` entries (see :mod:`kerasnas.trainers.archspace`);
-each trial's values are a canonical architecture. The reward of a trial is its objective
-("val_accuracy" by default; negated for an objective to minimise). Rewards reach the oracle
-through ``end_trial`` (a stock ``keras_tuner.Tuner``, or workers in distributed mode) or
-through :meth:`ArchOracle.record_result` (benchmarks driving ``populate_space`` directly).
-``get_state`` holds everything the search has learnt, the random generator included, as
-JSON: a reloaded oracle continues exactly as an uninterrupted one.
+A strategy searches a :class:`~kerasnas.search_spaces.DiscreteSpace` (``space=``; default:
+the :class:`~kerasnas.search_spaces.HyperParameterSpace` of the oracle's ``hp.Choice``
+entries, made when first needed) and knows it only through the space's operators: it
+samples, mutates and encodes architectures with them, and ``space.key`` decides which
+architectures are the same: one model is issued once and its reward reused, whichever
+assignment reaches it. The values of a trial are the *canonical* architecture of the space
+(validated, inactive decisions at their defaults; a cell node's two pairs keep the order they
+were proposed in, so the layers of the built model are created in that order). The reward
+of a trial is its objective ("val_accuracy" by default; negated for an objective to
+minimise). Rewards reach the oracle through ``end_trial`` (a stock ``keras_tuner.Tuner``,
+or workers in distributed mode) or through :meth:`ArchOracle.record_result` (benchmarks
+driving ``populate_space`` directly). ``get_state`` holds everything the search has learnt,
+the random generator included, as JSON: a reloaded oracle continues exactly as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ from typing import Any
 import keras_tuner
 import numpy as np
 
-from kerasnas.multitrial.controller import Controller, MutationController
-from kerasnas.trainers.archspace import ArchSpace, rng_from_state, rng_state
+from kerasnas.errors import SettingError
+from kerasnas.multitrial.controller import Controller, ControllerConfig, MutationController
+from kerasnas.search_spaces.base import Arch, DiscreteSpace
+from kerasnas.search_spaces.hyperparameters import HyperParameterSpace
 
 RUNNING = keras_tuner.engine.trial.TrialStatus.RUNNING
 IDLE = keras_tuner.engine.trial.TrialStatus.IDLE
@@ -29,9 +38,25 @@ _WAIT = object()  # _propose's "nothing to propose until results come in"
 _ENUMERATE_LIMIT = 100_000
 
 
+def rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    """The JSON-serialisable state of a numpy Generator."""
+    return rng.bit_generator.state
+
+
+def rng_from_state(state: dict[str, Any]) -> np.random.Generator:
+    """The numpy Generator of a :func:`rng_state`."""
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
+
+
 class ArchOracle(keras_tuner.Oracle):
     """Base: the space, a seeded generator, issued and evaluated architectures, the reward
-    hook. Subclasses implement ``_propose`` and ``_on_result`` and extend ``_state``."""
+    hook. Subclasses implement ``_propose`` and ``_on_result`` and extend ``_state``.
+
+    `space` (default: the HyperParameterSpace of `hyperparameters`, built when first needed)
+    is what is searched; without `hyperparameters`, the oracle's are ``space.hyperparameters()``.
+    """
 
     def __init__(
         self,
@@ -43,7 +68,12 @@ class ArchOracle(keras_tuner.Oracle):
         tune_new_entries: bool = True,
         max_retries_per_trial: int = 0,
         max_consecutive_failed_trials: int = 3,
+        space: DiscreteSpace | None = None,
     ):
+        if space is not None and not isinstance(space, DiscreteSpace):
+            raise ValueError(f"space must be a DiscreteSpace or None, got {space!r}")
+        if space is not None and hyperparameters is None:
+            hyperparameters = space.hyperparameters()
         super().__init__(
             objective=objective,
             max_trials=max_trials,
@@ -57,7 +87,8 @@ class ArchOracle(keras_tuner.Oracle):
         if seed is not None:
             self.seed = int(seed)
         self._rng = np.random.default_rng(self.seed)
-        self._space: ArchSpace | None = None
+        self._given_space = space
+        self._space: DiscreteSpace | None = None
         self._issued: dict[str, dict[str, Any]] = {}  # trial_id -> architecture
         self._seen: set[str] = set()  # keys of issued architectures
         self._rewards: dict[str, float] = {}  # key -> reward of an evaluated architecture
@@ -65,39 +96,52 @@ class ArchOracle(keras_tuner.Oracle):
     # -- the space -------------------------------------------------------------------------
 
     @property
-    def space(self) -> ArchSpace:
-        """The space of the oracle's hyperparameters (built when first needed)."""
+    def space(self) -> DiscreteSpace:
+        """The space searched (built when first needed)."""
         if self._space is None:
-            self._space = ArchSpace(self.hyperparameters)
+            if self._given_space is not None:
+                self._space = self._given_space
+            else:
+                self._space = HyperParameterSpace(self.hyperparameters)
             self._build()
         return self._space
 
     def _build(self) -> None:
         """Called once the space is known (controllers are built here)."""
 
-    def _random_unseen(self) -> dict[str, Any] | None:
-        """A uniform random architecture not issued before if there is one (None when the
-        space is exhausted); a repeat only when the space is too large to enumerate."""
-        values = None
+    def was_issued(self, arch: dict[str, Any]) -> bool:
+        """Whether an architecture with the model of `arch` was issued (``space.key``)."""
+        return self.space.key(arch) in self._seen
+
+    def known_reward(self, arch: dict[str, Any]) -> float | None:
+        """The reward of the architecture with the model of `arch`, None if not evaluated."""
+        return self._rewards.get(self.space.key(arch))
+
+    def _random_unseen(self) -> Arch | None:
+        """A random architecture (``space.sample``) not issued before if there is one (None
+        when the space is exhausted); a repeat only when the space is too large to
+        enumerate."""
+        arch = None
         for _ in range(1000):
-            values = self.space.random(self._rng)
-            if self.space.key(values) not in self._seen:
-                return values
+            arch = self.space.sample(self._rng)
+            if self.space.key(arch) not in self._seen:
+                return arch
         if self.space.size() <= _ENUMERATE_LIMIT:
-            unseen = [v for v in self.space.enumerate() if self.space.key(v) not in self._seen]
+            unseen = [a for a in self.space.enumerate() if self.space.key(a) not in self._seen]
             return unseen[self._rng.integers(len(unseen))] if unseen else None
-        return values
+        return arch
 
     # -- keras-tuner hooks -----------------------------------------------------------------
 
     def populate_space(self, trial_id: str) -> dict[str, Any]:
-        """The next architecture: RUNNING with values, IDLE (waiting for results) or
-        STOPPED (space exhausted)."""
+        """The next architecture (canonical): RUNNING with values, IDLE (waiting for
+        results) or STOPPED (space exhausted)."""
         values = self._propose(trial_id)
         if values is _WAIT:
             return {"status": IDLE, "values": None}
         if values is None:
             return {"status": STOPPED, "values": None}
+        values = self.space.canonical(values)
         self._issued[trial_id] = values
         self._seen.add(self.space.key(values))
         return {"status": RUNNING, "values": dict(values)}
@@ -169,9 +213,10 @@ class ArchOracle(keras_tuner.Oracle):
 
 
 class RandomSearchOracle(ArchOracle):
-    """Every Choice uniformly and independently (seeded); no architecture twice unless the
-    space is too large to enumerate and 1,000 draws in a row were repeats; STOPPED when
-    the space is exhausted."""
+    """The space's random architectures (``space.sample``, seeded; for a HyperParameterSpace
+    every Choice uniformly and independently); no architecture twice unless the space is
+    too large to enumerate and 1,000 draws in a row were repeats; STOPPED when the space is
+    exhausted."""
 
     def _propose(self, trial_id: str) -> Any:
         return self._random_unseen()
@@ -187,11 +232,12 @@ class RegularizedEvolutionOracle(ArchOracle):
     """Aging evolution (Real et al., AAAI 2019).
 
     The first `population_size` trials are random architectures; after that each trial
-    mutates the best of `sample_size` members drawn from the population (one active
-    decision set to another value, chosen uniformly). A result joins the population as its
-    youngest member and the oldest member leaves once there are more than
-    `population_size`. With `avoid_repeats`, a mutation that gives an architecture already
-    issued is redrawn (up to 20 times).
+    mutates the best of `sample_size` members drawn from the population (``space.mutate``:
+    one active decision set to another value, chosen uniformly among those that keep the
+    architecture valid and change its model; decisions this switches on get random values).
+    A result joins the population as its youngest member and the oldest member leaves once
+    there are more than `population_size`. With `avoid_repeats`, a mutation that gives an
+    architecture already issued is redrawn (up to 20 times).
     """
 
     def __init__(
@@ -203,7 +249,10 @@ class RegularizedEvolutionOracle(ArchOracle):
     ):
         super().__init__(**kwargs)
         if population_size < 1 or not 1 <= sample_size <= population_size:
-            raise ValueError("need population_size >= 1 and 1 <= sample_size <= population_size")
+            raise SettingError(
+                f"need {{population_size}} >= 1 and 1 <= {{sample_size}} <= {{population_size}}, "
+                f"got {population_size} and {sample_size}"
+            )
         self.population_size = population_size
         self.sample_size = sample_size
         self.avoid_repeats = avoid_repeats
@@ -244,18 +293,6 @@ class RegularizedEvolutionOracle(ArchOracle):
         self._num_random = state["num_random"]
 
 
-_CONTROLLER_ARGS = (
-    "units",
-    "num_lstm_layers",
-    "init_range",
-    "learning_rate",
-    "baseline_decay",
-    "entropy_weight",
-    "temperature",
-    "tanh_constant",
-)
-
-
 class ReinforceOracle(ArchOracle):
     """NAS with reinforcement learning (Zoph & Le, ICLR 2017).
 
@@ -264,11 +301,13 @@ class ReinforceOracle(ArchOracle):
     REINFORCE step and samples the next m (until then, a further request gets IDLE). With
     `reuse_rewards`, a sampled architecture that was already evaluated is not trained again:
     its known reward enters the batch (a repeat is trained again only after
-    `max_known_batches` batches in a row brought nothing new). Growing depth (needs a
-    ``num_layers`` decision): with `start_depth` set, the controller emits depth
-    ``min(max num_layers, start_depth + depth_step * (samples // depth_every))`` (the
-    largest value of ``num_layers`` not above it) instead of sampling it; the paper starts
-    at 6 and adds 2 every 1,600 samples. Controller arguments: see ``Controller``.
+    `max_known_batches` batches in a row brought nothing new). Growing depth (needs the
+    space's depth decision, e.g. ``num_layers``): with `start_depth` set, the controller
+    emits depth ``min(max depth, start_depth + depth_step * (samples // depth_every))`` (the
+    largest depth value not above it) instead of sampling it; the paper starts at 6 and adds
+    2 every 1,600 samples. Controller: `controller_config`, or its fields as
+    keywords (``units``, ``learning_rate``, ``entropy_weight``, ...; see
+    :class:`~kerasnas.multitrial.controller.ControllerConfig`).
     """
 
     def __init__(
@@ -279,27 +318,22 @@ class ReinforceOracle(ArchOracle):
         depth_every: int = 1600,
         reuse_rewards: bool = True,
         max_known_batches: int = 20,
-        units: int = 35,
-        num_lstm_layers: int = 2,
-        init_range: float = 0.08,
-        learning_rate: float = 6e-4,
-        baseline_decay: float = 0.95,
-        entropy_weight: float = 0.0,
-        temperature: float | None = None,
-        tanh_constant: float | None = None,
+        controller_config: ControllerConfig | None = None,
         **kwargs: Any,
     ):
+        self.controller_config = ControllerConfig.take(kwargs, controller_config)
         super().__init__(**kwargs)
         if batch_size < 1 or depth_every < 1 or depth_step < 0:
-            raise ValueError("need batch_size >= 1, depth_every >= 1, depth_step >= 0")
+            raise SettingError(
+                "need {batch_size} >= 1, {depth_every} >= 1, {depth_step} >= 0, got "
+                f"{batch_size}, {depth_every}, {depth_step}"
+            )
         self.batch_size = batch_size
         self.start_depth = start_depth
         self.depth_step = depth_step
         self.depth_every = depth_every
         self.reuse_rewards = reuse_rewards
         self.max_known_batches = max_known_batches
-        local = locals()
-        self._controller_args = {k: local[k] for k in _CONTROLLER_ARGS}
         self.controller: Controller | None = None
         self._batch: list[list] = []  # [tokens, counted, key] of the current batch
         self._to_issue: list[str] = []  # keys of the batch still to hand out
@@ -309,14 +343,14 @@ class ReinforceOracle(ArchOracle):
 
     def _build(self) -> None:
         if self.start_depth is not None and self._space.depth_index is None:
-            raise ValueError("start_depth needs a num_layers decision in the space")
-        self.controller = Controller(self._space, seed=self.seed, **self._controller_args)
+            raise ValueError("start_depth needs a depth decision (e.g. num_layers) in the space")
+        self.controller = Controller(self._space, self.controller_config, seed=self.seed)
 
     def current_depth(self) -> int | None:
         """The depth the controller emits now (None: it samples ``num_layers``)."""
         if self.start_depth is None:
             return None
-        values = self.space.decisions[self.space.depth_index].values
+        values = self.space.decision(self.space.depth_index).values
         target = self.start_depth + self.depth_step * (self._num_samples // self.depth_every)
         below = [v for v in values if v <= target]
         return max(below) if below else min(values)
@@ -326,7 +360,7 @@ class ReinforceOracle(ArchOracle):
         depth = self.current_depth()
         forced = None
         if depth is not None:
-            forced = {space.depth_index: space.decisions[space.depth_index].values.index(depth)}
+            forced = {space.depth_index: space.values(space.depth_decision).index(depth)}
         tokens, counted = self.controller.sample(self.batch_size, self._rng, forced)
         self._num_samples += self.batch_size
         self._batch = []
@@ -407,7 +441,18 @@ class RENASOracle(ArchOracle):
     which decision to change and its new value; it is trained by REINFORCE, every
     `batch_size` offspring, on the fitness gain reward(child) - reward(parent). A proposed
     child that was already issued is redrawn (up to 20 times); when it was evaluated, its
-    known gain still trains the controller. Controller arguments: see ``Controller``.
+    known gain still trains the controller.
+
+    The controller chooses among the decisions ``space.mutable`` lists (active, with a
+    value that keeps the architecture valid and changes its model) and, for the chosen one,
+    among all its other values. The child is ``space.apply(parent, decision, value)``:
+    decisions the change switches on get random values, and a value that breaks one of the
+    space's rules is repaired like any assignment (e.g. a cell input set equal to the node's
+    other input moves that other input; a MetaQNN layer not allowed there ends the network).
+    Repair is deterministic, so the gain is still a function of the proposal and REINFORCE
+    stays unbiased; a proposal repaired back into the parent is an issued architecture
+    (redrawn, its gain 0 trains the controller). Controller: `controller_config` or its
+    fields as keywords, as :class:`ReinforceOracle`.
     """
 
     def __init__(
@@ -415,26 +460,19 @@ class RENASOracle(ArchOracle):
         population_size: int = 100,
         sample_size: int = 25,
         batch_size: int = 5,
-        units: int = 35,
-        num_lstm_layers: int = 2,
-        init_range: float = 0.08,
-        learning_rate: float = 6e-4,
-        baseline_decay: float = 0.95,
-        entropy_weight: float = 0.0,
-        temperature: float | None = None,
-        tanh_constant: float | None = None,
+        controller_config: ControllerConfig | None = None,
         **kwargs: Any,
     ):
+        self.controller_config = ControllerConfig.take(kwargs, controller_config)
         super().__init__(**kwargs)
         if population_size < 1 or not 1 <= sample_size <= population_size or batch_size < 1:
-            raise ValueError(
-                "need population_size >= 1, 1 <= sample_size <= population_size, batch_size >= 1"
+            raise SettingError(
+                "need {population_size} >= 1, 1 <= {sample_size} <= {population_size}, "
+                f"{{batch_size}} >= 1, got {population_size}, {sample_size}, {batch_size}"
             )
         self.population_size = population_size
         self.sample_size = sample_size
         self.batch_size = batch_size
-        local = locals()
-        self._controller_args = {k: local[k] for k in _CONTROLLER_ARGS}
         self.controller: MutationController | None = None
         self._population: list[list] = []
         self._num_random = 0
@@ -444,7 +482,7 @@ class RENASOracle(ArchOracle):
         self._gains: list[list] = []  # [parent, mutable, which, value, gain] awaiting a step
 
     def _build(self) -> None:
-        self.controller = MutationController(self._space, seed=self.seed, **self._controller_args)
+        self.controller = MutationController(self._space, self.controller_config, seed=self.seed)
 
     def _propose(self, trial_id: str) -> Any:
         space = self.space

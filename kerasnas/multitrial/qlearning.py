@@ -1,18 +1,18 @@
 """MetaQNN (Baker et al., ICLR 2017): Q-learning over the steps of a layer-by-layer MDP, as
 a ``keras_tuner.Oracle``.
 
-The MDP is any object with ``initial_state()``, ``actions(state) -> list[str]``,
-``next_state(state, action)``, ``is_terminal(state)`` and ``arch_from_actions(actions) ->
-dict`` (the MetaQNN space provides one); states must be JSON-serialisable (they key the Q
-table) and actions strings. :class:`ChainMDP` turns any chain of Choices into such an MDP.
+The MDP is the space's (:meth:`~kerasnas.search_spaces.DiscreteSpace.initial_state`,
+``actions(state) -> list[str]``, ``next_state(state, action)``, ``is_terminal(state)``,
+``arch_from_actions(actions)``): MetaQNN's own for the MetaQNN space, and for any other space
+the default chain of its decisions (state = [next decision, last value, depth chosen], like
+MetaQNN's (depth, layer); the layers past a chosen depth are skipped). States are
+JSON-serialisable (they key the Q table), actions strings.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
-
-import keras_tuner
 
 from kerasnas.multitrial.oracles import ArchOracle
 
@@ -31,40 +31,12 @@ PAPER_EPSILON_SCHEDULE = (
 )
 
 
-class ChainMDP:
-    """The Choices of a space made one after the other: the state is (decisions made, last
-    value as a string) like MetaQNN's (depth, layer), an action is the next value."""
-
-    def __init__(self, hyperparameters: keras_tuner.HyperParameters):
-        self.names = [hp.name for hp in hyperparameters.space]
-        self.values = [list(hp.values) for hp in hyperparameters.space]
-
-    def initial_state(self) -> list:
-        return [0, None]
-
-    def actions(self, state: list) -> list[str]:
-        return [str(v) for v in self.values[state[0]]]
-
-    def next_state(self, state: list, action: str) -> list:
-        return [state[0] + 1, action]
-
-    def is_terminal(self, state: list) -> bool:
-        return state[0] == len(self.names)
-
-    def arch_from_actions(self, actions: list[str]) -> dict[str, Any]:
-        out = {}
-        for name, values, action in zip(self.names, self.values, actions, strict=True):
-            out[name] = values[[str(v) for v in values].index(action)]
-        return out
-
-
 def _state_key(state: Any) -> str:
     return json.dumps(state, sort_keys=True)
 
 
 class QLearningOracle(ArchOracle):
-    """MetaQNN's Q-learning (see the module doc; `mdp` None: a :class:`ChainMDP` of the
-    space).
+    """MetaQNN's Q-learning over the MDP of the space (see the module doc).
 
     Each trial walks the MDP from its initial state, epsilon-greedy on Q (ties broken at
     random), until a terminal state; epsilon follows `epsilon_schedule`, a list of
@@ -79,7 +51,6 @@ class QLearningOracle(ArchOracle):
 
     def __init__(
         self,
-        mdp: Any = None,
         epsilon_schedule: Any = PAPER_EPSILON_SCHEDULE,
         learning_rate: float = 0.01,
         replay_size: int = 100,
@@ -93,7 +64,6 @@ class QLearningOracle(ArchOracle):
             raise ValueError("epsilon_schedule: (epsilon in [0, 1], models >= 0) pairs")
         if not 0 < learning_rate <= 1 or replay_size < 1:
             raise ValueError("need 0 < learning_rate <= 1 and replay_size >= 1")
-        self.mdp = mdp
         self.epsilon_schedule = schedule
         self.learning_rate = float(learning_rate)
         self.replay_size = replay_size
@@ -103,10 +73,6 @@ class QLearningOracle(ArchOracle):
         self._replay: list[list] = []  # [actions, reward]
         self._walks: dict[str, list[str]] = {}  # trial_id -> actions
         self._num_models = 0
-
-    def _build(self) -> None:
-        if self.mdp is None:
-            self.mdp = ChainMDP(self.hyperparameters)
 
     def epsilon(self) -> float:
         """Epsilon for the next model."""
@@ -121,11 +87,12 @@ class QLearningOracle(ArchOracle):
         return self._q.get(_state_key(state), {}).get(action, self.initial_q)
 
     def _walk(self, epsilon: float) -> list[str]:
-        state, actions = self.mdp.initial_state(), []
-        while not self.mdp.is_terminal(state):
+        mdp = self.space
+        state, actions = mdp.initial_state(), []
+        while not mdp.is_terminal(state):
             if len(actions) >= self.max_steps:
                 raise RuntimeError(f"the MDP did not terminate within {self.max_steps} steps")
-            options = list(self.mdp.actions(state))
+            options = list(mdp.actions(state))
             if not options:
                 raise RuntimeError(f"no action from the non-terminal state {state!r}")
             if self._rng.random() < epsilon:
@@ -135,25 +102,24 @@ class QLearningOracle(ArchOracle):
                 best = [a for a, v in zip(options, q, strict=True) if v == max(q)]
                 action = best[self._rng.integers(len(best))]
             actions.append(action)
-            state = self.mdp.next_state(state, action)
+            state = mdp.next_state(state, action)
         return actions
 
     def _values(self, actions: list[str]) -> dict[str, Any]:
-        values = {d.name: d.values[0] for d in self.space.decisions}
-        values.update(self.mdp.arch_from_actions(actions))
-        return self.space.canonical(values)
+        return self.space.canonical(self.space.arch_from_actions(actions))
 
     def update(self, actions: list[str], reward: float) -> None:
         """One Q-learning pass over a walk, from its last transition to its first."""
-        states = [self.mdp.initial_state()]
+        mdp = self.space
+        states = [mdp.initial_state()]
         for action in actions:
-            states.append(self.mdp.next_state(states[-1], action))
+            states.append(mdp.next_state(states[-1], action))
         for t in reversed(range(len(actions))):
             following = states[t + 1]
-            if self.mdp.is_terminal(following):
+            if mdp.is_terminal(following):
                 target = reward
             else:
-                target = max(self.q_value(following, a) for a in self.mdp.actions(following))
+                target = max(self.q_value(following, a) for a in mdp.actions(following))
             row = self._q.setdefault(_state_key(states[t]), {})
             old = row.get(actions[t], self.initial_q)
             row[actions[t]] = (1 - self.learning_rate) * old + self.learning_rate * target
@@ -165,7 +131,6 @@ class QLearningOracle(ArchOracle):
             self.update(*self._replay[int(i)])
 
     def _propose(self, trial_id: str) -> Any:
-        self.space  # noqa: B018 (builds the MDP)
         epsilon = self.epsilon()
         for _ in range(100):
             actions = self._walk(epsilon)

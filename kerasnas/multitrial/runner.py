@@ -2,7 +2,7 @@
 child of a trial's hyperparameters, trains it on the train split and reports its reward.
 
 A trial: the architecture of ``space.from_hyperparameters(trial.hyperparameters)`` is built
-through :class:`~kerasnas.search_spaces.SpaceHyperModel` (``space.build`` with the data's
+through :class:`~kerasnas.multitrial.hypermodel.SpaceHyperModel` (``space.build`` with the data's
 normalisation as first layer, compiled with Adam or SGD with momentum 0.9), trained for
 ``epochs`` epochs (``tuner/epochs`` when a Hyperband oracle sets it; always from scratch)
 on ``bundle.train(epoch, batch_size)``, and scored on the validation split. The reward is
@@ -41,8 +41,9 @@ from kerasnas.data import DataBundle
 from kerasnas.evaluate import accuracy
 from kerasnas.multitrial import distributed
 from kerasnas.multitrial.distributed import ChiefUnreachable
+from kerasnas.multitrial.hypermodel import SpaceHyperModel
 from kerasnas.options import option
-from kerasnas.search_spaces.base import DiscreteSpace, SpaceHyperModel
+from kerasnas.search_spaces.base import DiscreteSpace
 
 __all__ = [
     "ArchTuner",

@@ -63,6 +63,25 @@ def _build(
     x = inputs
     if preprocessing is not None:
         x = preprocessing(x)
+    outputs = _stack(
+        x, num_classes, init_channels, layers, nodes, edge_fn, affine, stem_multiplier, auxiliary
+    )
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _stack(
+    x,
+    num_classes: int,
+    init_channels: int,
+    layers: int,
+    nodes: int,
+    edge_fn: EdgeFn,
+    affine: bool,
+    stem_multiplier: int = 3,
+    auxiliary: bool = False,
+):
+    """Stem, cells and classifier on the (preprocessed) image tensor `x`: the logits, or
+    [logits, aux_logits] when `auxiliary`."""
     c = stem_multiplier * init_channels
     x = keras.layers.Conv2D(c, 3, padding="same", use_bias=False, name="stem_conv")(x)
     x = ops_lib.BatchNorm(affine=True, name="stem_bn")(x)
@@ -102,8 +121,7 @@ def _build(
             aux_logits = _auxiliary_head(s1, num_classes)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(s1)
     logits = keras.layers.Dense(num_classes, name="classifier")(x)
-    outputs = [logits, aux_logits] if aux_logits is not None else logits
-    return keras.Model(inputs, outputs, name=name)
+    return [logits, aux_logits] if aux_logits is not None else logits
 
 
 def _auxiliary_head(x, num_classes: int):
@@ -289,21 +307,7 @@ class CellSpace:
         if preprocessing is None and supernet is not None:
             preprocessing = _find_preprocessing(supernet)
 
-        def edge_fn(cell, kind, src, dst, channels, strides):
-            return [
-                ops_lib.create_op(
-                    op,
-                    channels,
-                    strides,
-                    affine=False,
-                    search=True,
-                    layer_name=f"cell{cell}_edge{src}_{dst}_{op}",
-                )
-                for op, s in genotype.cell(kind)[dst - 2]
-                if s == src
-            ]
-
-        child = self._build(edge_fn, _clone(preprocessing), name="child")
+        child = self._build(_child_edges(genotype), _clone(preprocessing), name="child")
         if supernet is not None:
             inherit_weights(child, supernet)
         return child
@@ -417,6 +421,66 @@ def build_network(
         if tuple(genotype.concat(kind)) != tuple(range(2, nodes + 2)):
             raise ValueError(f"build_network: {kind}_concat must list every intermediate node")
 
+    return _build(
+        input_shape,
+        num_classes,
+        init_channels,
+        layers,
+        nodes,
+        _eval_edges(genotype, drop_path),
+        affine=True,
+        stem_multiplier=stem_multiplier,
+        preprocessing=preprocessing,
+        auxiliary=auxiliary,
+        name="network",
+    )
+
+
+def genotype_stack(
+    x,
+    genotype: Genotype,
+    num_classes: int,
+    init_channels: int,
+    layers: int,
+    search: bool = False,
+    drop_path: float = 0.0,
+    stem_multiplier: int = 3,
+):
+    """The logits (B, num_classes) of `genotype`'s network on the preprocessed image tensor
+    `x` (B, H, W, C): the layers after preprocessing of :func:`build_network` (no auxiliary
+    head), or with `search` those of :meth:`CellSpace.build_child` (search-time form)."""
+    nodes = len(genotype.normal)
+    if search:
+        edges, affine = _child_edges(genotype), False
+    else:
+        edges, affine = _eval_edges(genotype, drop_path), True
+    return _stack(x, num_classes, init_channels, layers, nodes, edges, affine, stem_multiplier)
+
+
+def _child_edges(genotype: Genotype) -> EdgeFn:
+    """The edge_fn of a child in search-time form: the genotype's ops, BN non-affine."""
+
+    def edge_fn(cell, kind, src, dst, channels, strides):
+        return [
+            ops_lib.create_op(
+                op,
+                channels,
+                strides,
+                affine=False,
+                search=True,
+                layer_name=f"cell{cell}_edge{src}_{dst}_{op}",
+            )
+            for op, s in genotype.cell(kind)[dst - 2]
+            if s == src
+        ]
+
+    return edge_fn
+
+
+def _eval_edges(genotype: Genotype, drop_path: float) -> EdgeFn:
+    """The edge_fn of an evaluation network: the genotype's ops, affine BN, drop-path on
+    every op that is not an identity when `drop_path` > 0."""
+
     def edge_fn(cell, kind, src, dst, channels, strides):
         out = []
         for op, s in genotype.cell(kind)[dst - 2]:
@@ -437,19 +501,7 @@ def build_network(
                 out.append(layer)
         return out
 
-    return _build(
-        input_shape,
-        num_classes,
-        init_channels,
-        layers,
-        nodes,
-        edge_fn,
-        affine=True,
-        stem_multiplier=stem_multiplier,
-        preprocessing=preprocessing,
-        auxiliary=auxiliary,
-        name="network",
-    )
+    return edge_fn
 
 
 class _Chain:

@@ -7,21 +7,25 @@ each through one op. Decisions, in order, for kind in (normal, reduce), node i, 
 ``{kind}/node{i}/input{k}`` (values 0..i+1) and ``{kind}/node{i}/op{k}`` (the ops).
 An assignment whose two inputs coincide is repaired by moving ``input1`` to the first other
 index. The architecture is a :class:`~kerasnas.Genotype` (two pairs per node, every node
-concatenated), which :meth:`DiscreteCellSpace.describe` returns as its JSON dict.
+concatenated), which :meth:`DiscreteCellSpace.describe` returns as its JSON dict, pairs in
+the order given; :meth:`DiscreteCellSpace.key` treats a node's two pairs as a set (the node
+sums them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import keras
 import numpy as np
 
 from kerasnas import ops as ops_lib
+from kerasnas.errors import SettingError
 from kerasnas.genotype import Genotype, GenotypeError
-from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError, _check_shape
-from kerasnas.search_spaces.cell import CELL_KINDS, CellSpace, build_network
+from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError
+from kerasnas.search_spaces.cell import CELL_KINDS, CellSpace, genotype_stack, reduction_cells
 
 __all__ = ["DiscreteCellSpace"]
 
@@ -60,19 +64,21 @@ class DiscreteCellSpace(DiscreteSpace):
         super().__init__()
         ops = tuple(ops)
         if "none" in ops:
-            raise ValueError(
-                "DiscreteCellSpace: 'none' is not a candidate (a discrete cell keeps two "
-                "inputs per node)"
+            raise SettingError(
+                "DiscreteCellSpace: 'none' is not a candidate in {ops} (a discrete cell keeps "
+                "two inputs per node)"
             )
         if form not in FORMS:
-            raise ValueError(f"DiscreteCellSpace: form must be one of {FORMS}, got {form!r}")
+            raise SettingError(f"DiscreteCellSpace: {{form}} must be one of {FORMS}, got {form!r}")
         if not 0.0 <= drop_path < 1.0:
-            raise ValueError(f"DiscreteCellSpace: drop_path must be in [0, 1), got {drop_path}")
+            raise SettingError(
+                f"DiscreteCellSpace: {{drop_path}} must be in [0, 1), got {drop_path}"
+            )
         # CellSpace checks sizes and ops; its input shape is replaced at build time
         try:
             CellSpace((8, 8, 1), 2, init_channels, layers, nodes, ops, stem_multiplier)
-        except ValueError as e:
-            raise ValueError(str(e).replace("CellSpace", "DiscreteCellSpace")) from None
+        except SettingError as e:
+            raise SettingError(e.template.replace("CellSpace", "DiscreteCellSpace")) from None
         self.init_channels = init_channels
         self.layers = layers
         self.nodes = nodes
@@ -83,13 +89,16 @@ class DiscreteCellSpace(DiscreteSpace):
         default_op = "sep_conv_3x3" if "sep_conv_3x3" in ops else ops[0]
         for kind in CELL_KINDS:
             for i in range(nodes):
-                inputs = tuple(range(i + 2))
                 for k in range(2):
-                    self._decisions.append((f"{kind}/node{i}/input{k}", inputs))
-                    self._defaults[f"{kind}/node{i}/input{k}"] = k
-                    self._decisions.append((f"{kind}/node{i}/op{k}", ops))
-                    self._defaults[f"{kind}/node{i}/op{k}"] = default_op
+                    self._declare(f"{kind}/node{i}/input{k}", range(i + 2), default=k)
+                    self._declare(f"{kind}/node{i}/op{k}", ops, default=default_op)
+        # kinds whose only cell is the first: its two inputs are both the stem's output
+        self._twin_inputs = tuple(kind for kind in CELL_KINDS if _cells_of(kind, layers) == [0])
         self._finish_init()
+
+    @property
+    def model_name(self) -> str:
+        return "child" if self.form == "search" else "network"
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -127,6 +136,38 @@ class DiscreteCellSpace(DiscreteSpace):
                     arch[f"{kind}/node{i}/input{k}"] = int(inputs[k])
                     arch[f"{kind}/node{i}/op{k}"] = self.ops[int(rng.integers(len(self.ops)))]
         return self.validate(arch)
+
+    def enumerate(self) -> Iterator[Arch]:
+        """Every distinct architecture once: per node each pair of different inputs (in
+        increasing order) with each op on each, skipping genotypes :meth:`key` identifies."""
+        slots = [(kind, i) for kind in CELL_KINDS for i in range(self.nodes)]
+        per_node = [
+            [
+                (a, b, op_a, op_b)
+                for a, b in itertools.combinations(range(i + 2), 2)
+                for op_a in self.ops
+                for op_b in self.ops
+            ]
+            for _, i in slots
+        ]
+        seen: set[str] = set()
+        for combo in itertools.product(*per_node):
+            arch: Arch = {}
+            for (kind, i), (a, b, op_a, op_b) in zip(slots, combo, strict=True):
+                node = f"{kind}/node{i}"
+                arch.update({f"{node}/input0": a, f"{node}/op0": op_a})
+                arch.update({f"{node}/input1": b, f"{node}/op1": op_b})
+            arch = self.validate(arch)
+            key = self.key(arch)
+            if key not in seen:
+                seen.add(key)
+                yield arch
+
+    def _count_assignments(self) -> int:
+        per_kind = 1
+        for i in range(self.nodes):
+            per_kind *= (i + 2) * (i + 1) // 2 * len(self.ops) ** 2
+        return per_kind ** len(CELL_KINDS)
 
     # -- genotypes ---------------------------------------------------------------------------
 
@@ -178,6 +219,25 @@ class DiscreteCellSpace(DiscreteSpace):
         """The genotype's JSON dict (``Genotype.to_dict``: what ``genotype.json`` holds)."""
         return self.genotype(arch).to_dict()
 
+    def key(self, arch: Mapping[str, Any]) -> str:
+        """The genotype with each node's two (input, op) pairs as a set (the node sums
+        them), so the order they are listed in is not part of the key. When a cell kind
+        occurs only as the first cell (``layers`` = 3: the normal cell), that cell's two
+        inputs are the same stem output through twin preprocessing layers: a genotype and
+        the one with inputs 0 and 1 exchanged build the same network, and get one key."""
+        genotype = self.genotype(arch)
+        cells = {}
+        for kind in CELL_KINDS:
+            forms = [genotype.cell(kind)]
+            if kind in self._twin_inputs:
+                swap = {0: 1, 1: 0}
+                forms.append([[(op, swap.get(src, src)) for op, src in n] for n in forms[0]])
+            cells[kind] = min(
+                json.dumps([sorted([src, op] for op, src in node) for node in form])
+                for form in forms
+            )
+        return json.dumps({"space": self.name, **cells}, sort_keys=True)
+
     def from_description(self, description: Mapping[str, Any]) -> Arch:
         try:
             genotype = Genotype.from_dict(description, allowed_ops=self.ops)
@@ -187,35 +247,22 @@ class DiscreteCellSpace(DiscreteSpace):
 
     # -- model -------------------------------------------------------------------------------
 
-    def build(
-        self,
-        arch: Mapping[str, Any],
-        input_shape: Sequence[int],
-        num_classes: int,
-        preprocessing: keras.layers.Layer | None = None,
-    ) -> keras.Model:
-        """Raw images (B, H, W, C) -> logits (B, num_classes): the stacked cells of the
-        genotype, by ``build_network`` (``eval``) or ``CellSpace.build_child`` (``search``)."""
-        shape = _check_shape(input_shape, num_classes, "DiscreteCellSpace.build")
-        genotype = self.genotype(arch)
-        if self.form == "search":
-            space = CellSpace(
-                shape,
-                int(num_classes),
-                self.init_channels,
-                self.layers,
-                self.nodes,
-                self.ops,
-                self.stem_multiplier,
-            )
-            return space.build_child(genotype, preprocessing=preprocessing)
-        return build_network(
-            genotype,
-            int(num_classes),
-            shape,
-            init_channels=self.init_channels,
-            layers=self.layers,
+    def _body(self, arch: Arch, image: Any, num_classes: int) -> Any:
+        """The stacked cells of the genotype: :func:`~kerasnas.search_spaces.cell.
+        build_network`'s layers (``eval``) or ``CellSpace.build_child``'s (``search``)."""
+        return genotype_stack(
+            image,
+            self.genotype(arch),
+            num_classes,
+            self.init_channels,
+            self.layers,
+            search=self.form == "search",
             drop_path=self.drop_path,
-            preprocessing=preprocessing,
             stem_multiplier=self.stem_multiplier,
         )
+
+
+def _cells_of(kind: str, layers: int) -> list[int]:
+    """Indices of the cells of `kind` in an L-cell network."""
+    reductions = reduction_cells(layers)
+    return [i for i in range(layers) if (i in reductions) == (kind == "reduce")]

@@ -44,7 +44,8 @@ import keras
 import numpy as np
 
 from kerasnas import ops as ops_lib
-from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError, _check_shape, int_values
+from kerasnas.errors import SettingError
+from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError, int_values
 
 __all__ = ["MetaQNNSpace", "MetaQNNState"]
 
@@ -119,6 +120,7 @@ class MetaQNNSpace(DiscreteSpace):
     """
 
     name = "metaqnn"
+    model_name = "metaqnn_child"
 
     def __init__(
         self,
@@ -139,7 +141,7 @@ class MetaQNNSpace(DiscreteSpace):
             ("max_fc", max_fc),
         ):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"MetaQNNSpace: {what} must be an int >= 1, got {v!r}")
+                raise SettingError(f"MetaQNNSpace: {{{what}}} must be an int >= 1, got {v!r}")
         if isinstance(fc_max_size, bool) or not isinstance(fc_max_size, int) or fc_max_size < 0:
             raise ValueError(f"MetaQNNSpace: fc_max_size must be an int >= 0, got {fc_max_size!r}")
         self.max_layers = max_layers
@@ -171,6 +173,8 @@ class MetaQNNSpace(DiscreteSpace):
         self._order = {layer: i for i, layer in enumerate(self.layer_types)}
         self._states_cache: dict[MetaQNNState, list[str]] = {}
 
+        first = [a for a in self.actions(self.initial_state()) if a.startswith("conv_")]
+        by_kernel = sorted(first, key=lambda a: (abs(int(a.rsplit("_", 1)[1]) - 3), a))
         reachable = {self.initial_state()}
         for i in range(max_layers):
             seen: set[str] = set()
@@ -181,13 +185,9 @@ class MetaQNNSpace(DiscreteSpace):
                     if action != TERMINAL:
                         following.add(self.next_state(state, action))
             values = tuple(sorted(seen or {TERMINAL}, key=self._order.__getitem__))
-            self._decisions.append((f"layer{i}", values))
-            self._defaults[f"layer{i}"] = TERMINAL
+            default = by_kernel[0] if i == 0 and by_kernel else TERMINAL
+            self._declare(f"layer{i}", values, default, layer=i)
             reachable = following
-        first = [a for a in self.actions(self.initial_state()) if a.startswith("conv_")]
-        if first:
-            by_kernel = sorted(first, key=lambda a: (abs(int(a.rsplit("_", 1)[1]) - 3), a))
-            self._defaults["layer0"] = by_kernel[0]
         self._finish_init()
 
     def get_config(self) -> dict[str, Any]:
@@ -366,6 +366,19 @@ class MetaQNNSpace(DiscreteSpace):
             state = self.next_state(state, action)
         return self.arch_from_actions(actions)
 
+    def size(self) -> int:
+        """The number of architectures: walks of the MDP, counted state by state."""
+        counts: dict[MetaQNNState, int] = {}
+
+        def walks(state: MetaQNNState) -> int:
+            if state.terminal:
+                return 1
+            if state not in counts:
+                counts[state] = sum(walks(self.next_state(state, a)) for a in self.actions(state))
+            return counts[state]
+
+        return walks(self.initial_state())
+
     # -- description and model ---------------------------------------------------------------
 
     def describe(self, arch: Mapping[str, Any]) -> dict[str, Any]:
@@ -382,27 +395,19 @@ class MetaQNNSpace(DiscreteSpace):
             raise SpaceError("metaqnn description: 'layers' must be layer strings")
         return self.arch_from_actions(layers)
 
-    def build(
-        self,
-        arch: Mapping[str, Any],
-        input_shape: Sequence[int],
-        num_classes: int,
-        preprocessing: keras.layers.Layer | None = None,
-    ) -> keras.Model:
-        """Raw images (B, H, W, C) with min(H, W) >= image_size -> logits (B, num_classes).
-        Layer names: ``layer{i}_conv``/``_bn``/``_relu``, ``layer{i}_pool``,
-        ``layer{i}_flatten``, ``layer{i}_fc``/``_relu``, ``layer{i}_gap``, ``flatten``,
-        ``classifier``."""
-        shape = _check_shape(input_shape, num_classes, "MetaQNNSpace.build")
-        if min(shape[:2]) < self.image_size:
+    def _body(self, arch: Arch, image: Any, num_classes: int) -> Any:
+        """Needs min(H, W) >= image_size. Layer names: ``layer{i}_conv``/``_bn``/``_relu``,
+        ``layer{i}_pool``, ``layer{i}_flatten``, ``layer{i}_fc``/``_relu``, ``layer{i}_gap``,
+        ``flatten``, ``classifier``."""
+        size = tuple(int(d) for d in image.shape[1:3])
+        if min(size) < self.image_size:
             raise ValueError(
-                f"MetaQNNSpace.build: input {shape[:2]} is smaller than the image_size "
+                f"MetaQNNSpace.build: input {size} is smaller than the image_size "
                 f"{self.image_size} the space's rules assume; make the space with "
-                f"image_size={min(shape[:2])}"
+                f"image_size={min(size)}"
             )
         layers = self.arch_to_actions(arch)
-        inputs = keras.Input(shape, name="image")
-        x = preprocessing(inputs) if preprocessing is not None else inputs
+        x = image
         L = keras.layers
         for i, layer in enumerate(layers[:-1]):
             kind, *args = layer.split("_")
@@ -426,5 +431,4 @@ class MetaQNNSpace(DiscreteSpace):
                 x = L.ReLU(name=f"{p}_relu")(x)
         if len(x.shape) > 2:
             x = L.Flatten(name="flatten")(x)
-        logits = L.Dense(int(num_classes), name="classifier")(x)
-        return keras.Model(inputs, logits, name="metaqnn_child")
+        return L.Dense(num_classes, name="classifier")(x)

@@ -13,19 +13,25 @@ layer j with ``L{n}/skip{j} == 1``. The paper's rules make every sample a valid 
 
 Decisions, in order: ``num_layers``; then per layer n = 0 .. max_layers-1:
 ``L{n}/filter_height``, ``L{n}/filter_width``, ``L{n}/stride`` (when strides are searched),
-``L{n}/filters``, ``L{n}/skip{j}`` for j = 0 .. n-1 (values [0, 1]). Layers >= num_layers
-are inactive. The default architecture is a plain chain (``skip{n-1} = 1``) of 3x3 convs.
+``L{n}/filters``, ``L{n}/skip{j}`` for j = 0 .. n-1 (values [0, 1]), declared with their
+layer (and a skip's source layer); ``num_layers`` is the depth decision. Layers >=
+num_layers are inactive. The default architecture is a plain chain (``skip{n-1} = 1``) of
+3x3 convs. Layer order is not part of :meth:`NASRLSpace.key` (the network read from the
+classifier), so assignments that number one network's layers differently are one
+architecture.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 
 from kerasnas import ops as ops_lib
-from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError, _check_shape, int_values
+from kerasnas.errors import SettingError
+from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError, int_values
 
 __all__ = ["NASRLSpace"]
 
@@ -47,6 +53,7 @@ class NASRLSpace(DiscreteSpace):
     """
 
     name = "nasrl"
+    model_name = "nasrl_child"
 
     def __init__(
         self,
@@ -61,10 +68,11 @@ class NASRLSpace(DiscreteSpace):
         super().__init__()
         for what, v in (("max_layers", max_layers), ("min_layers", min_layers)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"NASRLSpace: {what} must be an int >= 1, got {v!r}")
+                raise SettingError(f"NASRLSpace: {{{what}}} must be an int >= 1, got {v!r}")
         if min_layers > max_layers:
-            raise ValueError(
-                f"NASRLSpace: min_layers ({min_layers}) must be <= max_layers ({max_layers})"
+            raise SettingError(
+                f"NASRLSpace: {{min_layers}} ({min_layers}) must be <= {{max_layers}} "
+                f"({max_layers})"
             )
         self.max_layers = max_layers
         self.min_layers = min_layers
@@ -74,22 +82,18 @@ class NASRLSpace(DiscreteSpace):
         self.strides = None if strides is None else _ints(strides, "strides")
         self.skip_connections = bool(skip_connections)
 
-        depths = tuple(range(min_layers, max_layers + 1))
-        self._decisions.append(("num_layers", depths))
-        self._defaults["num_layers"] = max_layers
+        self._declare("num_layers", range(min_layers, max_layers + 1), default=max_layers)
+        self.depth_decision = "num_layers"
         for n in range(max_layers):
-            self._decisions.append((f"L{n}/filter_height", self.filter_heights))
-            self._defaults[f"L{n}/filter_height"] = _prefer(self.filter_heights, 3)
-            self._decisions.append((f"L{n}/filter_width", self.filter_widths))
-            self._defaults[f"L{n}/filter_width"] = _prefer(self.filter_widths, 3)
+            heights, widths = self.filter_heights, self.filter_widths
+            self._declare(f"L{n}/filter_height", heights, _prefer(heights, 3), n)
+            self._declare(f"L{n}/filter_width", widths, _prefer(widths, 3), n)
             if self.strides is not None:
-                self._decisions.append((f"L{n}/stride", self.strides))
-                self._defaults[f"L{n}/stride"] = _prefer(self.strides, 1)
-            self._decisions.append((f"L{n}/filters", self.filters))
+                self._declare(f"L{n}/stride", self.strides, _prefer(self.strides, 1), n)
+            self._declare(f"L{n}/filters", self.filters, layer=n)
             if self.skip_connections:
                 for j in range(n):
-                    self._decisions.append((f"L{n}/skip{j}", (0, 1)))
-                    self._defaults[f"L{n}/skip{j}"] = int(j == n - 1)
+                    self._declare(f"L{n}/skip{j}", (0, 1), int(j == n - 1), n, skip_from=j)
         self._finish_init()
 
     def get_config(self) -> dict[str, Any]:
@@ -119,14 +123,6 @@ class NASRLSpace(DiscreteSpace):
         consumed = {j for n in range(depth) for j in self.inputs(arch, n)}
         return [j for j in range(depth) if j not in consumed]
 
-    def active_decisions(self, arch: Mapping[str, Any]) -> list[str]:
-        depth = arch["num_layers"]
-        return [
-            name
-            for name, _ in self._decisions
-            if name == "num_layers" or int(name[1:].split("/", 1)[0]) < depth
-        ]
-
     def layers(self, arch: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The active layers of `arch`: filter_height, filter_width, filters, stride, inputs."""
         arch = self.validate(arch)
@@ -151,6 +147,28 @@ class NASRLSpace(DiscreteSpace):
         ``outputs`` lists the layers concatenated into the classifier."""
         arch = self.validate(arch)
         return {"space": self.name, "layers": self.layers(arch), "outputs": self.outputs(arch)}
+
+    def key(self, arch: Mapping[str, Any]) -> str:
+        """The network as a graph read from the classifier: each layer's settings and its
+        inputs (in concatenation order) by the number a depth-first walk from the
+        classifier's inputs gives it. Layer order is not part of the key: assignments that
+        list independent layers in another order, their consumers rewired to match (e.g.
+        two layers on the image swapped), build the same network and get the same key."""
+        layers = self.layers(arch)
+        number: dict[int, int] = {}
+        nodes: list[list] = []
+
+        def visit(n: int) -> int:
+            if n not in number:
+                inputs = [visit(j) for j in layers[n]["inputs"]]
+                layer = layers[n]
+                settings = [layer[k] for k in ("filter_height", "filter_width", "filters")]
+                nodes.append([*settings, layer["stride"], inputs])
+                number[n] = len(nodes) - 1
+            return number[n]
+
+        head = [visit(j) for j in self.outputs(self.validate(arch))]
+        return json.dumps({"space": self.name, "layers": nodes, "outputs": head})
 
     def from_description(self, description: Mapping[str, Any]) -> Arch:
         if not isinstance(description, Mapping) or "layers" not in description:
@@ -202,20 +220,9 @@ class NASRLSpace(DiscreteSpace):
 
     # -- model -------------------------------------------------------------------------------
 
-    def build(
-        self,
-        arch: Mapping[str, Any],
-        input_shape: Sequence[int],
-        num_classes: int,
-        preprocessing: keras.layers.Layer | None = None,
-    ) -> keras.Model:
-        """Raw images (B, H, W, C) -> logits (B, num_classes). Layer names: ``L{n}_conv``,
-        ``L{n}_bn``, ``L{n}_relu``, ``L{n}_pad{j}``, ``L{n}_concat``, ``head_pad{j}``,
-        ``head_concat``, ``global_pool``, ``classifier``."""
-        shape = _check_shape(input_shape, num_classes, "NASRLSpace.build")
-        arch = self.validate(arch)
-        inputs = keras.Input(shape, name="image")
-        image = preprocessing(inputs) if preprocessing is not None else inputs
+    def _body(self, arch: Arch, image: Any, num_classes: int) -> Any:
+        """Layer names: ``L{n}_conv``, ``L{n}_bn``, ``L{n}_relu``, ``L{n}_pad{j}``,
+        ``L{n}_concat``, ``head_pad{j}``, ``head_concat``, ``global_pool``, ``classifier``."""
         outputs = []
         for n, layer in enumerate(self.layers(arch)):
             sources = layer["inputs"]
@@ -236,8 +243,7 @@ class NASRLSpace(DiscreteSpace):
         heads = self.outputs(arch)
         x = _merge([outputs[j] for j in heads], heads, "head")
         x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
-        logits = keras.layers.Dense(int(num_classes), name="classifier")(x)
-        return keras.Model(inputs, logits, name="nasrl_child")
+        return keras.layers.Dense(num_classes, name="classifier")(x)
 
 
 def _prefer(values: tuple[int, ...], wanted: int) -> int:

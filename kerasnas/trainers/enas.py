@@ -33,12 +33,11 @@ import tensorflow as tf
 
 from kerasnas.genotype import Genotype
 from kerasnas.layers import MixedOp, mixed_ops, set_inference
-from kerasnas.multitrial.controller import Controller
+from kerasnas.multitrial.controller import Controller, ControllerConfig
 from kerasnas.options import option
 from kerasnas.search_spaces.base import Arch
 from kerasnas.search_spaces.cell import CELL_KINDS, CellSpace
 from kerasnas.search_spaces.cell_discrete import DiscreteCellSpace
-from kerasnas.trainers.archspace import ArchSpace
 from kerasnas.trainers.base import LoopConfig, OneShotTrainer
 
 __all__ = [
@@ -368,8 +367,8 @@ class ENASTrainer(WeightSharingTrainer):
     """ENAS: children from the Zoph & Le controller, trained by REINFORCE on their
     validation accuracy after every epoch of shared-weight training (see the module doc).
 
-    The controller is :attr:`controller` (over ``ArchSpace(discrete.hyperparameters())``);
-    checkpoints keep its weights, Adam state and reward baseline."""
+    The controller is :attr:`controller` (over :attr:`discrete`, every decision of which is
+    active); checkpoints keep its weights, Adam state and reward baseline."""
 
     name = "enas"
 
@@ -383,9 +382,7 @@ class ENASTrainer(WeightSharingTrainer):
     ):
         config = config or ENASConfig()
         super().__init__(model, space, config, output_dir, verbose)
-        self.arch_space = ArchSpace(self.discrete.hyperparameters())
-        self.controller = Controller(
-            self.arch_space,
+        controller = ControllerConfig(
             units=config.controller_units,
             num_lstm_layers=config.controller_layers,
             learning_rate=config.controller_lr,
@@ -393,11 +390,11 @@ class ENASTrainer(WeightSharingTrainer):
             entropy_weight=config.controller_entropy_weight,
             temperature=config.controller_temperature,
             tanh_constant=config.controller_tanh_constant,
-            seed=config.seed,
         )
+        self.controller = Controller(self.discrete, controller, seed=config.seed)
 
     def _archs(self, tokens: np.ndarray) -> list[Arch]:
-        return [self.discrete.validate(self.arch_space.from_indices(row)) for row in tokens]
+        return [self.discrete.from_indices(row) for row in tokens]
 
     def sample_archs(self, n, rng):
         tokens, _ = self.controller.sample(n, rng)
@@ -408,7 +405,7 @@ class ENASTrainer(WeightSharingTrainer):
         summed entropies of the controller's per-decision softmaxes, per decision."""
         tokens, counted = self.controller.sample(self.entropy_samples, rng)
         _, ent = self.controller.log_prob(tokens, counted)
-        return float(np.mean(ent)) / len(self.arch_space)
+        return float(np.mean(ent)) / len(self.discrete)
 
     def reward(self, arch: Arch, batch) -> float:
         """ENAS' reward of a child: its accuracy on one validation minibatch ``(x, y)``."""

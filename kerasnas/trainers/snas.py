@@ -50,9 +50,7 @@ class SNASConfig(TrainerConfig):
         choices=RESOURCES,
     )
     resource_lambda: float = option(0.0, "Weight of the resource penalty (0: none).", at_least=0)
-    resource_form: str = option(
-        "log", "Penalise log(C) or C (in millions).", choices=FORMS
-    )
+    resource_form: str = option("log", "Penalise log(C) or C (in millions).", choices=FORMS)
     resource_estimator: str = option(
         "reparam",
         "Gradient of the penalty: reparameterised, score function, or exact expectation.",
