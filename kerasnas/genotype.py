@@ -186,6 +186,20 @@ class Genotype:
         """Every edge of a cell as (src, dst, op); dst is a DAG index (2..N+1), like src."""
         return [(src, k + 2, op) for k, node in enumerate(self.cell(kind)) for op, src in node]
 
+    @classmethod
+    def of_cells(
+        cls, normal: Iterable, reduce: Iterable, *, allowed_ops: Iterable[str] | None = None
+    ) -> Genotype:
+        """The genotype of two cells that concatenate every intermediate node."""
+        normal, reduce = tuple(normal), tuple(reduce)
+        return cls(
+            normal=normal,
+            normal_concat=tuple(range(2, len(normal) + 2)),
+            reduce=reduce,
+            reduce_concat=tuple(range(2, len(reduce) + 2)),
+            allowed_ops=allowed_ops,
+        )
+
     # -- serialisation -------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, list]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 from kerasnas import io, options
 from kerasnas.errors import SettingError, within
@@ -46,23 +46,34 @@ class JobSettings:
     overwrite: bool = option(False, "Delete what output_dir holds and start afresh.")
     verbose: int = option(1, "0: quiet; 1: progress and a line per epoch or trial.")
     deterministic: bool = True  # TensorFlow's op determinism (same seed, same result)
+    kind: ClassVar[str | None] = None  # a search's strategy kind (kerasnas.strategies)
+    nested: ClassVar[tuple[str, ...]] = ()  # fields holding settings validated under their name
+    seed_of: ClassVar[str | None] = None  # the field whose ``seed`` is the run's seed
 
     @property
     def seed(self) -> int:
         """The seed of the data split, initialisation and sampling."""
-        raise NotImplementedError
+        if self.seed_of is None:
+            raise NotImplementedError(f"{type(self).__name__} has no single seed")
+        return getattr(self, self.seed_of).seed
 
     def validate(self) -> None:
-        """Raises SettingError naming the first setting that is wrong (the rules of the
-        fields' declarations; subclasses add theirs)."""
+        """Raises SettingError naming the first setting that is wrong: for a search, the
+        strategy and its settings (``config``); the rules of the fields' declarations; the
+        ``nested`` settings (subclasses add their own rules)."""
+        if self.kind is not None:
+            self.check_strategy()
         options.validate(self)
+        for name in self.nested:
+            with within(name):
+                getattr(self, name).validate()
 
-    def check_strategy(self, kind: str):
-        """The registry entry of ``self.strategy`` (of `kind`), after checking that
-        ``self.config`` is an instance of its settings class and validating it."""
+    def check_strategy(self):
+        """The registry entry of ``self.strategy`` (of the settings' `kind`), after checking
+        that ``self.config`` is an instance of its settings class and validating it."""
         from kerasnas import strategies
 
-        entry = strategies.get(self.strategy, kind)
+        entry = strategies.get(self.strategy, self.kind)
         expected = entry.settings_class()
         if type(self.config) is not expected:
             raise SettingError(

@@ -29,7 +29,7 @@ import math
 import os
 import tempfile
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 
@@ -114,6 +114,8 @@ class OneShotSettings(JobSettings):
         choices=distribute.DISTRIBUTIONS,
     )
     config: LoopConfig | None = None
+    kind: ClassVar[str] = strategies.ONE_SHOT
+    seed_of: ClassVar[str] = "config"
 
     def __post_init__(self):
         if self.strategy not in strategies.names(strategies.ONE_SHOT):
@@ -126,15 +128,10 @@ class OneShotSettings(JobSettings):
         if self.config is None:
             self.config = default_config(self.strategy)
 
-    @property
-    def seed(self) -> int:
-        return self.config.seed
-
     def validate(self) -> None:
         """Raises SettingError naming the first setting that does not fit the strategy."""
-        strategies.get(self.strategy, strategies.ONE_SHOT)
         super().validate()
-        entry = self.check_strategy(strategies.ONE_SHOT)
+        entry = strategies.get(self.strategy)
         if self.relaxation not in entry.relaxations:
             raise SettingError(
                 f"{{relaxation}} must be one of {entry.relaxations} for {{strategy}}="

@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 import numpy as np
 
 from kerasnas import io, resource
-from kerasnas.errors import SettingError, within
+from kerasnas.errors import SettingError
 from kerasnas.evaluate import accuracy
 from kerasnas.genotype import Genotype
 from kerasnas.jobs.base import Job, JobSettings
@@ -67,15 +67,8 @@ class RetrainSettings(JobSettings):
         "model.keras.",
     )
     retrain: RetrainConfig = dataclasses.field(default_factory=default_retrain_config)
-
-    @property
-    def seed(self) -> int:
-        return self.retrain.seed
-
-    def validate(self) -> None:
-        super().validate()
-        with within("retrain"):
-            self.retrain.validate()
+    nested: ClassVar[tuple[str, ...]] = ("retrain",)
+    seed_of: ClassVar[str] = "retrain"
 
 
 def load_genotype(spec: str) -> Genotype:

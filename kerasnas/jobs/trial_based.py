@@ -42,7 +42,7 @@ import json
 import os
 import shutil
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 
@@ -113,20 +113,13 @@ class TrialSettings(JobSettings):
         above=0,
     )
 
+    kind: ClassVar[str] = strategies.TRIAL_BASED
+    nested: ClassVar[tuple[str, ...]] = ("trial",)
+    seed_of: ClassVar[str] = "trial"
+
     def __post_init__(self):
         if self.config is None and self.strategy in strategies.names(strategies.TRIAL_BASED):
             self.config = strategies.get(self.strategy).settings_class()()
-
-    @property
-    def seed(self) -> int:
-        return self.trial.seed
-
-    def validate(self) -> None:
-        strategies.get(self.strategy, strategies.TRIAL_BASED)
-        super().validate()
-        self.check_strategy(strategies.TRIAL_BASED)
-        with within("trial"):
-            self.trial.validate()
 
 
 def _last_line(text: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -47,26 +48,18 @@ def _clone(layer: keras.layers.Layer | None) -> keras.layers.Layer | None:
 
 def _build(
     input_shape: Sequence[int],
-    num_classes: int,
-    init_channels: int,
-    layers: int,
-    nodes: int,
-    edge_fn: EdgeFn,
-    affine: bool,
-    stem_multiplier: int = 3,
+    *stack_args: Any,
     preprocessing: keras.layers.Layer | None = None,
-    auxiliary: bool = False,
     name: str = "network",
+    **stack_kwargs: Any,
 ) -> keras.Model:
-    """The network skeleton shared by the supernet, children and evaluation networks."""
+    """The network skeleton shared by the supernet, children and evaluation networks: raw
+    images of `input_shape`, `preprocessing`, then :func:`_stack` (the other arguments)."""
     inputs = keras.Input(tuple(input_shape), name="image")
     x = inputs
     if preprocessing is not None:
         x = preprocessing(x)
-    outputs = _stack(
-        x, num_classes, init_channels, layers, nodes, edge_fn, affine, stem_multiplier, auxiliary
-    )
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, _stack(x, *stack_args, **stack_kwargs), name=name)
 
 
 def _stack(
@@ -271,13 +264,7 @@ class CellSpace:
                     pairs = self._top2(probs)
                 cell.append(tuple(pairs))
             cells[kind] = tuple(cell)
-        concat = tuple(range(2, self.nodes + 2))
-        return Genotype(
-            normal=cells["normal"],
-            normal_concat=concat,
-            reduce=cells["reduce"],
-            reduce_concat=concat,
-        )
+        return Genotype.of_cells(cells["normal"], cells["reduce"])
 
     def _top2(self, probs: dict[int, np.ndarray]) -> list[tuple[str, int]]:
         allowed = [k for k, op in enumerate(self.ops) if op != "none"]

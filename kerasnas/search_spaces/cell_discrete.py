@@ -181,14 +181,7 @@ class DiscreteCellSpace(DiscreteSpace):
             ]
             for kind in CELL_KINDS
         }
-        concat = list(range(2, self.nodes + 2))
-        return Genotype(
-            normal=cells["normal"],
-            normal_concat=concat,
-            reduce=cells["reduce"],
-            reduce_concat=concat,
-            allowed_ops=self.ops,
-        )
+        return Genotype.of_cells(cells["normal"], cells["reduce"], allowed_ops=self.ops)
 
     def from_genotype(self, genotype: Genotype) -> Arch:
         """The architecture of a genotype with this space's nodes, two different inputs

@@ -448,14 +448,7 @@ class OneShotTrainer(Trainer):
     name = "oneshot"
     relaxations: tuple[str, ...] = ()  # the MixedOp relaxations a subclass trains (): any)
 
-    def __init__(
-        self,
-        model: keras.Model,
-        config: LoopConfig,
-        output_dir: str | None = None,
-        verbose: int = 1,
-        strategy: tf.distribute.Strategy | None = None,
-    ):
+    def __init__(self, model: keras.Model, config: LoopConfig, *args: Any, **kwargs: Any):
         self.mixed = mixed_ops(model)
         if not self.mixed:
             raise ValueError(f"{type(self).__name__}: the model has no MixedOp layer to search")
@@ -466,7 +459,7 @@ class OneShotTrainer(Trainer):
                 f"{type(self).__name__} needs MixedOps with relaxation {allowed}; "
                 f"{bad[0].name} uses relaxation {bad[0].relaxation!r}"
             )
-        super().__init__(model, config, output_dir, verbose, strategy)
+        super().__init__(model, config, *args, **kwargs)
         self.arch_vars = arch_variables(model)
         self.a_opt = None  # trainers that sample children (ENAS) do not learn the logits
         if isinstance(config, TrainerConfig):
