@@ -413,6 +413,19 @@ class SepConv(_Sequence):
         return {**super().get_config(), "kernel_size": self.kernel_size}
 
 
+def dilate_kernel(kernel, d: int):
+    """A (kh, kw, C, M) kernel spread over its dilated span: d - 1 zeros between taps, so
+    (kh-1)*d+1 x (kw-1)*d+1. One axis at a time, so no tensor has more than 4 dimensions
+    (TFLite has no builtin pad of a 6-D tensor: a 6-D pad fails a plain conversion)."""
+    kh, kw, c, m = kernel.shape
+    x = K.reshape(kernel, (kh, 1, kw, c * m))
+    x = K.pad(x, [[0, 0], [0, d - 1], [0, 0], [0, 0]])  # (kh, d, kw, C*M)
+    x = K.reshape(x, (kh * d, kw, 1, c * m))[: (kh - 1) * d + 1]
+    x = K.pad(x, [[0, 0], [0, 0], [0, d - 1], [0, 0]])  # (H, kw, d, C*M)
+    x = K.reshape(x, ((kh - 1) * d + 1, kw * d, c, m))
+    return x[:, : (kw - 1) * d + 1]
+
+
 class _DepthwiseConv2D(keras.layers.DepthwiseConv2D):
     """``keras.layers.DepthwiseConv2D`` that computes a strided dilated conv at its output
     resolution.
@@ -428,11 +441,9 @@ class _DepthwiseConv2D(keras.layers.DepthwiseConv2D):
         (s, _), (d, _) = self.strides, self.dilation_rate
         if s == 1 or d == 1:
             return super().call(inputs)
-        kh, kw, c, m = self.kernel.shape
-        kernel = K.reshape(self.kernel, (kh, 1, kw, 1, c, m))
-        kernel = K.pad(kernel, [[0, 0], [0, d - 1], [0, 0], [0, d - 1], [0, 0], [0, 0]])
-        kernel = K.reshape(kernel, (kh * d, kw * d, c, m))[: (kh - 1) * d + 1, : (kw - 1) * d + 1]
-        outputs = K.depthwise_conv(inputs, kernel, self.strides, self.padding, self.data_format)
+        outputs = K.depthwise_conv(
+            inputs, dilate_kernel(self.kernel, d), self.strides, self.padding, self.data_format
+        )
         if self.use_bias:
             outputs = outputs + self.bias
         return outputs if self.activation is None else self.activation(outputs)

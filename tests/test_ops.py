@@ -470,3 +470,29 @@ def test_reduction_dil_conv_uses_the_output_resolution_depthwise():
     op = ops.create_op("dil_conv_3x3", C, 2)
     op.build((None, 8, 8, C))
     assert any(isinstance(layer, ops._DepthwiseConv2D) for layer in op.steps)
+
+
+@pytest.mark.parametrize("k, d", [(3, 2), (5, 2), (3, 3)])
+def test_dilated_kernel_spreads_taps_with_zeros(k, d):
+    kernel = np.random.default_rng(0).normal(size=(k, k, 3, 2)).astype("float32")
+    spread = keras.ops.convert_to_numpy(ops.dilate_kernel(kernel, d))
+    span = (k - 1) * d + 1
+    assert spread.shape == (span, span, 3, 2)
+    np.testing.assert_array_equal(spread[::d, ::d], kernel)  # the taps, unchanged
+    mask = np.ones((span, span), bool)
+    mask[::d, ::d] = False
+    assert not spread[mask].any()  # zeros between them
+
+
+def test_reduction_dil_conv_converts_to_plain_tflite():
+    """The dilated kernel is built with tensors of at most 4 dimensions: TFLite has no builtin
+    pad of a 6-D tensor, which made children with a dil_conv_5x5 on a stride-2 edge fail to
+    convert (at 32 channels the converter no longer folds the pad away)."""
+    from kerasnas.export import litert
+
+    inputs = keras.Input((8, 8, 32))
+    outputs = ops.create_op("dil_conv_5x5", 32, 2)(inputs, training=False)
+    model = keras.Model(inputs, outputs)
+    tflite = litert.convert_keras_frozen(model, "float")
+    x = _x(8, channels=32)
+    np.testing.assert_allclose(litert.predict(tflite, x), model.predict(x, verbose=0), atol=1e-4)

@@ -130,7 +130,7 @@ class Command:
         for spec in self.specs.values():
             text = self.render_help(spec.help)
             default = None if spec.mixed_default else spec.default
-            if spec.mixed_default:
+            if spec.mixed_default and "default" not in text.lower():
                 text += " Default: the strategy's own."
             if spec.enum:
                 values = [str(v) for v in spec.enum]

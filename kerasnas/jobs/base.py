@@ -42,8 +42,8 @@ class JobSettings:
     test_fraction: float = option(
         0.2, "Fraction held out for test (when the dataset has no test split)."
     )
-    resume: bool = option(False, "Continue the run in output_dir from where it stopped.")
-    overwrite: bool = option(False, "Delete what output_dir holds and start afresh.")
+    resume: bool = option(False, "Continue the run in {output_dir} from where it stopped.")
+    overwrite: bool = option(False, "Delete what {output_dir} holds and start afresh.")
     verbose: int = option(1, "0: quiet; 1: progress and a line per epoch or trial.")
     deterministic: bool = True  # TensorFlow's op determinism (same seed, same result)
     kind: ClassVar[str | None] = None  # a search's strategy kind (kerasnas.strategies)
@@ -159,10 +159,11 @@ class Job:
         now = s.to_json()
         if s.resume and os.path.exists(path):
             with open(path, encoding="utf-8") as f:
-                saved = json.load(f)
-            changed = [k for k in now if k not in self.resumable and saved.get(k) != now[k]]
+                saved = _flat(json.load(f))
+            flat = _flat(now)
+            changed = [k for k in flat if k not in self.resumable and saved.get(k) != flat[k]]
             if changed:
-                detail = ", ".join(f"{{{k}}}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+                detail = ", ".join(f"{{{k}}}: {saved.get(k)!r} -> {flat[k]!r}" for k in changed)
                 raise SettingError(
                     f"{{resume}}: {s.output_dir!r} was started with other settings ({detail}); "
                     "give the same settings, or {overwrite} to start afresh"
@@ -199,6 +200,18 @@ class Job:
 
         formats = getattr(self.settings, "export", ())
         return parse_formats(formats) if formats else ()
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one dict with dotted keys (``{"trial": {"epochs": 3}}`` ->
+    ``{"trial.epochs": 3}``)."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def export_summary(model, export_dir: str, formats, bundle, source: str, log) -> dict[str, Any]:

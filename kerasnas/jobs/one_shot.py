@@ -110,7 +110,7 @@ class OneShotSettings(JobSettings):
         "none",
         "snas, darts: train the supernet under tf.distribute. mirrored: every GPU of this "
         "machine (else its logical CPUs); multi_worker: the machines of TF_CONFIG (only the "
-        "chief writes output_dir). batch_size is the global batch.",
+        "chief writes {output_dir}). {batch_size} is the global batch.",
         choices=distribute.DISTRIBUTIONS,
     )
     config: LoopConfig | None = None
