@@ -124,10 +124,12 @@ def get(name: str, kind: str | None = None) -> Strategy:
     if name in allowed:
         return REGISTRY[name]
     hint = ""
-    if (name, kind) in INSTEAD:
-        hint = f"; {name!r} is {REGISTRY[name].summary}, use {INSTEAD[name, kind]!r} here"
-    elif name in REGISTRY:
-        hint = f"; {name!r} is a {REGISTRY[name].kind.replace('_', '-')} strategy"
+    if name in REGISTRY:
+        other = REGISTRY[name]
+        hint = f"; {name!r} is a {other.kind.replace('_', '-')} strategy ({other.summary})"
+        if (name, kind) in INSTEAD:
+            meant = REGISTRY[INSTEAD[name, kind]]
+            hint += f"; the one meant here is {meant.name!r} ({meant.summary})"
     raise SettingError(f"{{strategy}} must be one of {', '.join(allowed)}, got {name!r}{hint}")
 
 

@@ -40,33 +40,25 @@ def _sources() -> dict[str, str]:
     return out
 
 
-def test_import_kerasnas_loads_neither_keras_tuner_nor_the_jobs():
+def test_import_kerasnas_loads_neither_keras_tuner_nor_the_jobs_and_keeps_the_environment():
     code = (
-        "import sys, kerasnas\n"
+        "import os, sys\n"
+        "before = dict(os.environ)\n"
+        "import kerasnas\n"
         "mods = sorted(m for m in sys.modules if m.startswith('kerasnas'))\n"
-        "print('keras_tuner' in sys.modules, 'grpc' in sys.modules, ','.join(mods))\n"
+        "print('keras_tuner' in sys.modules, 'grpc' in sys.modules, dict(os.environ) == before,"
+        " ','.join(mods))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    tuner, grpc, mods = proc.stdout.split()
-    assert tuner == "False" and grpc == "False"
+    tuner, grpc, same_environment, mods = proc.stdout.split()
+    assert tuner == "False" and grpc == "False" and same_environment == "True"
     loaded = set(mods.split(","))
     assert {"kerasnas.ops", "kerasnas.layers", "kerasnas.genotype", "kerasnas.derive"} <= loaded
-    assert not any(
-        m.startswith(("kerasnas.jobs", "kerasnas.trainers", "kerasnas.multitrial")) for m in loaded
-    )
-
-
-def test_import_kerasnas_does_not_change_the_environment():
-    code = (
-        "import os; before = dict(os.environ); import kerasnas; print(dict(os.environ) == before)"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=300
-    )
-    assert proc.stdout.strip() == "True", proc.stderr[-2000:]
+    heavy = ("kerasnas.jobs", "kerasnas.trainers", "kerasnas.multitrial", "kerasnas.cli")
+    assert not any(m.startswith(heavy) for m in loaded), loaded
 
 
 def test_the_public_face_resolves_every_name():
