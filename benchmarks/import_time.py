@@ -3,8 +3,9 @@
     python benchmarks/import_time.py                       # this checkout
     python benchmarks/import_time.py --repeats=7 --path=/other/checkout
 
-Each repeat is a new ``python -c "import kerasnas"`` process (its wall time includes the
-interpreter's start; a ``python -c "pass"`` row gives that baseline). Also prints, from one
+Each repeat is a new ``python -c "import kerasnas"`` process, started in the checkout with it
+on ``PYTHONPATH``, so that checkout's package is the one imported. Its wall time includes the
+interpreter's start (a ``python -c "pass"`` row gives that baseline). Also prints, from one
 process, the number of modules loaded, whether keras-tuner and grpc were imported, and the
 slowest imports by ``python -X importtime`` (cumulative microseconds, top 8). Quote the
 medians, on a quiet machine.
@@ -38,9 +39,9 @@ def _cpu() -> str:
     return platform.processor() or "unknown"
 
 
-def _run(code: str, env: dict[str, str]) -> float:
+def _run(code: str, env: dict[str, str], cwd: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, check=True, capture_output=True)
     return time.perf_counter() - t0
 
 
@@ -59,20 +60,26 @@ def main() -> None:
         f"{_cpu()}, {os.cpu_count()} CPUs; Python {platform.python_version()}, "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}; checkout {args.path}"
     )
-    _run("import kerasnas", env)  # warm the file cache
+    _run("import kerasnas", env, args.path)  # warm the file cache
     for label, code in (("python -c pass", "pass"), ("import kerasnas", "import kerasnas")):
-        times = [_run(code, env) for _ in range(args.repeats)]
+        times = [_run(code, env, args.path) for _ in range(args.repeats)]
         print(
             f"{label:<16} median {statistics.median(times):6.2f} s "
             f"(min {min(times):.2f}, max {max(times):.2f}, {args.repeats} processes)"
         )
     out = subprocess.run(
-        [sys.executable, "-c", PROBE], env=env, check=True, capture_output=True, text=True
+        [sys.executable, "-c", PROBE],
+        env=env,
+        cwd=args.path,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     print(f"modules loaded {out[0]} (kerasnas: {out[3]}); keras_tuner {out[1]}, grpc {out[2]}")
     trace = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", "import kerasnas"],
         env=env,
+        cwd=args.path,
         check=True,
         capture_output=True,
         text=True,
