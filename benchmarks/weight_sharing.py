@@ -1,59 +1,107 @@
-"""How fast a weight-shared supernet trains when every minibatch runs another child.
+"""Does a weight-shared supernet learn, and how should its children's batch norm be set?
 
-    python benchmarks/weight_sharing.py --epochs=4 --children=fixed,uniform
-    python benchmarks/weight_sharing.py --epochs=40 --children=uniform
+    python benchmarks/weight_sharing.py                          # uniform children, 10 epochs
+    python benchmarks/weight_sharing.py --children=fixed,pool2,pool8,uniform --epochs=3
 
-Trains the digits cell supernet (C=8, L=5, N=4, the 8 ops) with
-:class:`kerasnas.trainers.RandomWSTrainer` (the weight phase ENAS and random search share):
-``fixed`` always draws the same child (an ordinary network, for reference), ``uniform``
-draws a new uniform child per minibatch. Prints per epoch the training loss and accuracy
-and the validation accuracy of children of the same policy (batch norm in inference mode).
+Trains the digits cell supernet of the default comparison (C=8, L=5, N=4, the 8 ops,
+batch 64, w_lr 0.025) with :class:`kerasnas.trainers.RandomWSTrainer` (the weight phase
+ENAS and random search share): ``fixed`` always draws the same child (an ordinary network,
+for reference), ``pool<k>`` one of k fixed uniform children per minibatch, ``uniform`` a new
+uniform child per minibatch. Prints per epoch the
+training loss and accuracy of the sampled children and the validation accuracy of children
+of the same policy, one per batch, with batch norm three ways:
+
+- ``moving``: inference mode, the supernet's moving averages (every child's mixed);
+- ``batch``: each validation batch's own statistics (ENAS' and DARTS' search code);
+- ``recal``: statistics recomputed for the child on 8 training batches first (single-path
+  one-shot NAS); measured on `--final` children over the whole validation split.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--children", default="fixed,uniform")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--children", default="uniform")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--final", type=int, default=5, help="children scored at the end")
     args = parser.parse_args()
 
     from kerasnas import data as data_lib
     from kerasnas.search_spaces.cell import CellSpace
     from kerasnas.trainers.enas import RandomWSTrainer, WeightSharingConfig
 
-    class FixedChild(RandomWSTrainer):
-        """Every draw is the same child (the first uniform draw of the seed)."""
+    def pool_of(k: int):
+        class Pool(RandomWSTrainer):
+            """Every draw is one of k children (the first k uniform draws of the seed)."""
 
-        def sample_archs(self, n, rng):
-            child = super().sample_archs(1, np.random.default_rng(self.config.seed))[0]
-            return [child] * n
+            def sample_archs(self, n, rng):
+                pool = super().sample_archs(k, np.random.default_rng(self.config.seed))
+                return [pool[i] for i in rng.integers(0, k, n)]
 
+        return Pool
+
+    class Probed:
+        def epoch_extras(self):
+            valid = self._probe_data.valid(self.config.batch_size)
+            return {
+                **super().epoch_extras(),
+                "valid_moving": self.evaluate(valid, bn="moving"),
+                "valid_batch": self.evaluate(valid, bn="batch"),
+            }
+
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    print(f"{cpu}, {os.cpu_count()} CPUs; TensorFlow {tf.__version__}, Keras {keras.__version__}")
     bundle = data_lib.load("digits", seed=args.seed)
     for kind in args.children.split(","):
         keras.utils.set_random_seed(args.seed)
         space = CellSpace(bundle.input_shape, bundle.num_classes, 8, 5, 4)
         net = space.build_supernet("controlled", bundle.normalization_layer(), seed=args.seed)
-        cls = FixedChild if kind == "fixed" else RandomWSTrainer
+        if kind == "uniform":
+            base = RandomWSTrainer
+        elif kind == "fixed" or kind.startswith("pool"):
+            base = pool_of(1 if kind == "fixed" else int(kind[4:]))
+        else:
+            raise SystemExit(f"--children: fixed, pool<k> or uniform, got {kind!r}")
+        cls = type(f"Probed{base.__name__}", (Probed, base), {})
         trainer = cls(
             net, space, WeightSharingConfig(epochs=args.epochs, seed=args.seed), verbose=0
         )
+        trainer._probe_data = bundle
         t0 = time.perf_counter()
         history = trainer.fit(bundle)
         print(f"{kind} children, {args.epochs} epochs, {time.perf_counter() - t0:.0f} s:")
         for r in history:
             print(
-                f"  epoch {r['epoch']:3d}: train loss {r['loss']:.3f}, train accuracy "
-                f"{r['accuracy']:.3f}, valid accuracy {r['valid_accuracy']:.3f}"
+                f"  epoch {r['epoch']:3d}: train loss {r['loss']:.3f}, accuracy "
+                f"{r['accuracy']:.3f} | valid (one child per batch): moving "
+                f"{r['valid_moving']:.3f}, batch {r['valid_batch']:.3f}"
             )
+        archs = trainer.sample_archs(args.final, np.random.default_rng([args.seed, 99]))
+        valid = bundle.valid(64)
+        rows = {
+            bn: [trainer.child_accuracy(a, valid, bundle, bn=bn) for a in archs]
+            for bn in ("moving", "batch", "recalibrate")
+        }
+        print(f"  {args.final} children on the whole validation split:")
+        for bn, accs in rows.items():
+            shown = " ".join(f"{a:.3f}" for a in accs)
+            print(f"    {bn:<11} {shown}  mean {np.mean(accs):.3f}")
 
 
 if __name__ == "__main__":

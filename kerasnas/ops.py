@@ -126,6 +126,9 @@ class BatchNorm(keras.layers.Layer):
         self.affine = bool(affine)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
+        # what a training-mode call does to the moving averages (see batch_norm_statistics);
+        # read when the call is traced, not saved in the config
+        self.statistics = "update"
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -165,7 +168,8 @@ class BatchNorm(keras.layers.Layer):
             return self._call_synced(x, scale, offset)
         if x.dtype not in _FUSED_DTYPES or dtype != tf.float32:
             return self._call_unfused(x, scale, offset, training)
-        average = {"exponential_avg_factor": 1.0 - self.momentum} if training else {}
+        factor = 1.0 - self.momentum if self.statistics == "update" else 1.0
+        average = {"exponential_avg_factor": factor} if training else {}
         y, mean, var = tf.compat.v1.nn.fused_batch_norm(
             x,
             scale,
@@ -176,7 +180,7 @@ class BatchNorm(keras.layers.Layer):
             is_training=bool(training),
             **average,
         )
-        if training:
+        if training and self.statistics != "frozen":
             self.moving_mean.assign(mean)
             self.moving_variance.assign(var)
         return y
@@ -218,9 +222,10 @@ class BatchNorm(keras.layers.Layer):
         mean, var = tf.nn.moments(x, axes=[0, 1, 2])
         n = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
         unbiased = var * n / tf.maximum(n - 1, tf.ones_like(n))
-        m = self.momentum
-        self.moving_mean.assign(m * self.moving_mean + (1 - m) * mean)
-        self.moving_variance.assign(m * self.moving_variance + (1 - m) * unbiased)
+        if self.statistics != "frozen":
+            m = self.momentum if self.statistics == "update" else 0.0
+            self.moving_mean.assign(m * self.moving_mean + (1 - m) * mean)
+            self.moving_variance.assign(m * self.moving_variance + (1 - m) * unbiased)
         return tf.nn.batch_normalization(x, mean, var, offset, scale, self.epsilon)
 
     def compute_output_shape(self, input_shape):

@@ -213,3 +213,36 @@ def test_supernet_params_count_shared_variables_once():
     assert trainable_params(net) == sum(math.prod(v.shape) for v in unique.values())
     naive = sum(math.prod(v.shape) for layer in net.layers for v in layer.trainable_weights)
     assert naive > trainable_params(net)
+
+
+def test_child_batch_norm_is_recalibrated_and_nothing_else_changes(tmp_path):
+    """recalibrate_child: the same search with and without it writes the same genotype and
+    child weights; only the child's batch-norm statistics differ (and they are recorded)."""
+    from kerasnas.batchnorm import batch_norms
+
+    def run(name, batches):
+        settings = OneShotSettings(
+            output_dir=str(tmp_path / name),
+            init_channels=4,
+            layers=3,
+            nodes=2,
+            ops=("none", "skip_connect", "sep_conv_3x3"),
+            verbose=0,
+            export=(),
+            recalibrate_child=batches,
+            config=SNASConfig(epochs=1, a_lr=0.2),
+        )
+        run_search(settings)
+        return keras.models.load_model(tmp_path / name / "child.keras")
+
+    plain, recalibrated = run("plain", 0), run("recal", 2)
+    assert (tmp_path / "plain" / "genotype.json").read_text() == (
+        tmp_path / "recal" / "genotype.json"
+    ).read_text()
+    for a, b in zip(plain.trainable_weights, recalibrated.trainable_weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    stats = [
+        (bn.moving_mean.numpy(), other.moving_mean.numpy())
+        for bn, other in zip(batch_norms(plain), batch_norms(recalibrated), strict=True)
+    ]
+    assert stats and any(np.abs(a - b).max() > 1e-4 for a, b in stats)

@@ -7,6 +7,8 @@
 
   kerasnas-search --strategy=darts --darts_order=2 --output_dir=darts
   kerasnas-search --strategy=enas --output_dir=enas
+  kerasnas-search --preset=snas_cifar10 --output_dir=c10 # the SNAS paper's CIFAR-10 search
+  kerasnas-search --preset=enas_cifar10 --epochs=20 --output_dir=e  # flags override a preset
 
 One-shot strategies search the cell space with one weight-shared supernet: snas (default),
 darts (first or second order), enas (LSTM controller) and random_ws (uniform sampling with
@@ -20,8 +22,9 @@ from __future__ import annotations
 
 import sys
 
-from kerasnas import strategies
+from kerasnas import presets, strategies
 from kerasnas.cli.command import Command
+from kerasnas.errors import KerasNASError
 from kerasnas.jobs.one_shot import DEFAULT_EXPORT, OneShotSettings, run_search
 from kerasnas.jobs.trial_based import TrialSettings, run_trial_search
 
@@ -46,6 +49,14 @@ COMMAND.define(
     f"One-shot, on a weight-shared supernet of the cell space: {_listing(strategies.ONE_SHOT)}. "
     f"Trial-based, one trained child per trial: {_listing(strategies.TRIAL_BASED)}.",
     enum_values=list(STRATEGIES),
+)
+COMMAND.define(
+    "string",
+    "preset",
+    None,
+    "Start from named search settings (one-shot): "
+    + "; ".join(f"{p.name}: {p.strategy}, {p.source}" for p in presets.PRESETS.values())
+    + ". It sets --strategy; flags given explicitly override its values.",
 )
 for _name in ONE_SHOT:
     _settings = OneShotSettings(output_dir="", strategy=_name)
@@ -130,12 +141,27 @@ def space_args(space: str) -> dict:
     return args
 
 
+def strategy_from_flags() -> str:
+    """--strategy if given, else the --preset's strategy, else the default."""
+    if FLAGS.preset and not FLAGS["strategy"].present and FLAGS.preset in presets.PRESETS:
+        return presets.PRESETS[FLAGS.preset].strategy
+    return FLAGS.strategy
+
+
 def settings_from_flags() -> OneShotSettings | TrialSettings:
     """The settings of the parsed flags: :class:`OneShotSettings` or :class:`TrialSettings`
-    of the strategy's kind, the flags given written over the defaults."""
-    strategy = FLAGS.strategy
+    of the strategy's kind, the flags given written over the --preset's values (if any)
+    and the defaults."""
+    strategy = strategy_from_flags()
     if strategy in ONE_SHOT:
-        return COMMAND.apply(OneShotSettings(output_dir="", strategy=strategy), strategy)
+        base = OneShotSettings(output_dir="", strategy=strategy)
+        if FLAGS.preset:
+            presets.apply_preset(base, FLAGS.preset)
+        return COMMAND.apply(base, strategy)
+    if FLAGS.preset:
+        raise ValueError(
+            f"--preset sets one-shot searches only, not --strategy={strategy} (trial-based)"
+        )
     settings = COMMAND.apply(TrialSettings(output_dir="", strategy=strategy), strategy)
     settings.space_args = space_args(settings.search_space)
     return settings
@@ -152,7 +178,7 @@ def _owners(flag: str) -> str:
 
 def flag_combination_error() -> str | None:
     """The first flag given that the chosen strategy and space do not use, as a message."""
-    strategy = FLAGS.strategy
+    strategy = strategy_from_flags()
     space = FLAGS.search_space if FLAGS["search_space"].present else "cell"
     if strategy in ONE_SHOT and space != "cell":
         return f"--strategy={strategy} searches the cell space only, not --search_space={space}"
@@ -168,6 +194,47 @@ def flag_combination_error() -> str | None:
     return None
 
 
+def describe(settings: OneShotSettings) -> str:
+    """One line: the preset (if any) and the search settings the run uses."""
+    c = settings.config
+    fields = {
+        "strategy": settings.strategy,
+        "dataset": settings.dataset,
+        "C": settings.init_channels,
+        "L": settings.layers,
+        "N": settings.nodes,
+        "ops": ",".join(settings.ops),
+        "epochs": c.epochs,
+        "batch_size": c.batch_size,
+        "w_lr": f"{c.w_lr:g}->{c.w_lr_min:g}",
+        "w_weight_decay": f"{c.w_weight_decay:g}",
+    }
+    preset = presets.PRESETS.get(FLAGS.preset) if FLAGS.preset else None
+    for key in preset.config if preset else ():
+        if key not in fields:
+            fields[key] = getattr(c, key)
+    for key in ("a_lr", "order", "temperature_start", "temperature_end", "controller_steps"):
+        if hasattr(c, key) and key not in fields:
+            fields[key] = getattr(c, key)
+    shown = ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()
+    )
+    return f"settings ({f'preset {preset.name}' if preset else 'defaults'} + flags given): {shown}"
+
+
+def _preset_hint(settings: OneShotSettings) -> str | None:
+    """A note when a dataset with a preset runs without it (it gets the digits defaults)."""
+    if FLAGS.preset or not FLAGS["dataset"].present:
+        return None
+    name = presets.preset_for_dataset(settings.dataset, settings.strategy)
+    if name is None:
+        return None
+    return (
+        f"{COMMAND.prog}: note: --dataset={settings.dataset} runs with the digits-tuned "
+        f"defaults above; --preset={name} sets the paper's search settings for it"
+    )
+
+
 def run_from_flags() -> int:
     """Runs the search of the parsed flags; returns the exit code."""
     message = flag_combination_error()
@@ -175,9 +242,15 @@ def run_from_flags() -> int:
         return COMMAND.error(message)
     try:
         settings = settings_from_flags()
+    except KerasNASError:
+        raise  # rendered with flag names by COMMAND.main
     except ValueError as e:
         return COMMAND.error(str(e))
     if isinstance(settings, OneShotSettings):
+        print(describe(settings), flush=True)
+        hint = _preset_hint(settings)
+        if hint:
+            print(hint, file=sys.stderr, flush=True)
         run_search(settings)
         return 0
     metrics = run_trial_search(settings)
@@ -190,7 +263,7 @@ def run_from_flags() -> int:
 def main(argv: list[str]) -> int:
     """Parses `argv` (program name first) and runs; returns the exit code (2: bad input;
     1: a distributed search timed out or lost its chief)."""
-    return COMMAND.main(argv, run_from_flags, lambda: FLAGS.strategy)
+    return COMMAND.main(argv, run_from_flags, strategy_from_flags)
 
 
 def run() -> None:

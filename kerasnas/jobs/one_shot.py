@@ -32,8 +32,10 @@ import time
 from typing import Any, ClassVar
 
 import keras
+import tensorflow as tf
 
 from kerasnas import distribute, io, ops, resource, strategies
+from kerasnas.batchnorm import Recalibrator
 from kerasnas.errors import SettingError
 from kerasnas.evaluate import accuracy
 from kerasnas.export.exporter import FORMATS
@@ -92,6 +94,13 @@ class OneShotSettings(JobSettings):
         "its most likely op, none deletes it. top2 (darts): 2 inputs per node. best_sampled "
         "(enas, random_ws): the best of the sampled children on the validation split. The "
         "child inherits the supernet's weights either way.",
+    )
+    recalibrate_child: int = option(
+        8,
+        "Training batches the child's batch-norm statistics are recomputed on before it is "
+        "scored, saved and exported (the supernet's averages describe the mixture or the "
+        "other children, not this child); 0: keep the supernet's.",
+        at_least=0,
     )
     export: tuple[str, ...] = option(
         DEFAULT_EXPORT,
@@ -246,6 +255,12 @@ class OneShotSearch(Job):
         child = self.space.build_child(
             genotype, self.supernet, preprocessing=bundle.normalization_layer()
         )
+        if s.recalibrate_child:
+            # a fixed stretch of the data: the training batches of the epoch after the last
+            batches = bundle.train(cfg.epochs, cfg.batch_size).take(s.recalibrate_child)
+            spec = tf.TensorSpec((None, *child.inputs[0].shape[1:]))
+            used = Recalibrator(child, [spec])(batches)
+            self.log(f"child batch norm recalibrated on {used} training batches")
         cost = resource.network_cost(child)
         batch = cfg.batch_size
         metrics = {

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasnas.batchnorm import Recalibrator, saved_statistics, statistics_mode
 from kerasnas.genotype import Genotype
 from kerasnas.layers import MixedOp, mixed_ops, set_inference
 from kerasnas.multitrial.controller import Controller, ControllerConfig
@@ -48,6 +49,8 @@ __all__ = [
     "WeightSharingConfig",
     "WeightSharingTrainer",
 ]
+
+CHILD_BN = ("recalibrate", "batch", "moving")
 
 # purposes of the per-epoch random streams (a Generator per (seed, epoch, purpose))
 _WEIGHT_CHILDREN, _CONTROLLER, _EVALUATE, _ENTROPY, _FINAL = range(5)
@@ -171,6 +174,16 @@ class WeightSharingConfig(LoopConfig):
     final_samples: int = option(
         10, "Children sampled at the end (the best is the result).", flag=False, at_least=1
     )
+    child_bn: str = option(
+        "recalibrate",
+        "Batch norm of a scored child: 'recalibrate' (statistics recomputed on "
+        "recalibration_batches training batches first), 'batch' (each batch's own "
+        "statistics), 'moving' (the supernet's moving averages).",
+        choices=CHILD_BN,
+    )
+    recalibration_batches: int = option(
+        8, "Training batches a child's batch norm is recalibrated on.", at_least=1
+    )
 
 
 @dataclasses.dataclass
@@ -243,7 +256,8 @@ class WeightSharingTrainer(OneShotTrainer):
         self.encoder = ChildEncoder(space, model)
         self.discrete = self.encoder.discrete
         self._owner_index = {id(m): i for i, m in enumerate(self.encoder.owners)}
-        self._child_eval_fn = None
+        self._child_fns: dict[str, Any] = {}
+        self._recalibrator: Recalibrator | None = None
 
     @classmethod
     def create(cls, supernet, space, config, output_dir=None, verbose=1, strategy=None):
@@ -306,47 +320,96 @@ class WeightSharingTrainer(OneShotTrainer):
         return {"loss": loss, "accuracy": acc}
 
     # -- evaluation of children ---------------------------------------------------------------
-    def _child_correct(self, x, y, choices) -> int:
-        """Correct predictions of the child `choices` on one batch (inference mode)."""
-        if self._child_eval_fn is None:
+    def _child_fn(self, bn: str):
+        """tf.function (x, y, choices) -> correct predictions of child `choices` on one
+        batch; `bn` ``moving``: batch norm in inference mode; ``batch``: each batch's own
+        statistics, the moving averages untouched."""
+        if bn not in self._child_fns:
 
             def correct(x, y, choices):
                 self.encoder.assign(choices)
-                logits = self.logits_of(self.model(x, training=False))
+                logits = self.logits_of(self.model(x, training=bn == "batch"))
                 hit = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y)
                 return tf.reduce_sum(tf.cast(hit, tf.int32))
 
             fn = tf.function(correct, input_signature=self.step_signature())
-            set_inference(self.model, "sample")  # read once, when traced: the chosen op
+            # read once, when traced: the chosen op; batch statistics left alone
+            set_inference(self.model, "sample")
             try:
-                fn.get_concrete_function()
+                with statistics_mode(self.model, "frozen"):
+                    fn.get_concrete_function()
             finally:
                 set_inference(self.model, "argmax")
-            self._child_eval_fn = fn
-        return int(self._child_eval_fn(x, y, tf.constant(choices, tf.int32)))
+            self._child_fns[bn] = fn
+        return self._child_fns[bn]
 
-    def child_accuracy(self, arch: Arch, dataset: tf.data.Dataset) -> float:
-        """Accuracy of child `arch` with the supernet's weights on batches ``(x, y)``."""
-        choices = self.encoder.choices(arch)
+    def _child_correct(self, x, y, choices, bn: str = "moving") -> int:
+        return int(self._child_fn(bn)(x, y, tf.constant(choices, tf.int32)))
+
+    def recalibrate(self, choices, data, epoch: int | None = None) -> None:
+        """Recomputes the batch-norm statistics of child `choices` on the first
+        ``recalibration_batches`` training batches of `epoch` (default: the epochs done)."""
+        if self._recalibrator is None:
+            x_spec, _, c_spec = self.step_signature()
+
+            def forward(x, choices):
+                self.encoder.assign(choices)
+                self.model(x, training=True)
+
+            self._recalibrator = Recalibrator(self.model, (x_spec, c_spec), forward)
+        epoch = len(self.history) if epoch is None else epoch
+        batches = data.train(epoch, self.config.batch_size).take(self.config.recalibration_batches)
+        self._recalibrator(batches, tf.constant(choices, tf.int32))
+
+    def _scored(self, choices, batches, data, bn: str) -> tuple[int, int]:
+        """(correct, total) of child `choices` on `batches` with batch norm as `bn` says
+        (``recalibrate`` needs `data`; the supernet's statistics are restored after)."""
+        if bn == "recalibrate":
+            with saved_statistics(self.model):
+                self.recalibrate(choices, data)
+                return self._scored(choices, batches, data, "moving")
         correct = total = 0
-        for x, y in dataset:
-            correct += self._child_correct(x, y, choices)
+        for x, y in batches:
+            correct += self._child_correct(x, y, choices, bn)
             total += int(y.shape[0])
+        return correct, total
+
+    def child_accuracy(
+        self, arch: Arch, dataset: tf.data.Dataset, data=None, bn: str | None = None
+    ) -> float:
+        """Accuracy of child `arch` with the supernet's weights on batches ``(x, y)``;
+        batch norm as `bn` (default ``config.child_bn``; ``recalibrate`` needs the
+        :class:`~kerasnas.data.DataBundle` `data` for its training batches)."""
+        bn = bn or self.config.child_bn
+        if bn == "recalibrate" and data is None:
+            raise ValueError("child_accuracy: bn='recalibrate' needs data (training batches)")
+        correct, total = self._scored(self.encoder.choices(arch), dataset, data, bn)
         return correct / max(total, 1)
 
-    def evaluate(self, dataset: tf.data.Dataset, mode: str = "sample", repeats: int = 1) -> float:
+    def evaluate(
+        self,
+        dataset: tf.data.Dataset,
+        mode: str = "sample",
+        repeats: int = 1,
+        bn: str | None = None,
+    ) -> float:
         """Accuracy on batches ``(x, y)`` with one child of the current policy per batch
-        (the stochastic supernet), batch norm in inference mode; with `repeats` > 1 the
-        mean over that many passes (new children). `mode` must be ``sample``: the
-        supernet's logits mean nothing here."""
+        (the stochastic supernet); with `repeats` > 1 the mean over that many passes (new
+        children). Batch norm: ``batch`` statistics by default (``config.child_bn`` unless it
+        is ``recalibrate``, which costs recalibration_batches forward passes per batch);
+        `bn` overrides (``recalibrate`` needs the data: see :meth:`child_accuracy`). `mode`
+        must be ``sample``: the supernet's logits mean nothing here."""
         if mode != "sample":
             raise ValueError(f"{type(self).__name__}.evaluate: mode must be 'sample', got {mode!r}")
+        bn = bn or ("batch" if self.config.child_bn == "recalibrate" else self.config.child_bn)
+        if bn == "recalibrate":
+            raise ValueError("evaluate: bn='recalibrate' is for child_accuracy")
         rng = self.rng(_EVALUATE)
         correct = total = 0
         for _ in range(repeats):
             for x, y in dataset:
                 choices = self.encoder.choices(self.sample_archs(1, rng)[0])
-                correct += self._child_correct(x, y, choices)
+                correct += self._child_correct(x, y, choices, bn)
                 total += int(y.shape[0])
         return correct / max(total, 1)
 
@@ -358,7 +421,7 @@ class WeightSharingTrainer(OneShotTrainer):
         the whole validation split with the supernet's weights; the best genotype (the
         first on ties) and its accuracy."""
         archs = self.sample_archs(self.config.final_samples, self.rng(_FINAL))
-        scores = [self.child_accuracy(a, data.valid(self.config.batch_size)) for a in archs]
+        scores = [self.child_accuracy(a, data.valid(self.config.batch_size), data) for a in archs]
         best = int(np.argmax(scores))
         return self.encoder.genotype(archs[best]), float(scores[best])
 
@@ -410,7 +473,8 @@ class ENASTrainer(WeightSharingTrainer):
     def reward(self, arch: Arch, batch) -> float:
         """ENAS' reward of a child: its accuracy on one validation minibatch ``(x, y)``."""
         x, y = batch
-        return self._child_correct(x, y, self.encoder.choices(arch)) / max(int(y.shape[0]), 1)
+        bn = "moving" if self.config.child_bn == "moving" else "batch"
+        return self._child_correct(x, y, self.encoder.choices(arch), bn) / max(int(y.shape[0]), 1)
 
     def on_epoch_end(self, data, epoch):
         """The controller phase: ``controller_steps`` REINFORCE updates (see the module doc);
