@@ -395,15 +395,15 @@ class WeightSharingTrainer(OneShotTrainer):
     ) -> float:
         """Accuracy on batches ``(x, y)`` with one child of the current policy per batch
         (the stochastic supernet); with `repeats` > 1 the mean over that many passes (new
-        children). Batch norm: ``batch`` statistics by default (``config.child_bn`` unless it
-        is ``recalibrate``, which costs recalibration_batches forward passes per batch);
-        `bn` overrides (``recalibrate`` needs the data: see :meth:`child_accuracy`). `mode`
+        children). Batch norm: `bn` ``batch`` (each batch's statistics) or ``moving``;
+        default ``config.child_bn``, with ``recalibrate`` read as ``batch`` (recalibrating a
+        new child per batch would cost recalibration_batches forward passes each). `mode`
         must be ``sample``: the supernet's logits mean nothing here."""
         if mode != "sample":
             raise ValueError(f"{type(self).__name__}.evaluate: mode must be 'sample', got {mode!r}")
         bn = bn or ("batch" if self.config.child_bn == "recalibrate" else self.config.child_bn)
-        if bn == "recalibrate":
-            raise ValueError("evaluate: bn='recalibrate' is for child_accuracy")
+        if bn not in ("batch", "moving"):
+            raise ValueError(f"evaluate: bn must be 'batch' or 'moving', got {bn!r}")
         rng = self.rng(_EVALUATE)
         correct = total = 0
         for _ in range(repeats):
