@@ -119,3 +119,32 @@ def test_weight_sharing_child_scores_per_batch_norm_mode(digits):
         trainer.child_accuracy(arch, valid, bn="recalibrate")
     with pytest.raises(ValueError, match="child_bn"):
         WeightSharingConfig(child_bn="nope").validate()
+
+
+def test_two_children_sharing_weights_are_scored_right_only_with_their_own_statistics(digits):
+    """The cause found for weight sharing's chance-level scores once its weights learn: the
+    moving averages mix the children's statistics. Two children alternate on one supernet;
+    each then scores well with batch statistics or recalibration (the default), badly with
+    the shared moving averages (the old scoring)."""
+    keras.utils.set_random_seed(0)
+    space = CellSpace(digits.input_shape, digits.num_classes, 4, 3, 2, OPS)
+    net = space.build_supernet("controlled", digits.normalization_layer(), seed=0)
+    pool = RandomWSTrainer.sample_archs  # the uniform sampler, for the pool itself
+
+    class TwoChildren(RandomWSTrainer):
+        def sample_archs(self, n, rng):
+            children = pool(self, 2, np.random.default_rng(7))
+            return [children[i] for i in rng.integers(0, 2, n)]
+
+    trainer = TwoChildren(net, space, WeightSharingConfig(epochs=6, seed=0), verbose=0)
+    history = trainer.fit(digits)
+    children = trainer.sample_archs(40, np.random.default_rng(1))
+    assert (
+        trainer.encoder.choices(children[0]).tolist()
+        != trainer.encoder.choices(next(c for c in children if c != children[0])).tolist()
+    )
+    valid = digits.valid(64)
+    for arch in {str(sorted(c.items())): c for c in children}.values():
+        moving = trainer.child_accuracy(arch, valid, bn="moving")
+        default = trainer.child_accuracy(arch, valid, digits)
+        assert default > 0.35 and default > moving + 0.15, (default, moving, history[-1])
