@@ -126,8 +126,8 @@ class BatchNorm(keras.layers.Layer):
         self.affine = bool(affine)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
-        # what a training-mode call does to the moving averages (see batch_norm_statistics);
-        # read when the call is traced, not saved in the config
+        # what a training-mode call does to the moving averages (set by
+        # kerasnas.batchnorm.statistics_mode); read when the call is traced, not saved
         self.statistics = "update"
 
     def build(self, input_shape):

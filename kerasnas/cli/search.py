@@ -247,6 +247,7 @@ def run_from_flags() -> int:
     except ValueError as e:
         return COMMAND.error(str(e))
     if isinstance(settings, OneShotSettings):
+        settings.validate()  # refuse bad input before announcing the settings
         print(describe(settings), flush=True)
         hint = _preset_hint(settings)
         if hint:
