@@ -17,6 +17,11 @@ With a ``tf.distribute`` strategy (``strategy=``; the model must have been built
 scope) the step runs in every replica on its share of the global batch (``batch_size``);
 losses are per-replica sums over the GLOBAL batch size, gradients are summed over the
 replicas before clipping, decay and the step (see :mod:`kerasnas.distribute`).
+
+Budgets: by default a run trains ``epochs`` epochs and every schedule is indexed by the
+epoch. With ``time_budget`` (seconds) it trains until that many seconds of training are
+spent, ``epochs`` being an upper bound; see :class:`LoopConfig`. Such a run is not
+deterministic: how many steps fit depends on the machine and its load.
 """
 
 from __future__ import annotations
@@ -52,6 +57,19 @@ class LoopConfig:
     Weights: SGD with momentum `w_momentum`, coupled L2 decay `w_weight_decay`, gradients
     clipped to global norm `w_grad_clip`; the learning rate follows a cosine from `w_lr`
     (epoch 0) to `w_lr_min` over `epochs`, set once per epoch.
+
+    `time_budget` (seconds; None: off): train until that many seconds are spent, then stop
+    (`epochs` is an upper bound). The budget is checked after every step: the epoch in
+    which it runs out ends early and still gets its end-of-epoch work, validation and
+    checkpoint, so a run overshoots by at most one step plus that epoch-end work. What
+    counts against it: the steps, the tracing and compilation of the step (part of the
+    first steps) and the per-epoch search work (:meth:`Trainer.on_epoch_end`, e.g. ENAS'
+    controller phase); not the per-epoch validation, summaries, logs and checkpoints
+    (measurements only), nor what happens before or after :meth:`Trainer.fit`. Every
+    schedule (learning rate, SNAS temperature, drop-path rate) follows the fraction of the
+    budget spent, set before every step instead of once per epoch, so it reaches its end
+    value when the budget runs out. Results are not deterministic: the number of steps
+    depends on the machine's speed and load.
     """
 
     epochs: int = option(50, "Training epochs.", at_least=1)
@@ -63,6 +81,13 @@ class LoopConfig:
     w_grad_clip: float = option(5.0, "Global-norm gradient clip.", flag=False, above=0)
     jit_compile: bool = option(False, "Compile the training step with XLA.")
     seed: int = option(0, "Seed of data split, initialisation and sampling.")
+    time_budget: float | None = option(
+        None,
+        "Seconds of training, then stop ({epochs} is then an upper bound); the schedules "
+        "follow the fraction spent. Counts the steps (tracing included) and per-epoch search "
+        "work, not validation. Not deterministic. None: off (train {epochs} epochs).",
+        above=0,
+    )
 
     def validate(self) -> None:
         """Raises SettingError naming the first invalid field."""
@@ -92,6 +117,19 @@ def linear(epoch: int, epochs: int, start: float, end: float) -> float:
     if epochs <= 1:
         return start
     return start + (end - start) * epoch / (epochs - 1)
+
+
+def cosine_at(fraction: float, start: float, end: float) -> float:
+    """Cosine annealing by the `fraction` (0..1) of a time budget spent: `start` at 0,
+    `end` at 1 (:func:`cosine` with epoch / epochs replaced by the fraction)."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    return end + (start - end) * (1 + math.cos(math.pi * fraction)) / 2
+
+
+def linear_at(fraction: float, start: float, end: float) -> float:
+    """Linear by the `fraction` (0..1) of a time budget spent: `start` at 0, `end` at 1."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    return start + (end - start) * fraction
 
 
 def entropy(p: np.ndarray) -> float:
@@ -147,6 +185,10 @@ class Trainer:
             self.w_opt.build(self.weight_vars)
         self.history: list[dict[str, Any]] = []
         self.seconds = 0.0  # training time of every epoch so far, resumed runs included
+        # the part of it a time budget counts (see LoopConfig), and the steps made
+        self.budget_seconds = 0.0
+        self.steps_done: int | None = 0
+        self.clock = time.perf_counter  # what the loop times with (tests may replace it)
         self._step_fn = None
         self._eval_fns: dict[str, object] = {}
         self._writer = None
@@ -217,11 +259,32 @@ class Trainer:
     def train_step(self, x, y) -> dict:
         raise NotImplementedError
 
-    def on_epoch_begin(self, epoch: int) -> dict[str, float]:
-        """Schedules for `epoch`; returns values to log."""
-        lr = cosine(epoch, self.config.epochs, self.config.w_lr, self.config.w_lr_min)
+    def budget_fraction(self, spent: float | None = None) -> float | None:
+        """The fraction (0..1) of ``config.time_budget`` that `spent` seconds are (default:
+        :attr:`budget_seconds`, the seconds counted so far); None without a time budget."""
+        budget = self.config.time_budget
+        if budget is None:
+            return None
+        spent = self.budget_seconds if spent is None else spent
+        return min(max(spent / budget, 0.0), 1.0)
+
+    def set_schedules(self, epoch: int, fraction: float | None = None) -> dict[str, float]:
+        """Sets every schedule for `epoch` (`fraction` None: an epoch budget) or, with a
+        time budget, for the `fraction` of it spent; returns the values to log. Here the
+        weights' learning rate: cosine from ``w_lr`` to ``w_lr_min`` over the epochs or the
+        budget. Subclasses with more schedules extend it (call ``super()``)."""
+        c = self.config
+        if fraction is None:
+            lr = cosine(epoch, c.epochs, c.w_lr, c.w_lr_min)
+        else:
+            lr = cosine_at(fraction, c.w_lr, c.w_lr_min)
         self.w_opt.learning_rate = lr
         return {"w_lr": lr}
+
+    def on_epoch_begin(self, epoch: int) -> dict[str, float]:
+        """Work before `epoch`'s steps, by default :meth:`set_schedules` (with a time
+        budget the loop sets them again before every step); returns values to log."""
+        return self.set_schedules(epoch, self.budget_fraction())
 
     def step_signature(self) -> tuple[tf.TensorSpec, ...]:
         """Specs of the arguments of :meth:`train_step`: images (B, H, W, C), labels (B,)."""
@@ -273,12 +336,19 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------
     def fit(self, data, resume: bool = False) -> list[dict[str, Any]]:
-        """Trains on `data` (a :class:`kerasnas.data.DataBundle`) for ``config.epochs``.
+        """Trains on `data` (a :class:`kerasnas.data.DataBundle`) for ``config.epochs``, or
+        until ``config.time_budget`` seconds are spent (see :class:`LoopConfig`).
 
-        With `resume`, continues from the last checkpoint in ``output_dir``; the result is
-        the same as an uninterrupted run with the same seed. Returns one dict per epoch.
+        With `resume`, continues from the last checkpoint in ``output_dir`` (the seconds
+        already spent restored: a time-budgeted run gets what is left of its budget; the
+        part of an epoch a stop interrupted is redone and its seconds are not counted);
+        with an epoch budget the result is the same as an uninterrupted run with the same
+        seed. Returns one dict per epoch; with a time budget each also has ``steps`` (of
+        that epoch, fewer in the last one), ``budget_seconds`` (counted so far) and
+        ``budget_fraction``, and the schedules' values logged are those of its last step.
         """
         cfg = self.config
+        budget = cfg.time_budget
         start_epoch = 0
         if resume:
             start_epoch = self.restore()
@@ -289,22 +359,41 @@ class Trainer:
                 input_signature=self.step_signature(),
             )
         steps = self.steps_per_epoch(data)
+        if self.steps_done is None:  # a checkpoint older than the step count
+            self.steps_done = start_epoch * steps
         for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
+            if budget is not None and self.budget_seconds >= budget:
+                break
+            t0 = self.clock()
+            spent = self.budget_seconds  # counted before this epoch
             sched = self.on_epoch_begin(epoch)
             bar = keras.utils.Progbar(steps, verbose=self.verbose, unit_name="step")
             sums: dict[str, float] = {}
             n = 0
             for batch in self._batches(data, epoch):
+                if budget is not None:
+                    sched = self.set_schedules(
+                        epoch, self.budget_fraction(spent + self.clock() - t0)
+                    )
                 logs = {k: float(v) for k, v in self._step_fn(*batch).items()}
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n += 1
                 bar.update(n, list(logs.items()))
+                if budget is not None and spent + self.clock() - t0 >= budget:
+                    if n < steps:
+                        bar.update(n, finalize=True)
+                    break
             record = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}, **sched}
             record.update(self.on_epoch_end(data, epoch))
+            self.steps_done += n
+            self.budget_seconds = spent + self.clock() - t0
+            if budget is not None:
+                record["steps"] = n
+                record["budget_seconds"] = self.budget_seconds
+                record["budget_fraction"] = self.budget_fraction()
             record["valid_accuracy"] = self.evaluate(data.valid(cfg.batch_size))
-            self.seconds += time.perf_counter() - t0
+            self.seconds += self.clock() - t0
             record["seconds"] = self.seconds
             record.update(self.epoch_extras())
             self.history.append(record)
@@ -315,11 +404,28 @@ class Trainer:
                     for k, v in record.items()
                     if "/" not in k and k not in ("epoch",)
                 )
-                print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}", flush=True)
+                of = f"/{cfg.epochs}" if budget is None else f" (at most {cfg.epochs})"
+                print(f"epoch {epoch + 1}{of}: {shown}", flush=True)
             self.checkpoint(epoch + 1)
         if self._writer is not None:
             self._writer.flush()
         return self.history
+
+    def budget_summary(self) -> dict[str, Any]:
+        """How much training the run got (for its metrics): ``epochs_done``, ``steps``,
+        ``budget_seconds`` (the seconds a time budget counts, see :class:`LoopConfig`;
+        measured under either budget), ``time_budget`` (None: an epoch budget) and
+        ``stopped_by`` (``time_budget`` or ``epochs``)."""
+        budget = self.config.time_budget
+        return {
+            "epochs_done": len(self.history),
+            "steps": self.steps_done,
+            "budget_seconds": round(self.budget_seconds, 2),
+            "time_budget": budget,
+            "stopped_by": (
+                "time_budget" if budget is not None and self.budget_seconds >= budget else "epochs"
+            ),
+        }
 
     def _batches(self, data, epoch: int):
         """The step arguments of `epoch`; with a strategy, split over the replicas (and
@@ -380,6 +486,8 @@ class Trainer:
                 "epochs_done": epochs_done,
                 # the key predates the generic trainer: training seconds of any trainer
                 "search_seconds": self.seconds,
+                "budget_seconds": self.budget_seconds,
+                "steps_done": self.steps_done,
                 "history": self.history,
                 "config": self.config_dict(),
                 "variables": [v.path for v in variables],
@@ -426,6 +534,8 @@ class Trainer:
             v.assign(a)
         self.history = list(state["history"])
         self.seconds = float(state["search_seconds"])
+        self.budget_seconds = float(state.get("budget_seconds", self.seconds))
+        self.steps_done = state.get("steps_done")
         self.set_extra_state(state.get("extra", {}))
         return int(state["epochs_done"])
 

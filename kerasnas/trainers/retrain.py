@@ -4,7 +4,8 @@ The network is usually :func:`kerasnas.build_network` of a genotype, optionally 
 auxiliary head (output ``[logits, aux_logits]``) and :class:`kerasnas.layers.DropPath`
 layers. Per step: loss = CE(logits) + auxiliary_weight * CE(aux_logits); SGD with momentum
 0.9, weight decay 3e-4, gradients clipped to norm 5, learning rate cosine from `w_lr` to 0.
-Per epoch the drop-path rate is ``drop_path * epoch / epochs`` (DARTS' train.py); training
+Per epoch the drop-path rate is ``drop_path * epoch / epochs`` (DARTS' train.py; with a
+time budget, ``drop_path`` times the fraction of it spent, set before every step); training
 batches may get cutout (:func:`kerasnas.augment.cutout`).
 """
 
@@ -141,14 +142,17 @@ class RetrainTrainer(Trainer):
             out["run"] = self.run_info
         return out
 
-    def drop_rate(self, epoch: int) -> float:
-        """Drop-path rate during `epoch` (0-based): drop_path * epoch / epochs."""
+    def drop_rate(self, epoch: int, fraction: float | None = None) -> float:
+        """Drop-path rate during `epoch` (0-based): drop_path * epoch / epochs; with a time
+        budget, drop_path * the `fraction` of it spent."""
+        if fraction is not None:
+            return self.config.drop_path * min(max(fraction, 0.0), 1.0)
         return self.config.drop_path * epoch / self.config.epochs
 
-    def on_epoch_begin(self, epoch: int) -> dict[str, float]:
-        logs = super().on_epoch_begin(epoch)
+    def set_schedules(self, epoch: int, fraction: float | None = None) -> dict[str, float]:
+        logs = super().set_schedules(epoch, fraction)
         if self.drop_layers:
-            rate = self.drop_rate(epoch)
+            rate = self.drop_rate(epoch, fraction)
             for layer in self.drop_layers:
                 layer.rate.assign(rate)
             logs["drop_path"] = rate

@@ -2,7 +2,8 @@
 
 loss = cross-entropy + lambda * resource penalty (see :func:`kerasnas.resource.penalty`);
 the Gumbel-softmax temperature anneals linearly from `temperature_start` to
-`temperature_end` over the epochs.
+`temperature_end` over the epochs (with a time budget: over the budget, set before every
+step, see :class:`~kerasnas.trainers.base.LoopConfig`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from kerasnas.errors import SettingError
 from kerasnas.layers import set_temperature
 from kerasnas.options import option
 from kerasnas.resource import ESTIMATORS, FORMS, RESOURCES
-from kerasnas.trainers.base import OneShotTrainer, TrainerConfig, linear
+from kerasnas.trainers.base import OneShotTrainer, TrainerConfig, linear, linear_at
 
 GUMBEL_HARD_DISTRIBUTED = (
     "{relaxation}=gumbel_hard cannot be combined with a tf.distribute strategy "
@@ -107,13 +108,17 @@ class SNASTrainer(OneShotTrainer):
         config.pop("latency_cache", None)  # where the table lives does not change the search
         return config
 
-    def temperature(self, epoch: int) -> float:
+    def temperature(self, epoch: int, fraction: float | None = None) -> float:
+        """The temperature of `epoch` (linear, `temperature_end` at the last epoch) or,
+        with a time budget, at `fraction` of it spent (`temperature_end` at 1)."""
         c = self.config
+        if fraction is not None:
+            return linear_at(fraction, c.temperature_start, c.temperature_end)
         return linear(epoch, c.epochs, c.temperature_start, c.temperature_end)
 
-    def on_epoch_begin(self, epoch):
-        logs = super().on_epoch_begin(epoch)
-        tau = self.temperature(epoch)
+    def set_schedules(self, epoch, fraction=None):
+        logs = super().set_schedules(epoch, fraction)
+        tau = self.temperature(epoch, fraction)
         set_temperature(self.model, tau)
         return {**logs, "temperature": tau}
 
