@@ -17,7 +17,9 @@ presence means the run finished):
 - ``export/``: the child exported in the formats of ``export`` (default float and int8
   TFLite), each verified against ``child.keras``, with ``export_report.json``
   (see :mod:`kerasnas.export`);
-- ``metrics.json``: accuracies, child cost, seconds, export summary, settings;
+- ``metrics.json``: accuracies, child cost, seconds, how much search the run got
+  (``epochs_done``, ``steps``, ``budget_seconds``, ``time_budget``, ``stopped_by``; see
+  :meth:`~kerasnas.trainers.base.Trainer.budget_summary`), export summary, settings;
 - ``tensorboard/``, ``checkpoints/`` (the latter lets ``resume=True`` continue a stopped run).
 """
 
@@ -163,6 +165,11 @@ class OneShotSettings(JobSettings):
                 raise SettingError(
                     f"{{distribution}} applies to {{strategy}}={allowed} only, not {self.strategy}"
                 )
+            if self.distribution == "multi_worker" and self.config.time_budget is not None:
+                raise SettingError(
+                    "{config.time_budget} cannot be combined with {distribution}=multi_worker "
+                    "(each worker would time its own budget and stop after other steps)"
+                )
             if self.resume and self.distribution == "multi_worker":
                 raise SettingError(
                     "{resume} cannot be combined with {distribution}=multi_worker "
@@ -243,9 +250,16 @@ class OneShotSearch(Job):
         t0 = time.perf_counter()
         with supernet_precision(s.mixed_precision):
             history = trainer.fit(bundle, resume=s.resume)
+        done = trainer.budget_summary()
         self.log(
             f"search done: {trainer.search_seconds:.0f} s of training in all, "
-            f"{time.perf_counter() - t0:.0f} s in this run"
+            f"{time.perf_counter() - t0:.0f} s in this run; {done['epochs_done']} epochs, "
+            f"{done['steps']} steps"
+            + (
+                ""
+                if cfg.time_budget is None
+                else f", {done['budget_seconds']:.0f} s of the {cfg.time_budget:g} s time budget"
+            )
         )
         if s.derive == "best_sampled":
             genotype, _ = trainer.best_genotype(bundle)
@@ -280,6 +294,7 @@ class OneShotSearch(Job):
             "supernet_params": trainable_params(self.supernet),
             "child_edges": {k: len(genotype.edges(k)) for k in ("normal", "reduce")},
             "search_seconds": round(trainer.search_seconds, 2),
+            **done,
             "final_entropy": history[-1].get("entropy") if history else None,
             "epochs": cfg.epochs,
             "seed": cfg.seed,

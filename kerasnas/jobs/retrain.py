@@ -168,6 +168,7 @@ class Retrain(Job):
             "flops": int(cost.flops),  # mult-adds per image
             "mac": int(cost.mac),
             "seconds": round(trainer.seconds, 2),
+            **trainer.budget_summary(),
             "epochs": cfg.epochs,
             "seed": cfg.seed,
             "dataset": bundle.name,
