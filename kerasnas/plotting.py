@@ -342,22 +342,29 @@ def plot_curves(
     xlabel: str,
     ylabel: str,
     path: str | os.PathLike,
+    xs: dict[str, list[list[float]]] | None = None,
 ) -> None:
-    """Curves against their index (1-based): per group of `series` (name -> one list of
-    values per run) a thin line per run and their mean bold, in the group's (label, colour)
-    of `styles`."""
+    """Curves against their index (1-based), or against `xs` (the same shape as `series`:
+    an x per value, e.g. seconds): per group of `series` (name -> one list of values per
+    run, runs may differ in length) a thin line per run and their mean bold (at each
+    index up to the shortest run, the mean of the runs' x and of their values), in the
+    group's (label, colour) of `styles`."""
     fig = _figure(6.4, 4.2)
     ax = fig.add_subplot(1, 1, 1)
     for name, curves in series.items():
-        curves = [c for c in curves if c]
-        if not curves:
+        if xs is None:
+            pairs = [(list(range(1, len(c) + 1)), c) for c in curves if c]
+        else:
+            pairs = [(x, c) for x, c in zip(xs[name], curves, strict=True) if c]
+        if not pairs:
             continue
         label, color = styles[name]
-        for c in curves:
-            ax.plot(range(1, len(c) + 1), c, color=color, alpha=0.25, lw=1)
-        n = min(len(c) for c in curves)
-        mean = [sum(c[i] for c in curves) / len(curves) for i in range(n)]
-        ax.plot(range(1, n + 1), mean, color=color, lw=2, label=label)
+        for x, c in pairs:
+            ax.plot(x, c, color=color, alpha=0.25, lw=1, marker="." if len(c) == 1 else None)
+        n = min(len(c) for _, c in pairs)
+        mean_x = [sum(x[i] for x, _ in pairs) / len(pairs) for i in range(n)]
+        mean = [sum(c[i] for _, c in pairs) / len(pairs) for i in range(n)]
+        ax.plot(mean_x, mean, color=color, lw=2, label=label, marker="o" if n == 1 else None)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

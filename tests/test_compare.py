@@ -120,6 +120,11 @@ def test_resume_with_other_settings_is_refused(finished, capsys):
         (["--a_lr=0"], "--a_lr"),
         (["--darts_order=3"], "--darts_order"),
         (["--ops=conv_9x9"], "--ops"),
+        (["--search_seconds=60"], "--search_seconds applies to --budget=time only"),
+        (["--budget=time", "--search_seconds=0"], "--search_seconds must be > 0"),
+        (["--budget=time", "--search_seconds=-30"], "--search_seconds must be > 0"),
+        (["--budget=hours"], "--budget"),
+        (["--budget=time", "--epochs=0"], "--epochs"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(flags, expected, tmp_path, capsys):
@@ -186,3 +191,109 @@ def test_bad_one_shot_settings_raise_search_error(kwargs, expected, tmp_path):
     with pytest.raises(SettingError, match=expected):
         run_search(OneShotSettings(output_dir=str(tmp_path / "x"), **kwargs))
     assert not (tmp_path / "x").exists()
+
+
+# -- the search budget: equal epochs (default) or equal seconds ------------------------------
+
+
+def test_epoch_budget_passes_the_same_search_flags_as_before():
+    from kerasnas.jobs.compare import search_argv
+
+    settings = CompareSettings(output_dir="cmp")
+    argv = search_argv(settings, "snas", 1, "out")
+    assert "--epochs=10" in argv and not [a for a in argv if a.startswith("--time_budget")]
+    assert argv == [
+        "--strategy=snas",
+        "--output_dir=out",
+        "--dataset=digits",
+        "--valid_fraction=0.2",
+        "--test_fraction=0.2",
+        "--seed=1",
+        "--batch_size=64",
+        "--verbose=0",
+        "--epochs=10",
+        "--init_channels=8",
+        "--layers=5",
+        "--nodes=4",
+        f"--ops={','.join(settings.ops)}",
+        "--export=",
+        "--a_lr=0.2",
+    ]
+    assert "--epochs=4" in search_argv(CompareSettings(output_dir="c", epochs=4), "enas", 0, "o")
+
+
+def test_time_budget_passes_seconds_and_an_epoch_cap():
+    from kerasnas.jobs.compare import DEFAULT_SEARCH_SECONDS, TIME_EPOCH_CAP, search_argv
+
+    timed = CompareSettings(output_dir="c", budget="time", search_seconds=90)
+    argv = search_argv(timed, "enas", 0, "o")
+    assert "--time_budget=90.0" in argv and f"--epochs={TIME_EPOCH_CAP}" in argv
+    default = search_argv(CompareSettings(output_dir="c", budget="time"), "darts", 0, "o")
+    assert f"--time_budget={DEFAULT_SEARCH_SECONDS}" in default
+    capped = CompareSettings(output_dir="c", budget="time", epochs=7)
+    assert "--epochs=7" in search_argv(capped, "snas", 0, "o")
+
+
+def test_comparisons_started_before_the_budget_setting_resume(tmp_path):
+    from kerasnas.jobs.compare import Comparison
+
+    out = tmp_path / "old"
+    out.mkdir()
+    saved = _tiny_compare(out).to_json()
+    saved["epochs"] = 2
+    for key in ("budget", "search_seconds"):
+        del saved[key]  # what settings.json held before budget=time
+    (out / "settings.json").write_text(json.dumps(saved))
+    Comparison(_tiny_compare(out, resume=True)).open_output_dir()  # no error
+    with pytest.raises(SettingError, match="budget"):
+        Comparison(_tiny_compare(out, resume=True, budget="time")).open_output_dir()
+
+
+def test_time_budget_comparison_end_to_end(tmp_path):
+    """Equal seconds for SNAS and random sampling: each stops when its seconds are spent;
+    the table, summary and plots say how many epochs and steps each got."""
+    from kerasnas.jobs.compare import TIME_EPOCH_CAP, run_comparison
+
+    seconds = 6.0
+    settings = CompareSettings(
+        output_dir=str(tmp_path / "cmp"),
+        strategies=("snas", "random_ws"),
+        budget="time",
+        search_seconds=seconds,
+        seeds=1,
+        retrain_epochs=1,
+        retrain_init_channels=4,
+        retrain_layers=3,
+        jobs=2,
+        verbose=0,
+        **TINY,
+    )
+    rows = run_comparison(settings)
+    out = tmp_path / "cmp"
+    with open(out / "comparison.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["strategy"] for r in table] == ["snas", "random_ws"]
+    for r, row in zip(table, rows, strict=True):
+        assert r["budget"] == "time"
+        assert int(r["epochs_done"]) == len(row["history"]) >= 1 and int(r["steps"]) >= 1
+        # stopped by its seconds (not by the cap), overshooting by one step and epoch-end work
+        assert seconds <= float(r["budget_seconds"]) < seconds + 60
+        assert float(r["search_seconds"]) >= float(r["budget_seconds"])
+        metrics = json.loads(
+            (out / "runs" / f"{r['strategy']}_seed0" / "search" / "metrics.json").read_text()
+        )
+        assert metrics["stopped_by"] == "time_budget" and metrics["time_budget"] == seconds
+        assert metrics["epochs"] == TIME_EPOCH_CAP and metrics["epochs_done"] < TIME_EPOCH_CAP
+        last = row["history"][-1]
+        assert last["budget_fraction"] == 1.0 and last["budget_seconds"] == pytest.approx(
+            metrics["budget_seconds"], abs=0.01
+        )
+        if int(r["steps"]) > 1:  # the first step (tracing) may take the whole budget
+            # set before every step from the seconds spent: annealed as the budget ran out
+            assert last["w_lr"] < 0.025 and last.get("temperature", 0.0) < 1.0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["budget"]["kind"] == "time" and summary["budget"]["deterministic"] is False
+    assert summary["budget"]["search_seconds"] == seconds
+    assert summary["strategies"]["random_ws"]["epochs_done"]["n"] == 1
+    for name in ("accuracy_vs_epoch.png", "supernet_vs_child.png", "entropy_vs_epoch.png"):
+        assert (out / name).stat().st_size > 5000

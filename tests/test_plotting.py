@@ -104,3 +104,18 @@ def test_render_failure_keeps_previous_file(
     assert os.listdir(tmp_path) == ["cells.png"]
     assert targets and targets[0].endswith(".png")  # rendered to a temp path keeping the suffix
     assert os.path.dirname(targets[0]) == str(tmp_path)
+
+
+def test_plot_curves_runs_of_different_lengths_against_seconds(tmp_path: Path) -> None:
+    """budget=time: each strategy did its own number of epochs, plotted against seconds."""
+    from kerasnas.plotting import plot_curves
+
+    styles = {"snas": ("SNAS", "tab:red"), "enas": ("ENAS", "tab:blue"), "none": ("-", "k")}
+    series = {"snas": [[0.1, 0.5], [0.2]], "enas": [[0.1, 0.2, 0.4, 0.6, 0.7]], "none": []}
+    xs = {"snas": [[60.0, 120.0], [118.0]], "enas": [[20.0, 45.0, 70.0, 95.0, 121.0]], "none": []}
+    for name, kwargs in (("by_seconds.png", {"xs": xs}), ("by_epoch.png", {})):
+        plot_curves(series, styles, "seconds", "accuracy", tmp_path / name, **kwargs)
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == PNG_SIGNATURE and len(data) > 5000
+    with pytest.raises(ValueError):  # an x per value
+        plot_curves(series, styles, "s", "a", tmp_path / "bad.png", xs={**xs, "snas": [[1.0]]})

@@ -4,11 +4,15 @@ the same cell space, each search retrained from scratch (absl flags).
   kerasnas-compare --output_dir=cmp                                  # the default experiment
   kerasnas-compare --strategies=snas,darts --seeds=2 --epochs=5 --output_dir=cmp2
   kerasnas-compare --output_dir=cmp --resume                         # finish a stopped one
+  kerasnas-compare --budget=time --search_seconds=300 --output_dir=cmp3  # equal seconds
 
-Every strategy gets the same supernet and the same number of supernet epochs; each derived
-child is retrained for --retrain_epochs. Writes comparison.csv, summary.json and the plots
-accuracy_vs_epoch.png, supernet_vs_child.png and entropy_vs_epoch.png (the SNAS paper's
-Figures 9-11); each run's own output directory is under runs/. The job is
+Every strategy gets the same supernet and the same number of supernet epochs (--epochs,
+default 10), or with --budget=time the same seconds of search (--search_seconds, default
+180; each strategy then does as many epochs as fit, --epochs an optional cap, and results
+are not deterministic); each derived child is retrained for --retrain_epochs. Writes
+comparison.csv, summary.json and the plots accuracy_vs_epoch.png, supernet_vs_child.png
+and entropy_vs_epoch.png (the SNAS paper's Figures 9-11; with --budget=time the curves are
+against seconds of search); each run's own output directory is under runs/. The job is
 kerasnas.jobs.compare.
 """
 

@@ -94,11 +94,14 @@ class Job:
 
     Class attributes: ``settings_file``, a file in the output directory that keeps the
     settings, so that a resumed run refuses settings other than ``resumable`` ones that
-    changed (None: the job's checkpoints do that check).
+    changed (None: the job's checkpoints do that check); ``legacy``, settings added later
+    with the value a saved file that lacks them stands for.
     """
 
     settings_file: str | None = None
     resumable: frozenset[str] = frozenset({"output_dir", "resume", "overwrite", "verbose"})
+    # settings added after output directories may have been started: the value those had
+    legacy: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, settings: JobSettings):
         self.settings = settings
@@ -161,7 +164,11 @@ class Job:
             with open(path, encoding="utf-8") as f:
                 saved = _flat(json.load(f))
             flat = _flat(now)
-            changed = [k for k in flat if k not in self.resumable and saved.get(k) != flat[k]]
+            changed = [
+                k
+                for k in flat
+                if k not in self.resumable and saved.get(k, self.legacy.get(k)) != flat[k]
+            ]
             if changed:
                 detail = ", ".join(f"{{{k}}}: {saved.get(k)!r} -> {flat[k]!r}" for k in changed)
                 raise SettingError(

@@ -1,6 +1,6 @@
 """The SNAS paper's comparisons as one reproducible experiment (``kerasnas-compare``).
 
-For every strategy and seed, one search of the same cell space with the same supernet epochs
+For every strategy and seed, one search of the same cell space with the same budget
 (``kerasnas-search --strategy=...``), then the derived child retrained from scratch for a
 fixed budget (``kerasnas-train``). Strategies:
 
@@ -15,17 +15,33 @@ fixed budget (``kerasnas-train``). Strategies:
 The names are those of :mod:`kerasnas.strategies` (``random`` there is the trial-based random
 search; the comparison refuses it, pointing at ``random_ws``).
 
+The search budget (``budget``): ``epochs`` (the default) gives every search the same number
+of supernet epochs (``epochs``, default 10). But an ENAS or random-sampling epoch trains one
+child per minibatch and costs a fraction of an SNAS or DARTS epoch, which runs the whole
+supernet every step; ``time`` gives every search the same seconds instead
+(``search_seconds``, default :data:`DEFAULT_SEARCH_SECONDS`, about what the default SNAS
+search of 10 epochs takes on one core of the 2-core machine it was measured on), passed to
+``kerasnas-search --time_budget`` (see :class:`~kerasnas.trainers.base.LoopConfig` for what
+counts: the steps with their tracing and compilation, ENAS' controller phase; not the
+per-epoch validation), with ``epochs`` an optional cap. Each strategy then does as many
+epochs and steps as fit, so a time-budgeted comparison is not deterministic (it depends on
+the machine's speed and load, and on what else runs: with ``jobs`` > 1 the runs share the
+cores); the table and summary say how many epochs and steps each run got.
+
 Each run is a normal output directory under ``runs/<strategy>_seed<k>/`` (``search/`` and
 ``retrain/``, with their logs), so a stopped comparison resumes where it stopped
-(``resume``); runs go ``jobs`` at a time, each on one thread when ``jobs > 1`` (results are
-deterministic given the seed and the thread count). Outputs, written atomically:
+(``resume``); runs go ``jobs`` at a time, each on one thread when ``jobs > 1`` (with
+``budget=epochs`` results are deterministic given the seed and the thread count). Outputs,
+written atomically:
 
 - ``comparison.csv``: one row per run (see :data:`COLUMNS`);
-- ``summary.json``: mean and standard deviation per strategy;
+- ``summary.json``: the budget, and mean and standard deviation per strategy;
 - ``accuracy_vs_epoch.png``: validation accuracy of the searching supernet per epoch
   (the SNAS paper's Figure 9); ``supernet_vs_child.png``: supernet accuracy against the
   child's without retraining (Figure 10); ``entropy_vs_epoch.png``: mean entropy of the
-  architecture distribution per epoch (Figure 11).
+  architecture distribution per epoch (Figure 11). With ``budget=time`` the two curves are
+  plotted against the seconds of search counted by the budget (each point the end of an
+  epoch), since the strategies do different numbers of epochs.
 """
 
 from __future__ import annotations
@@ -41,18 +57,35 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from kerasnas import io, ops, strategies
 from kerasnas.errors import RunError, SettingError, within
 from kerasnas.jobs.base import Job, JobSettings
 from kerasnas.options import REQUIRED, option
 
-__all__ = ["COLUMNS", "Comparison", "CompareSettings", "run_comparison", "summarize"]
+__all__ = [
+    "BUDGETS",
+    "COLUMNS",
+    "DEFAULT_SEARCH_SECONDS",
+    "Comparison",
+    "CompareSettings",
+    "run_comparison",
+    "summarize",
+]
+
+BUDGETS = ("epochs", "time")
+DEFAULT_EPOCHS = 10  # supernet epochs per search with budget=epochs
+# budget=time: seconds of search per run; about what the default SNAS search (C=8, L=5, N=4,
+# 8 ops, 10 epochs on digits, batch 64) takes on one core of a 2-core Xeon, tracing included
+DEFAULT_SEARCH_SECONDS = 180.0
+# budget=time without epochs: the searches' epoch cap (never reached on these budgets)
+TIME_EPOCH_CAP = 10_000
 
 COLUMNS: tuple[str, ...] = (
     "strategy",
     "seed",
+    "budget",  # epochs, or time (equal seconds; then not deterministic)
     "supernet_valid_accuracy",  # the searching supernet (SNAS/ENAS/random: sampled)
     "child_valid_accuracy",  # derived child, inherited weights, no retraining
     "child_test_accuracy",
@@ -60,18 +93,25 @@ COLUMNS: tuple[str, ...] = (
     "retrained_test_accuracy",
     "params",  # of the retrained network
     "flops",  # mult-adds per image, retrained network
-    "search_seconds",
+    "search_seconds",  # the search's training loop, per-epoch validation included
+    "budget_seconds",  # the part a time budget counts (steps, tracing, controller phase)
+    "epochs_done",  # supernet epochs the search did (with budget=time: as many as fit)
+    "steps",  # training steps the search did
     "retrain_seconds",
     "final_entropy",  # nats, mean over edges (ENAS: over controller decisions)
 )
+_NOT_SUMMARIZED = ("strategy", "seed", "budget")
 
 
 @dataclasses.dataclass(kw_only=True)
 class CompareSettings(JobSettings):
     """A comparison: sizes C = init_channels, L = layers, N = nodes of the searched supernet
-    (every strategy the same), `epochs` of supernet training per search, and the retraining
-    budget (`retrain_*`: the child rebuilt as an evaluation network and trained from scratch).
-    `a_lr` is the architecture learning rate of SNAS and DARTS (Adam)."""
+    (every strategy the same), the search budget (`budget`: `epochs` of supernet training
+    per search, default 10; or `time`: `search_seconds` of search per run, default
+    :data:`DEFAULT_SEARCH_SECONDS`, `epochs` then an optional cap; see the module doc), and
+    the retraining budget (`retrain_*`: the child rebuilt as an evaluation network and
+    trained from scratch). `a_lr` is the architecture learning rate of SNAS and DARTS
+    (Adam)."""
 
     output_dir: str = option(REQUIRED, "Directory of the comparison. Required.")
     strategies: tuple[str, ...] = option(
@@ -79,7 +119,26 @@ class CompareSettings(JobSettings):
         "Some of the one-shot strategies: " + ", ".join(strategies.names(strategies.ONE_SHOT)),
     )
     seeds: int = option(3, "Seeds per strategy (0..seeds-1).", at_least=1)
-    epochs: int = option(10, "Supernet epochs of every search.", at_least=1)
+    budget: str = option(
+        "epochs",
+        "What every search gets the same of: epochs (supernet epochs, {epochs}) or time "
+        "(seconds of search, {search_seconds}; the strategies then do different numbers of "
+        "epochs, and results are not deterministic).",
+        choices=BUDGETS,
+    )
+    epochs: int | None = option(
+        None,
+        f"Supernet epochs of every search (default {DEFAULT_EPOCHS}); with {{budget}}=time "
+        "the most epochs a search may do (default: no cap).",
+        at_least=1,
+    )
+    search_seconds: float | None = option(
+        None,
+        f"{{budget}}=time only: seconds of search per run (default {DEFAULT_SEARCH_SECONDS:g}, "
+        "about what the default SNAS search takes on one core); they count the training "
+        "steps with their tracing and ENAS' controller phase, not the per-epoch validation.",
+        above=0,
+    )
     batch_size: int = option(64, "Minibatch size.", at_least=1)
     init_channels: int = option(8, "C of the supernet.")
     layers: int = option(5, "L cells of the supernet.")
@@ -113,6 +172,30 @@ class CompareSettings(JobSettings):
             raise SettingError(
                 f"{{strategies}} lists a strategy twice: {','.join(self.strategies)}"
             )
+        if self.search_seconds is not None and self.budget != "time":
+            raise SettingError(
+                f"{{search_seconds}} applies to {{budget}}=time only, not {{budget}}={self.budget}"
+            )
+
+    def search_epochs(self) -> int:
+        """The ``--epochs`` of every search: `epochs` (default 10), or with budget=time
+        and no `epochs`, a cap the time budget ends first."""
+        if self.epochs is not None:
+            return self.epochs
+        return DEFAULT_EPOCHS if self.budget == "epochs" else TIME_EPOCH_CAP
+
+    def time_budget(self) -> float | None:
+        """Seconds of search per run (budget=time), else None."""
+        if self.budget != "time":
+            return None
+        return DEFAULT_SEARCH_SECONDS if self.search_seconds is None else self.search_seconds
+
+    def describe_budget(self) -> str:
+        """The search budget in words, for the log."""
+        if self.budget == "epochs":
+            return f"{self.search_epochs()} epochs"
+        cap = "" if self.epochs is None else f", at most {self.epochs} epochs"
+        return f"{self.time_budget():g} s (budget=time{cap}; not deterministic)"
 
     def runs(self) -> list[tuple[str, int]]:
         """(strategy, seed) of every run, seed-major so early results cover every strategy."""
@@ -140,13 +223,15 @@ def search_argv(settings: CompareSettings, strategy: str, seed: int, output_dir:
     argv = [
         f"--strategy={strategy}",
         *_common_argv(settings, seed, output_dir),
-        f"--epochs={settings.epochs}",
+        f"--epochs={settings.search_epochs()}",
         f"--init_channels={settings.init_channels}",
         f"--layers={settings.layers}",
         f"--nodes={settings.nodes}",
         f"--ops={','.join(settings.ops)}",
         "--export=",
     ]
+    if settings.budget == "time":
+        argv.append(f"--time_budget={float(settings.time_budget())}")
     if strategy in ("snas", "darts"):
         argv.append(f"--a_lr={settings.a_lr}")
     if strategy == "darts":
@@ -217,6 +302,7 @@ def run_one(settings: CompareSettings, strategy: str, seed: int) -> dict[str, An
     row = {
         "strategy": strategy,
         "seed": seed,
+        "budget": settings.budget,
         "supernet_valid_accuracy": search["supernet_valid_accuracy"],
         "child_valid_accuracy": search["child_valid_accuracy"],
         "child_test_accuracy": search["child_test_accuracy"],
@@ -225,6 +311,10 @@ def run_one(settings: CompareSettings, strategy: str, seed: int) -> dict[str, An
         "params": retrain["params"],
         "flops": retrain["flops"],
         "search_seconds": search["search_seconds"],
+        # runs searched before these were recorded: None (the epochs from the history)
+        "budget_seconds": search.get("budget_seconds"),
+        "epochs_done": search.get("epochs_done", len(history)),
+        "steps": search.get("steps"),
         "retrain_seconds": retrain["seconds"],
         "final_entropy": search.get("final_entropy"),
     }
@@ -244,7 +334,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
         mine = [r for r in rows if r["strategy"] == strategy]
         stats = {}
-        for col in COLUMNS[2:]:
+        for col in COLUMNS:
+            if col in _NOT_SUMMARIZED:
+                continue
             values = [float(r[col]) for r in mine if r.get(col) is not None]
             if values:
                 stats[col] = _stats(values)
@@ -275,6 +367,7 @@ class Comparison(Job):
     """The comparison job (see the module doc)."""
 
     settings_file = "settings.json"
+    legacy: ClassVar[dict[str, Any]] = {"budget": "epochs"}  # comparisons before budget=time
 
     def run(self) -> list[dict[str, Any]]:
         """Runs (or resumes) every search and retraining, then writes the tables and plots.
@@ -283,11 +376,13 @@ class Comparison(Job):
 
         s = self.settings
         s.validate()
+        if s.budget == "epochs" and s.epochs is None:  # kept as comparisons always kept it
+            s = self.settings = dataclasses.replace(s, epochs=s.search_epochs())
         self.open_output_dir()
         runs = s.runs()
         self.log(
             f"comparing {', '.join(s.strategies)} x {s.seeds} seeds: {len(runs)} searches of "
-            f"{s.epochs} epochs + retraining for {s.retrain_epochs} epochs, {s.jobs} at a "
+            f"{s.describe_budget()} + retraining for {s.retrain_epochs} epochs, {s.jobs} at a "
             f"time -> {s.output_dir}"
         )
         t0 = time.perf_counter()
@@ -308,6 +403,8 @@ class Comparison(Job):
                     f"{name} seed {seed}: supernet {row['supernet_valid_accuracy']:.3f}, "
                     f"child {row['child_valid_accuracy']:.3f} (no retraining), retrained test "
                     f"{row['retrained_test_accuracy']:.3f}, search {row['search_seconds']:.0f} s"
+                    f" ({row['epochs_done']} epochs"
+                    + (f", {row['steps']} steps)" if row["steps"] is not None else ")")
                 )
         rows = [results[key] for key in runs]
         out = s.output_dir
@@ -315,21 +412,33 @@ class Comparison(Job):
         summary = summarize(rows)
         styles = {name: (label(name, s), strategies.get(name).color) for name in s.strategies}
 
-        def per_epoch(key: str) -> dict[str, list[list[float]]]:
-            series = {}
-            for name in s.strategies:
-                curves = [
-                    [rec.get(key) for rec in r["history"]] for r in rows if r["strategy"] == name
-                ]
-                series[name] = [c for c in curves if c and all(v is not None for v in c)]
-            return series
+        # with budget=time the strategies do different numbers of epochs: plot against the
+        # seconds of search the budget counted at the end of each epoch
+        by_time = s.budget == "time"
+        xlabel = "seconds of search (time budget)" if by_time else "search epoch"
 
+        def per_epoch(key: str) -> tuple[dict, dict | None]:
+            series, xs = {}, {}
+            for name in s.strategies:
+                series[name], xs[name] = [], []
+                for r in rows:
+                    if r["strategy"] != name:
+                        continue
+                    ys = [rec.get(key) for rec in r["history"]]
+                    ts = [rec.get("budget_seconds") for rec in r["history"]]
+                    if ys and all(v is not None for v in ys + (ts if by_time else [])):
+                        series[name].append(ys)
+                        xs[name].append(ts)
+            return series, (xs if by_time else None)
+
+        accuracy, accuracy_xs = per_epoch("valid_accuracy")
         plot_curves(
-            per_epoch("valid_accuracy"),
+            accuracy,
             styles,
-            "search epoch",
+            xlabel,
             "validation accuracy of the searching supernet",
             os.path.join(out, "accuracy_vs_epoch.png"),
+            xs=accuracy_xs,
         )
         plot_bars(
             {
@@ -344,16 +453,22 @@ class Comparison(Job):
             "left: supernet while searching; right: child, no retraining",
             os.path.join(out, "supernet_vs_child.png"),
         )
+        entropy, entropy_xs = per_epoch("entropy")
         plot_curves(
-            per_epoch("entropy"),
+            entropy,
             styles,
-            "search epoch",
+            xlabel,
             "architecture entropy (nats per decision)",
             os.path.join(out, "entropy_vs_epoch.png"),
+            xs=entropy_xs,
         )
         io.write_json(
             os.path.join(out, "summary.json"),
-            {"seconds": round(time.perf_counter() - t0, 1), "strategies": summary},
+            {
+                "seconds": round(time.perf_counter() - t0, 1),
+                "budget": self.budget_summary(),
+                "strategies": summary,
+            },
         )
         for name, stats in summary.items():
             self.log(
@@ -361,9 +476,27 @@ class Comparison(Job):
                 f"child without retraining {stats['child_valid_accuracy']['mean']:.3f} "
                 f"(drop {stats['accuracy_drop']['mean']:+.3f}), retrained test "
                 f"{stats['retrained_test_accuracy']['mean']:.3f} "
-                f"+- {stats['retrained_test_accuracy']['std']:.3f}"
+                f"+- {stats['retrained_test_accuracy']['std']:.3f}, "
+                f"{stats['epochs_done']['mean']:.3g} epochs"
+                + (f", {stats['steps']['mean']:.0f} steps" if "steps" in stats else "")
             )
         return rows
+
+    def budget_summary(self) -> dict[str, Any]:
+        """The search budget for ``summary.json``: its kind, the epochs or seconds every
+        search got, and whether the results are deterministic."""
+        s = self.settings
+        if s.budget == "epochs":
+            return {"kind": "epochs", "epochs": s.search_epochs(), "deterministic": True}
+        return {
+            "kind": "time",
+            "search_seconds": s.time_budget(),
+            "epoch_cap": s.epochs,
+            "deterministic": False,
+            "note": "equal seconds of search per run (steps with their tracing, ENAS' "
+            "controller phase; not validation): each strategy did as many epochs and steps "
+            "as fit (epochs_done, steps), which depends on the machine's speed and load",
+        }
 
 
 def run_comparison(
