@@ -264,3 +264,18 @@ def test_search_flag_error_names_the_flag(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--time_budget must be > 0" in err[0]
     assert not out.exists()
+
+
+def test_multi_worker_refuses_a_time_budget():
+    """Each worker would time its own budget and stop after other steps than the rest."""
+    from kerasnas.jobs.one_shot import OneShotSettings, default_config
+
+    settings = OneShotSettings(
+        output_dir="x",
+        distribution="multi_worker",
+        config=default_config("snas", time_budget=60.0),
+    )
+    with pytest.raises(SettingError, match=r"config\.time_budget.*multi_worker"):
+        settings.validate()
+    settings.config.time_budget = None
+    settings.validate()
