@@ -1,16 +1,20 @@
 """ENAS' micro controller: valid samples, legal inputs, determinism, log-probabilities that
-match teacher forcing and sum to one, the initial entropy and op prior, REINFORCE learning."""
+match teacher forcing and sum to one, the initial entropy and op prior, REINFORCE learning,
+and the ENAS trainer that uses it."""
 
 import itertools
 import math
 
+import keras
 import numpy as np
 import pytest
 
+from kerasnas import data as data_lib
 from kerasnas.multitrial.micro_controller import MicroController, MicroControllerConfig
-from kerasnas.search_spaces.cell import CELL_KINDS
+from kerasnas.search_spaces.cell import CELL_KINDS, CellSpace
 from kerasnas.search_spaces.cell_discrete import DiscreteCellSpace
 from kerasnas.search_spaces.nasrl import NASRLSpace
+from kerasnas.trainers import ENASConfig, ENASTrainer
 
 ENAS_OPS = ("sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3", "skip_connect")
 # the shaping off: the initial policy is close to uniform over the valid children
@@ -177,3 +181,34 @@ def test_state_round_trip_and_bad_input():
         MicroControllerConfig(op_tanh_reduce=0.0)
     with pytest.raises(TypeError, match="bogus"):
         MicroController(space, bogus=1)
+    with pytest.raises(ValueError, match="controller_op_tanh_reduce"):
+        ENASConfig(controller_op_tanh_reduce=-1.0).validate()
+
+
+def test_enas_trainer_samples_with_the_micro_controller_and_reports_its_entropy():
+    bundle = data_lib.load("digits", seed=0, max_examples=128)
+    keras.utils.set_random_seed(0)
+    space = CellSpace(
+        bundle.input_shape,
+        bundle.num_classes,
+        init_channels=4,
+        layers=3,
+        nodes=2,
+        ops=("none", "skip_connect", "max_pool_3x3", "sep_conv_3x3"),
+    )
+    net = space.build_supernet("controlled", bundle.normalization_layer(), seed=0)
+    config = ENASConfig(epochs=1, batch_size=64, seed=0, controller_steps=2, controller_batch=3)
+    assert config.controller_temperature is None and config.controller_op_tanh_reduce == 2.5
+    trainer = ENASTrainer(net, space, config, verbose=0)
+    assert isinstance(trainer.controller, MicroController)
+    assert trainer.controller.units == 64 and len(trainer.controller.cells) == 1
+    before = [w.copy() for w in trainer.controller.get_weights()]
+    history = trainer.fit(bundle)
+    record = history[-1]
+    assert {"entropy", "reward", "controller_loss", "baseline"} <= set(record)
+    assert 0 < record["entropy"] < _uniform_entropy(trainer.discrete)  # the op prior
+    assert any(
+        (a != b).any() for a, b in zip(before, trainer.controller.get_weights(), strict=True)
+    )
+    for arch in trainer.sample_archs(5, np.random.default_rng(0)):
+        assert trainer.discrete.validate(arch, repair=False) == arch
