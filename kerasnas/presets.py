@@ -12,14 +12,17 @@ see ``../shared/ALGORITHMS.md`` terms in the README):
   0.999), wd 1e-3, clip 10; temperature 1.0 -> 0.03 linear.
 - ``darts_cifar10``: DARTS second order (Liu et al. 2019): C=16, L=8, batch 64, 50 epochs,
   weights as SNAS, logits Adam 3e-4, wd 1e-3.
-- ``enas_cifar10``: ENAS micro search (Pham et al. 2018, ``cifar10_micro_search.sh``): the 5
-  ENAS ops (plus ``none`` for the edges off a child), C=20, L=8 (6 normal + 2 reduction
-  cells), batch 160, 150 epochs, weights SGD 0.05 -> 0.0005 cosine, wd 1e-4; controller Adam
-  3.5e-3, tanh constant 1.1, no temperature, entropy weight 1e-4, baseline decay 0.99, 30
-  controller steps per epoch of 10 children each. (Differences from the authors' code: our
-  controller is Zoph & Le's, so the op logits are not further divided by the op tanh
-  reduction 2.5; a node's two inputs are distinct; the auxiliary head and drop-path of their
-  search are not used.)
+- ``enas_cifar10``: ENAS micro search (Pham et al. 2018, ``cifar10_micro_search.sh`` and
+  ``src/cifar10/main.py`` of the authors' code): the 5 ENAS ops (plus ``none`` for the edges
+  off a child), C=20, L=8 (6 normal + 2 reduction cells), N=5, batch 160, 150 epochs,
+  weights SGD 0.05 -> 0.0005 cosine, wd 1e-4; ENAS' micro controller (an LSTM of 64 units,
+  1 layer) with controller Adam 0.0035, tanh constant 1.10, op tanh reduction 2.5, no
+  temperature, entropy weight 1e-4, baseline decay 0.99, 30 controller steps per epoch of
+  10 children each (``controller_num_aggregate``). (Differences from the authors' code: a
+  node's two inputs are distinct; every node, not only the unused ones, is concatenated
+  into the cell's output; the entropy bonus is in the loss, not added to the reward; the
+  cosine schedule has no warm restarts (theirs: T_0 10, T_mul 2); the auxiliary head and
+  drop-path of their search are not used.)
 """
 
 from __future__ import annotations
@@ -100,11 +103,14 @@ PRESETS: dict[str, Preset] = {
                 "w_weight_decay": 1e-4,
                 "controller_lr": 3.5e-3,
                 "controller_tanh_constant": 1.1,
+                "controller_op_tanh_reduce": 2.5,
                 "controller_temperature": None,
                 "controller_entropy_weight": 1e-4,
                 "controller_baseline_decay": 0.99,
                 "controller_steps": 30,
                 "controller_batch": 10,
+                "controller_units": 64,
+                "controller_layers": 1,
             },
         ),
     )

@@ -17,8 +17,10 @@ from kerasnas.trainers import ENASConfig, ENASTrainer, RandomWSTrainer
 from kerasnas.trainers.enas import ChildEncoder, WeightSharingConfig
 
 OPS = ("none", "skip_connect", "max_pool_3x3", "sep_conv_3x3")
-# per cell kind and node 0 / node 1: two input decisions of 2 / 3 values, two op decisions of 3
-UNIFORM_ENTROPY = (2 * math.log(2) + 6 * math.log(3)) / 8
+# per decision, the entropy of the uniform distribution over the children: per cell kind,
+# node 0 / node 1 take an ordered pair of different inputs among 2 / 3 (2 / 6 pairs) and
+# two ops of 3
+UNIFORM_ENTROPY = (math.log(2) + math.log(6) + 4 * math.log(3)) / 8
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +83,8 @@ def test_controller_learns_a_rewarded_op(digits):
             return ops.count("skip_connect") / len(ops)
 
     space, net = _supernet(digits)
-    trainer = Synthetic(
-        net, space, _enas_config(controller_steps=10, controller_batch=5), verbose=0
-    )
+    config = _enas_config(controller_steps=10, controller_batch=5, controller_op_bias=False)
+    trainer = Synthetic(net, space, config, verbose=0)
 
     def share():
         archs = trainer.sample_archs(200, np.random.default_rng(123))

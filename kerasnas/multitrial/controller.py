@@ -61,10 +61,17 @@ def _inverse_cdf(probs: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
     return tf.minimum(idx, tf.shape(probs)[1] - 1)
 
 
-def _categorical(logits: tf.Tensor, tok: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """log P(tok) and the entropy of each row's softmax."""
+def _categorical(
+    logits: tf.Tensor, tok: tf.Tensor, gather: bool = True
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """log P(tok) and the entropy of each row's softmax. ``gather=False`` picks log P(tok)
+    by a one-hot product instead: the same value, a gradient that traces much faster (long
+    unrolls), summed in another order."""
     logprobs = tf.nn.log_softmax(logits)
-    lp = tf.gather(logprobs, tok, batch_dims=1)
+    if gather:
+        lp = tf.gather(logprobs, tok, batch_dims=1)
+    else:
+        lp = tf.reduce_sum(tf.one_hot(tok, tf.shape(logits)[1]) * logprobs, axis=1)
     ent = -tf.reduce_sum(tf.exp(logprobs) * logprobs, axis=1)
     return lp, ent
 
@@ -101,7 +108,10 @@ class ControllerConfig:
 
 
 class _Policy(keras.Model):
-    """LSTM stack, start vector, logit shaping, REINFORCE step and state (see module doc)."""
+    """LSTM stack, start vector, logit shaping, REINFORCE step and state (see module doc).
+    Subclasses set ``lstm_bias`` False for LSTM cells without a bias (ENAS')."""
+
+    lstm_bias = True
 
     def __init__(self, config: ControllerConfig, seed: int, name: str):
         super().__init__(name=name)
@@ -116,7 +126,7 @@ class _Policy(keras.Model):
         self.seed = int(seed)
         self.baseline: float | None = None
         self.cells = [
-            keras.layers.LSTMCell(self.units, name=f"lstm_{i}")
+            keras.layers.LSTMCell(self.units, use_bias=self.lstm_bias, name=f"lstm_{i}")
             for i in range(config.num_lstm_layers)
         ]
         for cell in self.cells:
@@ -141,12 +151,34 @@ class _Policy(keras.Model):
         zeros = tf.zeros(tf.stack([batch, self.units]))
         return [[zeros, zeros] for _ in self.cells]
 
-    def _step(self, x: tf.Tensor, states: list) -> tuple[tf.Tensor, list]:
+    def _lstm_weights(self) -> list[tuple]:
+        """(kernel, recurrent kernel, bias or None) of each LSTM cell, read once: a long
+        unroll passing them to :meth:`_step` traces (and differentiates) much faster."""
+        return [
+            (
+                tf.convert_to_tensor(cell.kernel),
+                tf.convert_to_tensor(cell.recurrent_kernel),
+                tf.convert_to_tensor(cell.bias) if cell.use_bias else None,
+            )
+            for cell in self.cells
+        ]
+
+    def _step(
+        self, x: tf.Tensor, states: list, weights: list | None = None
+    ) -> tuple[tf.Tensor, list]:
         """One step of the LSTM stack (Keras' LSTMCell equations and weight layout: gates
-        i, f, c, o; sigmoid and tanh), written out because it traces much faster."""
+        i, f, c, o; sigmoid and tanh), written out because it traces much faster. `weights`:
+        :meth:`_lstm_weights` (default: the cells' variables, read here)."""
+        if weights is None:
+            weights = [
+                (cell.kernel, cell.recurrent_kernel, cell.bias if cell.use_bias else None)
+                for cell in self.cells
+            ]
         new = []
-        for cell, (h, c) in zip(self.cells, states, strict=True):
-            z = tf.matmul(x, cell.kernel) + tf.matmul(h, cell.recurrent_kernel) + cell.bias
+        for (kernel, recurrent, bias), (h, c) in zip(weights, states, strict=True):
+            z = tf.matmul(x, kernel) + tf.matmul(h, recurrent)
+            if bias is not None:
+                z += bias
             i, f, g, o = tf.split(z, 4, axis=1)
             c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
             x = tf.sigmoid(o) * tf.tanh(c)
@@ -157,11 +189,12 @@ class _Policy(keras.Model):
     def _select(active: tf.Tensor, new: Any, old: Any) -> Any:
         return tf.nest.map_structure(lambda a, b: tf.where(active[:, None], a, b), new, old)
 
-    def _shape(self, logits: tf.Tensor) -> tf.Tensor:
+    def _shape(self, logits: tf.Tensor, tanh_reduce: float = 1.0) -> tf.Tensor:
+        """``logits / temperature``, then ``(tanh_constant / tanh_reduce) * tanh(.)``."""
         if self.temperature is not None:
             logits = logits / self.temperature
         if self.tanh_constant is not None:
-            logits = self.tanh_constant * tf.tanh(logits)
+            logits = (self.tanh_constant / tanh_reduce) * tf.tanh(logits)
         return logits
 
     def _score(self, inputs: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
@@ -212,8 +245,11 @@ class _Policy(keras.Model):
         self.baseline = state["baseline"]
 
 
-def _config(owner: str, config: ControllerConfig | None, settings: dict) -> ControllerConfig:
-    config = ControllerConfig.take(settings, config)
+def _config(
+    owner: str, config: ControllerConfig | None, settings: dict, cls: type = ControllerConfig
+) -> ControllerConfig:
+    """`config` (default: `cls`'s defaults) with the fields given as keywords in `settings`."""
+    config = cls.take(settings, config)
     if settings:
         raise TypeError(f"{owner}: unknown argument {next(iter(settings))!r}")
     return config

@@ -12,12 +12,14 @@ supernet's MixedOps use relaxation ``controlled``: only the op written into the 
 An epoch: (1) every minibatch of the training split trains the shared weights of one child
 drawn from the policy (SGD with momentum on that child's weights only: ops off the child
 keep their weights and momentum); (2) ENAS only: ``controller_steps`` REINFORCE updates of
-the Zoph & Le controller (:class:`~kerasnas.multitrial.controller.Controller`), each on
-``controller_batch`` children whose reward is their accuracy on one validation minibatch
-(batch norm in inference mode, validation batches taken in turn, cycling). Random search
-draws children uniformly and has no phase (2). At the end, :meth:`best_genotype` samples
-``final_samples`` children and keeps the most accurate on the validation split with
-inherited weights. The MixedOps' architecture logits are not used.
+ENAS' micro controller (:class:`~kerasnas.multitrial.micro_controller.MicroController`: one
+LSTM sequence samples the normal, then the reduction cell, each node's inputs by attention
+over the earlier nodes' anchors), each on ``controller_batch`` children whose reward is
+their accuracy on one validation minibatch (batch norm with that minibatch's statistics,
+or in inference mode with ``child_bn='moving'``; validation batches taken in turn,
+cycling). Random search draws children uniformly and has no phase (2). At the end,
+:meth:`best_genotype` samples ``final_samples`` children and keeps the most accurate on the
+validation split with inherited weights. The MixedOps' architecture logits are not used.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import tensorflow as tf
 from kerasnas.batchnorm import Recalibrator, saved_statistics, statistics_mode
 from kerasnas.genotype import Genotype
 from kerasnas.layers import MixedOp, mixed_ops, set_inference
-from kerasnas.multitrial.controller import Controller, ControllerConfig
+from kerasnas.multitrial.micro_controller import MicroController, MicroControllerConfig
 from kerasnas.options import option
 from kerasnas.search_spaces.base import Arch
 from kerasnas.search_spaces.cell import CELL_KINDS, CellSpace
@@ -188,22 +190,28 @@ class WeightSharingConfig(LoopConfig):
 
 @dataclasses.dataclass
 class ENASConfig(WeightSharingConfig):
-    """ENAS hyper-parameters (controller values from the authors' micro search): Adam
-    learning rate `controller_lr`; logits shaped as ``tanh_constant * tanh(l /
-    temperature)`` (None switches either off); entropy bonus weight; decay of the
-    moving-average reward baseline; `controller_steps` REINFORCE updates per epoch, each on
-    `controller_batch` children; the LSTM's size (`controller_units` x `controller_layers`,
-    the Controller's defaults)."""
+    """ENAS hyper-parameters; the controller's defaults are those of the authors' CIFAR-10
+    micro search (``scripts/cifar10_micro_search.sh`` and ``src/cifar10/main.py`` of
+    melodyguan/enas): Adam learning rate `controller_lr` 0.0035; logits shaped as ``c *
+    tanh(l / temperature)`` with ``c`` the tanh constant 1.10 for inputs and 1.10 / the op
+    tanh reduction 2.5 for ops, no temperature (None switches either off); entropy weight
+    1e-4; baseline decay 0.99; `controller_steps` 30 REINFORCE updates per epoch, each on
+    `controller_batch` 10 children (the script's ``controller_num_aggregate``); one LSTM
+    layer of 64 units (`controller_units` x `controller_layers`); `controller_op_bias`: the
+    authors' op prior favouring the convolutions (see
+    :mod:`kerasnas.multitrial.micro_controller`)."""
 
     controller_lr: float = 3.5e-3
     controller_tanh_constant: float | None = 1.1
-    controller_temperature: float | None = 5.0
+    controller_op_tanh_reduce: float = 2.5
+    controller_temperature: float | None = None
     controller_entropy_weight: float = 1e-4
     controller_baseline_decay: float = 0.99
-    controller_steps: int = 10
-    controller_batch: int = 5
-    controller_units: int = 35
-    controller_layers: int = 2
+    controller_steps: int = 30
+    controller_batch: int = 10
+    controller_units: int = 64
+    controller_layers: int = 1
+    controller_op_bias: bool = True
 
     def validate(self) -> None:
         super().validate()
@@ -213,6 +221,10 @@ class ENASConfig(WeightSharingConfig):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0 or None, got {value!r}")
+        if not self.controller_op_tanh_reduce > 0:
+            raise ValueError(
+                f"controller_op_tanh_reduce must be > 0, got {self.controller_op_tanh_reduce!r}"
+            )
         if not self.controller_entropy_weight >= 0:
             raise ValueError(
                 f"controller_entropy_weight must be >= 0, got {self.controller_entropy_weight!r}"
@@ -427,11 +439,12 @@ class WeightSharingTrainer(OneShotTrainer):
 
 
 class ENASTrainer(WeightSharingTrainer):
-    """ENAS: children from the Zoph & Le controller, trained by REINFORCE on their
+    """ENAS: children from ENAS' micro controller, trained by REINFORCE on their
     validation accuracy after every epoch of shared-weight training (see the module doc).
 
-    The controller is :attr:`controller` (over :attr:`discrete`, every decision of which is
-    active); checkpoints keep its weights, Adam state and reward baseline."""
+    The controller is :attr:`controller`, a :class:`~kerasnas.multitrial.micro_controller.
+    MicroController` over :attr:`discrete`; checkpoints keep its weights, Adam state and
+    reward baseline."""
 
     name = "enas"
 
@@ -445,7 +458,7 @@ class ENASTrainer(WeightSharingTrainer):
     ):
         config = config or ENASConfig()
         super().__init__(model, space, config, output_dir, verbose)
-        controller = ControllerConfig(
+        controller = MicroControllerConfig(
             units=config.controller_units,
             num_lstm_layers=config.controller_layers,
             learning_rate=config.controller_lr,
@@ -453,8 +466,10 @@ class ENASTrainer(WeightSharingTrainer):
             entropy_weight=config.controller_entropy_weight,
             temperature=config.controller_temperature,
             tanh_constant=config.controller_tanh_constant,
+            op_tanh_reduce=config.controller_op_tanh_reduce,
+            op_bias=config.controller_op_bias,
         )
-        self.controller = Controller(self.discrete, controller, seed=config.seed)
+        self.controller = MicroController(self.discrete, controller, seed=config.seed)
 
     def _archs(self, tokens: np.ndarray) -> list[Arch]:
         return [self.discrete.from_indices(row) for row in tokens]
@@ -533,5 +548,10 @@ class RandomWSTrainer(WeightSharingTrainer):
         return [self.discrete.sample(rng) for _ in range(n)]
 
     def policy_entropy(self, rng=None):
-        """Exact: the mean over decisions of log(number of values)."""
-        return float(np.mean([math.log(len(values)) for _, values in self.discrete.decisions()]))
+        """Exact, per decision: the entropy of the uniform distribution over children (per
+        node an ordered pair of different inputs among i + 2, an op for each) over the
+        number of decisions, as ENAS' controller reports it."""
+        d = self.discrete
+        per_kind = sum(math.log((i + 2) * (i + 1)) for i in range(d.nodes))
+        per_kind += 2 * d.nodes * math.log(len(d.ops))
+        return len(CELL_KINDS) * per_kind / len(d)
