@@ -2,12 +2,16 @@
 
     python benchmarks/weight_sharing.py                          # uniform children, 10 epochs
     python benchmarks/weight_sharing.py --children=fixed,pool2,pool8,uniform --epochs=3
+    python benchmarks/weight_sharing.py --children=uniform,wiring,ops --epochs=6
+    python benchmarks/weight_sharing.py --ops=sep_conv_3x3,sep_conv_5x5,dil_conv_3x3,dil_conv_5x5
 
 Trains the digits cell supernet of the default comparison (C=8, L=5, N=4, the 8 ops,
 batch 64, w_lr 0.025) with :class:`kerasnas.trainers.RandomWSTrainer` (the weight phase
 ENAS and random search share): ``fixed`` always draws the same child (an ordinary network,
 for reference), ``pool<k>`` one of k fixed uniform children per minibatch, ``uniform`` a new
-uniform child per minibatch. Prints per epoch the
+uniform child per minibatch, ``wiring`` a uniform wiring with every op ``sep_conv_3x3``,
+``ops`` uniform ops on a fixed wiring (node i reads nodes i and i+1); ``--ops`` narrows the
+supernet's candidate ops (``none`` is added). Prints per epoch the
 training loss and accuracy of the sampled children and the validation accuracy of children
 of the same policy, one per batch, with batch norm three ways:
 
@@ -35,6 +39,7 @@ def main() -> None:
     parser.add_argument("--children", default="uniform")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--final", type=int, default=5, help="children scored at the end")
+    parser.add_argument("--ops", default="", help="candidate ops (comma separated)")
     args = parser.parse_args()
 
     from kerasnas import data as data_lib
@@ -50,6 +55,24 @@ def main() -> None:
                 return [pool[i] for i in rng.integers(0, k, n)]
 
         return Pool
+
+    def restricted(kind: str):
+        class Restricted(RandomWSTrainer):
+            """Uniform children with the wiring (``ops``) or the ops (``wiring``) fixed."""
+
+            def sample_archs(self, n, rng):
+                out = []
+                for arch in super().sample_archs(n, rng):
+                    for key in arch:
+                        node = int(key.split("/")[1][4:])
+                        if kind == "ops" and "/input" in key:
+                            arch[key] = node + int(key[-1])
+                        elif kind == "wiring" and "/op" in key:
+                            arch[key] = "sep_conv_3x3"
+                    out.append(self.discrete.validate(arch))
+                return out
+
+        return Restricted
 
     class Probed:
         def epoch_extras(self):
@@ -70,14 +93,17 @@ def main() -> None:
     bundle = data_lib.load("digits", seed=args.seed)
     for kind in args.children.split(","):
         keras.utils.set_random_seed(args.seed)
-        space = CellSpace(bundle.input_shape, bundle.num_classes, 8, 5, 4)
+        extra = {"ops": ("none", *args.ops.split(","))} if args.ops else {}
+        space = CellSpace(bundle.input_shape, bundle.num_classes, 8, 5, 4, **extra)
         net = space.build_supernet("controlled", bundle.normalization_layer(), seed=args.seed)
         if kind == "uniform":
             base = RandomWSTrainer
+        elif kind in ("wiring", "ops"):
+            base = restricted(kind)
         elif kind == "fixed" or kind.startswith("pool"):
             base = pool_of(1 if kind == "fixed" else int(kind[4:]))
         else:
-            raise SystemExit(f"--children: fixed, pool<k> or uniform, got {kind!r}")
+            raise SystemExit(f"--children: fixed, pool<k>, uniform, wiring or ops, got {kind!r}")
         cls = type(f"Probed{base.__name__}", (Probed, base), {})
         trainer = cls(
             net, space, WeightSharingConfig(epochs=args.epochs, seed=args.seed), verbose=0

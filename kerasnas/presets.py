@@ -6,7 +6,7 @@ overrides it. Supported presets (values from the papers and the authors' release
 see ``../shared/ALGORITHMS.md`` terms in the README):
 
 - ``digits``: the command's defaults, tuned for the ~500 steps of a digits search (SNAS,
-  C=8, L=5, 30 epochs, architecture learning rate 0.2).
+  C=8, L=5, 30 epochs, architecture learning rate 0.3, no L2 decay on the logits).
 - ``snas_cifar10``: SNAS (Xie et al. 2019, code): C=16, L=8, batch 64, 150 epochs, weights
   SGD 0.025 -> 0.001 cosine, momentum 0.9, wd 3e-4, clip 5; logits Adam 3e-4 (betas 0.5,
   0.999), wd 1e-3, clip 10; temperature 1.0 -> 0.03 linear.
@@ -61,7 +61,7 @@ PRESETS: dict[str, Preset] = {
             "snas",
             "the command's defaults for the embedded digits data",
             {"dataset": "digits", "init_channels": 8, "layers": 5, "nodes": 4},
-            {"epochs": 30, "a_lr": 0.2},
+            {"epochs": 30, "a_lr": 0.3, "a_weight_decay": 0.0},
         ),
         Preset(
             "snas_cifar10",

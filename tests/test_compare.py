@@ -18,6 +18,7 @@ TINY = {"init_channels": 4, "layers": 3, "nodes": 2, "ops": OPS}
 
 
 def _tiny_compare(out, **kw):
+    kw.setdefault("budget", "epochs")
     return CompareSettings(
         output_dir=str(out),
         seeds=1,
@@ -90,6 +91,7 @@ def test_resumed_comparison_reuses_finished_runs(finished):
 def _flags(settings):
     return [
         "--seeds=1",
+        f"--budget={settings.budget}",
         f"--darts_order={settings.darts_order}",
         f"--epochs={settings.epochs}",
         f"--retrain_epochs={settings.retrain_epochs}",
@@ -120,7 +122,7 @@ def test_resume_with_other_settings_is_refused(finished, capsys):
         (["--a_lr=0"], "--a_lr"),
         (["--darts_order=3"], "--darts_order"),
         (["--ops=conv_9x9"], "--ops"),
-        (["--search_seconds=60"], "--search_seconds applies to --budget=time only"),
+        (["--budget=epochs", "--search_seconds=60"], "--search_seconds applies to --budget=time"),
         (["--budget=time", "--search_seconds=0"], "--search_seconds must be > 0"),
         (["--budget=time", "--search_seconds=-30"], "--search_seconds must be > 0"),
         (["--budget=hours"], "--budget"),
@@ -199,7 +201,7 @@ def test_bad_one_shot_settings_raise_search_error(kwargs, expected, tmp_path):
 def test_epoch_budget_passes_the_same_search_flags_as_before():
     from kerasnas.jobs.compare import search_argv
 
-    settings = CompareSettings(output_dir="cmp")
+    settings = CompareSettings(output_dir="cmp", budget="epochs")
     argv = search_argv(settings, "snas", 1, "out")
     assert "--epochs=10" in argv and not [a for a in argv if a.startswith("--time_budget")]
     assert argv == [
@@ -217,9 +219,10 @@ def test_epoch_budget_passes_the_same_search_flags_as_before():
         "--nodes=4",
         f"--ops={','.join(settings.ops)}",
         "--export=",
-        "--a_lr=0.2",
+        "--a_lr=0.3",
     ]
-    assert "--epochs=4" in search_argv(CompareSettings(output_dir="c", epochs=4), "enas", 0, "o")
+    four = CompareSettings(output_dir="c", budget="epochs", epochs=4)
+    assert "--epochs=4" in search_argv(four, "enas", 0, "o")
 
 
 def test_time_budget_passes_seconds_and_an_epoch_cap():

@@ -229,3 +229,29 @@ def test_jit_compiled_step_matches_the_graph_step(digits):
         assert np.abs(_arch(net)[0] - start).max() > 1e-3  # the logits were updated
     assert np.isfinite(runs[True])
     assert runs[True] == pytest.approx(runs[False], rel=1e-2)
+
+
+@pytest.mark.parametrize("decay", [1e-3, 0.0])
+def test_logit_decay_under_adam_undoes_a_sharp_distribution(decay):
+    """Why the search job turns the logits' L2 decay off: late in a search (low
+    temperature) the loss's gradient on the logits is tiny noise; with coupled decay, Adam
+    normalises the decay term into full-size steps back to 0 and a sharp distribution
+    flattens, without it the logits only wander."""
+    from kerasnas.jobs.one_shot import default_config
+    from kerasnas.trainers.base import Trainer, entropy
+
+    cfg = default_config("snas", a_weight_decay=decay)
+    logits = keras.Variable(np.float32([3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    adam = keras.optimizers.Adam(cfg.a_lr, beta_1=cfg.a_beta_1, beta_2=cfg.a_beta_2)
+    adam.build([logits])
+    rng = np.random.default_rng(0)
+    for _ in range(100):  # about 6 digits epochs
+        noise = tf.constant(rng.normal(0.0, 1e-5, 8), tf.float32)
+        Trainer.apply_update(adam, [noise], [logits], cfg.a_grad_clip, cfg.a_weight_decay)
+    p = np.exp(logits.numpy()) / np.exp(logits.numpy()).sum()
+    start = entropy(np.exp([3.0] + [0.0] * 7) / np.exp([3.0] + [0.0] * 7).sum())
+    if decay:
+        assert entropy(p) > start + 0.5, (entropy(p), start)  # flattened (2.08 = uniform)
+    else:
+        assert cfg.a_weight_decay == 0.0  # the job's default
+        assert entropy(p) < start + 0.3, (entropy(p), start)

@@ -80,6 +80,9 @@ for _name in ONE_SHOT:
             "batch_size": "Minibatch size (weights and logits share each batch).",
             "a_lr": "Architecture-logit learning rate (Adam). The SNAS paper uses 3e-4 over "
             "~10^5 steps; a digits search has ~500, hence the larger default.",
+            "a_weight_decay": "Coupled L2 decay of the logits (the papers: 1e-3). Off by default: "
+            "with the large a_lr it pulls the logits back to 0 and the distribution never "
+            "sharpens.",
         },
     )
 for _name in TRIAL_BASED:
@@ -213,7 +216,14 @@ def describe(settings: OneShotSettings) -> str:
     for key in preset.config if preset else ():
         if key not in fields:
             fields[key] = getattr(c, key)
-    for key in ("a_lr", "order", "temperature_start", "temperature_end", "controller_steps"):
+    for key in (
+        "a_lr",
+        "a_weight_decay",
+        "order",
+        "temperature_start",
+        "temperature_end",
+        "controller_steps",
+    ):
         if hasattr(c, key) and key not in fields:
             fields[key] = getattr(c, key)
     shown = ", ".join(

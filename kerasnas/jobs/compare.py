@@ -15,18 +15,20 @@ fixed budget (``kerasnas-train``). Strategies:
 The names are those of :mod:`kerasnas.strategies` (``random`` there is the trial-based random
 search; the comparison refuses it, pointing at ``random_ws``).
 
-The search budget (``budget``): ``epochs`` (the default) gives every search the same number
-of supernet epochs (``epochs``, default 10). But an ENAS or random-sampling epoch trains one
-child per minibatch and costs a fraction of an SNAS or DARTS epoch, which runs the whole
-supernet every step; ``time`` gives every search the same seconds instead
-(``search_seconds``, default :data:`DEFAULT_SEARCH_SECONDS`, about what the default SNAS
-search of 10 epochs takes on one core of the 2-core machine it was measured on), passed to
-``kerasnas-search --time_budget`` (see :class:`~kerasnas.trainers.base.LoopConfig` for what
-counts: the steps with their tracing and compilation, ENAS' controller phase; not the
-per-epoch validation), with ``epochs`` an optional cap. Each strategy then does as many
-epochs and steps as fit, so a time-budgeted comparison is not deterministic (it depends on
-the machine's speed and load, and on what else runs: with ``jobs`` > 1 the runs share the
-cores); the table and summary say how many epochs and steps each run got.
+The search budget (``budget``): ``time`` (the default) gives every search the same seconds
+(``search_seconds``, default :data:`DEFAULT_SEARCH_SECONDS`, about what the quick start's
+SNAS search takes on 2 cores), passed to ``kerasnas-search --time_budget`` (see
+:class:`~kerasnas.trainers.base.LoopConfig` for what counts: the steps with their tracing
+and compilation, ENAS' controller phase; not the per-epoch validation), with ``epochs`` an
+optional cap. An ENAS or random-sampling epoch trains one child per minibatch and costs a
+fraction of an SNAS or DARTS epoch, which runs the whole supernet every step, and weight
+sharing needs far more steps than one network does (uniform children need about 1,500
+digits steps to reach 0.8, one fixed child about 50): equal epochs starve it. Each strategy
+does as many epochs and steps as fit, so a time-budgeted comparison is not deterministic
+(it depends on the machine's speed and load, and on what else runs: with ``jobs`` > 1 the
+runs share the cores); the table and summary say how many epochs and steps each run got.
+``epochs`` gives every search the same number of supernet epochs (``epochs``, default 10)
+and deterministic results.
 
 Each run is a normal output directory under ``runs/<strategy>_seed<k>/`` (``search/`` and
 ``retrain/``, with their logs), so a stopped comparison resumes where it stopped
@@ -76,9 +78,11 @@ __all__ = [
 
 BUDGETS = ("epochs", "time")
 DEFAULT_EPOCHS = 10  # supernet epochs per search with budget=epochs
-# budget=time: seconds of search per run; about what the default SNAS search (C=8, L=5, N=4,
-# 8 ops, 10 epochs on digits, batch 64) takes on one core of a 2-core Xeon, tracing included
-DEFAULT_SEARCH_SECONDS = 180.0
+# budget=time (the default): seconds of search per run; about what the quick start's SNAS
+# search (C=8, L=5, N=4, 8 ops, 30 epochs on digits, batch 64) takes on 2 cores, tracing
+# included, and enough for uniform weight sharing to learn (about 1,500 steps, see
+# docs/comparison.md)
+DEFAULT_SEARCH_SECONDS = 300.0
 # budget=time without epochs: the searches' epoch cap (never reached on these budgets)
 TIME_EPOCH_CAP = 10_000
 
@@ -120,7 +124,7 @@ class CompareSettings(JobSettings):
     )
     seeds: int = option(3, "Seeds per strategy (0..seeds-1).", at_least=1)
     budget: str = option(
-        "epochs",
+        "time",
         "What every search gets the same of: epochs (supernet epochs, {epochs}) or time "
         "(seconds of search, {search_seconds}; the strategies then do different numbers of "
         "epochs, and results are not deterministic).",
@@ -145,7 +149,7 @@ class CompareSettings(JobSettings):
     nodes: int = option(4, "N nodes per cell.")
     ops: tuple[str, ...] = option(ops.PRIMITIVES, "Candidate ops (enas, random_ws need 'none').")
     darts_order: int = option(1, "DARTS order: 1 or 2.", choices=(1, 2))
-    a_lr: float = option(0.2, "Architecture learning rate of SNAS and DARTS.", above=0)
+    a_lr: float = option(0.3, "Architecture learning rate of SNAS and DARTS.", above=0)
     retrain_epochs: int = option(10, "Epochs of retraining each child from scratch.", at_least=1)
     retrain_init_channels: int = option(8, "C of the retrained network.")
     retrain_layers: int = option(5, "L of the retrained network.")

@@ -103,7 +103,7 @@ class TrainerConfig(LoopConfig):
     a_lr: float = option(3e-4, "Architecture-logit learning rate (Adam).", above=0)
     a_beta_1: float = 0.5
     a_beta_2: float = 0.999
-    a_weight_decay: float = option(1e-3, "Logits' coupled L2 decay.", flag=False, at_least=0)
+    a_weight_decay: float = option(1e-3, "Logits' coupled L2 decay.", at_least=0)
     a_grad_clip: float = option(10.0, "Logits' global-norm clip.", flag=False, above=0)
 
 
