@@ -75,8 +75,8 @@ def default_config(strategy: str = "snas", **overrides: Any) -> LoopConfig:
     low, the loss's gradient on the logits vanishes, the decay term is all Adam sees, and
     Adam's normalised steps (0.3 each) pull every logit back towards 0, so the distribution
     never sharpens (the quick start ended at 0.77 nats per edge with the decay and a_lr
-    0.2, at 0.11 without it and a_lr 0.3; see the README's "SNAS that converges"). Unknown keys of `overrides`
-    raise TypeError."""
+    0.2, at 0.11 without it and a_lr 0.3; see the README's "SNAS that converges"). Unknown
+    keys of `overrides` raise TypeError."""
     cls = strategies.get(strategy, strategies.ONE_SHOT).settings_class()
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{**{k: v for k, v in JOB_DEFAULTS.items() if k in names}, **overrides})
