@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import tempfile
 
@@ -32,14 +31,10 @@ def main() -> None:
     import tensorflow as tf
 
     from kerasnas.jobs.one_shot import OneShotSearch, OneShotSettings
+    from kerasnas.latency import cpu_model
     from kerasnas.trainers.enas import ENASConfig, RandomWSTrainer
 
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     print(f"{cpu}, {os.cpu_count()} CPUs; TensorFlow {tf.__version__}, Keras {keras.__version__}")
     with open(os.path.join(args.run, "metrics.json"), encoding="utf-8") as f:
         settings = dict(json.load(f)["settings"])

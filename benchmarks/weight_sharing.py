@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from kerasnas.latency import cpu_model
 
 
 def main() -> None:
@@ -83,12 +84,7 @@ def main() -> None:
                 "valid_batch": self.evaluate(valid, bn="batch"),
             }
 
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     print(f"{cpu}, {os.cpu_count()} CPUs; TensorFlow {tf.__version__}, Keras {keras.__version__}")
     bundle = data_lib.load("digits", seed=args.seed)
     for kind in args.children.split(","):
