@@ -111,6 +111,7 @@ PRESETS: dict[str, Preset] = {
                 "controller_batch": 10,
                 "controller_units": 64,
                 "controller_layers": 1,
+                "controller_op_bias": True,
             },
         ),
     )

@@ -48,11 +48,15 @@ class FakeClock:
         return self.t
 
 
-def _timed(trainer, step_seconds=1.0, on_step=None):
+def _timed(trainer, step_seconds=1.0, on_step=None, warm=True):
     """Gives `trainer` a fake clock that each step advances by `step_seconds`; `on_step(n)`
-    is called before step n (1-based). Returns the clock and the per-step learning rates."""
+    is called before step n (1-based). With `warm`, the process counts as started (the
+    first step is not start-up; see test_start_up_is_measured_not_counted). Returns the
+    clock and the per-step learning rates."""
     clock = FakeClock()
     trainer.clock = clock
+    if warm:
+        trainer._started.add("train_step")
     compiled = tf.function(trainer.train_step, input_signature=trainer.step_signature())
     rates = []
 
@@ -94,6 +98,41 @@ def test_the_budget_stops_the_run_after_the_step_that_spends_it(digits):
     summary = trainer.budget_summary()
     assert summary["epochs_done"] == len(history) and summary["steps"] == 10
     assert summary["stopped_by"] == "time_budget" and summary["time_budget"] == 10.0
+
+
+def test_start_up_is_measured_not_counted(digits):
+    trainer = RetrainTrainer(_dense(digits), _config(time_budget=10.0), verbose=0)
+    clock, _ = _timed(trainer, warm=False)
+
+    def trace(n):
+        if n == 1:
+            clock.t += 29.0  # the first call traces and optimises the graph: 30 s
+
+    trainer._step_fn = _with_hook(trainer._step_fn, trace)
+    history = trainer.fit(digits)
+    # the first step is start-up; then 10 steps of 1 s spend the budget
+    assert trainer.steps_done == 11
+    assert trainer.setup_seconds == pytest.approx(30.0)
+    assert history[0]["setup_seconds"] == pytest.approx(30.0)
+    assert history[-1]["budget_seconds"] == pytest.approx(10.0)
+    assert trainer.budget_summary()["setup_seconds"] == pytest.approx(30.0)
+    assert trainer.seconds >= 40.0
+    # a second fit in the same process has nothing more to start up
+    trainer.config.time_budget = 15.0
+    trainer._step_fn = _with_hook(trainer._step_fn, trace)
+    trainer.fit(digits)
+    assert trainer.setup_seconds == pytest.approx(30.0)
+
+
+def _with_hook(step, hook):
+    calls = [0]
+
+    def hooked(*batch):
+        calls[0] += 1
+        hook(calls[0])
+        return step(*batch)
+
+    return hooked
 
 
 def test_epochs_stay_an_upper_bound(digits):

@@ -223,6 +223,7 @@ def describe(settings: OneShotSettings) -> str:
         "temperature_start",
         "temperature_end",
         "controller_steps",
+        "controller_op_bias",
     ):
         if hasattr(c, key) and key not in fields:
             fields[key] = getattr(c, key)

@@ -16,14 +16,16 @@ The names are those of :mod:`kerasnas.strategies` (``random`` there is the trial
 search; the comparison refuses it, pointing at ``random_ws``).
 
 The search budget (``budget``): ``time`` (the default) gives every search the same seconds
-(``search_seconds``, default :data:`DEFAULT_SEARCH_SECONDS`, about what the quick start's
-SNAS search takes on 2 cores), passed to ``kerasnas-search --time_budget`` (see
-:class:`~kerasnas.trainers.base.LoopConfig` for what counts: the steps with their tracing
-and compilation, ENAS' controller phase; not the per-epoch validation), with ``epochs`` an
-optional cap. An ENAS or random-sampling epoch trains one child per minibatch and costs a
-fraction of an SNAS or DARTS epoch, which runs the whole supernet every step, and weight
-sharing needs far more steps than one network does (uniform children need about 1,500
-digits steps to reach 0.8, one fixed child about 50): equal epochs starve it. Each strategy
+(``search_seconds``, default :data:`DEFAULT_SEARCH_SECONDS`), passed to ``kerasnas-search
+--time_budget`` (see :class:`~kerasnas.trainers.base.LoopConfig` for what counts: the
+steps and ENAS' controller phase; not start-up, i.e. tracing, and not the per-epoch
+validation), with ``epochs`` an optional cap. 600 s give ENAS, whose controller phase costs
+about a third of its time as in the authors' setting, about 3,000 weight steps: what
+weight sharing needs on digits to pass 0.8. An ENAS or random-sampling epoch trains one
+child per minibatch and costs a fraction of an SNAS or DARTS epoch, which runs the whole
+supernet every step, and weight sharing needs far more steps than one network does
+(uniform children need about 1,500 digits steps to reach 0.8, one fixed child about 50):
+equal epochs starve it. Each strategy
 does as many epochs and steps as fit, so a time-budgeted comparison is not deterministic
 (it depends on the machine's speed and load, and on what else runs: with ``jobs`` > 1 the
 runs share the cores); the table and summary say how many epochs and steps each run got.
@@ -82,7 +84,7 @@ DEFAULT_EPOCHS = 10  # supernet epochs per search with budget=epochs
 # search (C=8, L=5, N=4, 8 ops, 30 epochs on digits, batch 64) takes on 2 cores, tracing
 # included, and enough for uniform weight sharing to learn (about 1,500 steps, see
 # docs/comparison.md)
-DEFAULT_SEARCH_SECONDS = 300.0
+DEFAULT_SEARCH_SECONDS = 600.0
 # budget=time without epochs: the searches' epoch cap (never reached on these budgets)
 TIME_EPOCH_CAP = 10_000
 
@@ -138,9 +140,9 @@ class CompareSettings(JobSettings):
     )
     search_seconds: float | None = option(
         None,
-        f"{{budget}}=time only: seconds of search per run (default {DEFAULT_SEARCH_SECONDS:g}, "
-        "about what the default SNAS search takes on one core); they count the training "
-        "steps with their tracing and ENAS' controller phase, not the per-epoch validation.",
+        f"{{budget}}=time only: seconds of search per run (default {DEFAULT_SEARCH_SECONDS:g}); "
+        "they count the training steps and ENAS' controller phase, not start-up (tracing) "
+        "or the per-epoch validation.",
         above=0,
     )
     batch_size: int = option(64, "Minibatch size.", at_least=1)

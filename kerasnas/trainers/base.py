@@ -62,10 +62,15 @@ class LoopConfig:
     (`epochs` is an upper bound). The budget is checked after every step: the epoch in
     which it runs out ends early and still gets its end-of-epoch work, validation and
     checkpoint, so a run overshoots by at most one step plus that epoch-end work. What
-    counts against it: the steps, the tracing and compilation of the step (part of the
-    first steps) and the per-epoch search work (:meth:`Trainer.on_epoch_end`, e.g. ENAS'
-    controller phase); not the per-epoch validation, summaries, logs and checkpoints
-    (measurements only), nor what happens before or after :meth:`Trainer.fit`. Every
+    counts against it: the steps and the per-epoch search work (:meth:`Trainer.on_epoch_end`,
+    e.g. ENAS' controller phase). What does not: start-up, i.e. the first call in the process
+    of each compiled function the loop runs (its tracing, graph optimisation and that one
+    call; :meth:`Trainer.startup`), measured as ``setup_seconds``; the per-epoch
+    validation, summaries, logs and checkpoints (measurements only); what happens before or
+    after :meth:`Trainer.fit`. Start-up is a fixed cost of the implementation, not of the
+    algorithm: on digits it is 20-130 s per search and differs 5x between strategies (a
+    weight-sharing step's graph holds 70 ``switch_case`` ops of 8 branches), so counting
+    it would hand the strategies unequal training time. Every
     schedule (learning rate, SNAS temperature, drop-path rate) follows the fraction of the
     budget spent, set before every step instead of once per epoch, so it reaches its end
     value when the budget runs out. Results are not deterministic: the number of steps
@@ -84,8 +89,8 @@ class LoopConfig:
     time_budget: float | None = option(
         None,
         "Seconds of training, then stop ({epochs} is then an upper bound); the schedules "
-        "follow the fraction spent. Counts the steps (tracing included) and per-epoch search "
-        "work, not validation. Not deterministic. None: off (train {epochs} epochs).",
+        "follow the fraction spent. Counts the steps and per-epoch search work, not start-up "
+        "(tracing) or validation. Not deterministic. None: off (train {epochs} epochs).",
         above=0,
     )
 
@@ -187,11 +192,32 @@ class Trainer:
         self.seconds = 0.0  # training time of every epoch so far, resumed runs included
         # the part of it a time budget counts (see LoopConfig), and the steps made
         self.budget_seconds = 0.0
+        # start-up: seconds of first calls of compiled functions (see startup), all runs
+        self.setup_seconds = 0.0
+        self._started: set[str] = set()
         self.steps_done: int | None = 0
         self.clock = time.perf_counter  # what the loop times with (tests may replace it)
         self._step_fn = None
         self._eval_fns: dict[str, object] = {}
         self._writer = None
+
+    def startup(self, key: str):
+        """Context manager around a call of a compiled function (or work that makes its
+        first call); the first time in this process that `key` runs, its seconds are
+        start-up (tracing, graph optimisation and the one call): added to
+        :attr:`setup_seconds` and not counted by a time budget. Later runs count."""
+        if key in self._started:
+            return contextlib.nullcontext()
+        self._started.add(key)
+        return self._timed_setup()
+
+    @contextlib.contextmanager
+    def _timed_setup(self):
+        t = self.clock()
+        try:
+            yield
+        finally:
+            self.setup_seconds += self.clock() - t
 
     def scope(self):
         """The strategy's scope (create variables in it), or a no-op without a strategy."""
@@ -366,32 +392,40 @@ class Trainer:
                 break
             t0 = self.clock()
             spent = self.budget_seconds  # counted before this epoch
+            setup0 = self.setup_seconds
+
+            def counted(spent=spent, t0=t0, setup0=setup0) -> float:
+                # budget seconds so far: this epoch's start-up excluded
+                return spent + self.clock() - t0 - (self.setup_seconds - setup0)
+
             sched = self.on_epoch_begin(epoch)
             bar = keras.utils.Progbar(steps, verbose=self.verbose, unit_name="step")
             sums: dict[str, float] = {}
             n = 0
-            for batch in self._batches(data, epoch):
+            with self.startup("train_batches"):
+                batches = iter(self._batches(data, epoch))
+            for batch in batches:
                 if budget is not None:
-                    sched = self.set_schedules(
-                        epoch, self.budget_fraction(spent + self.clock() - t0)
-                    )
-                logs = {k: float(v) for k, v in self._step_fn(*batch).items()}
+                    sched = self.set_schedules(epoch, self.budget_fraction(counted()))
+                with self.startup("train_step"):
+                    logs = {k: float(v) for k, v in self._step_fn(*batch).items()}
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n += 1
                 bar.update(n, list(logs.items()))
-                if budget is not None and spent + self.clock() - t0 >= budget:
+                if budget is not None and counted() >= budget:
                     if n < steps:
                         bar.update(n, finalize=True)
                     break
             record = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}, **sched}
             record.update(self.on_epoch_end(data, epoch))
             self.steps_done += n
-            self.budget_seconds = spent + self.clock() - t0
+            self.budget_seconds = counted()
             if budget is not None:
                 record["steps"] = n
                 record["budget_seconds"] = self.budget_seconds
                 record["budget_fraction"] = self.budget_fraction()
+                record["setup_seconds"] = self.setup_seconds
             record["valid_accuracy"] = self.evaluate(data.valid(cfg.batch_size))
             self.seconds += self.clock() - t0
             record["seconds"] = self.seconds
@@ -414,13 +448,15 @@ class Trainer:
     def budget_summary(self) -> dict[str, Any]:
         """How much training the run got (for its metrics): ``epochs_done``, ``steps``,
         ``budget_seconds`` (the seconds a time budget counts, see :class:`LoopConfig`;
-        measured under either budget), ``time_budget`` (None: an epoch budget) and
-        ``stopped_by`` (``time_budget`` or ``epochs``)."""
+        measured under either budget), ``setup_seconds`` (start-up, not counted),
+        ``time_budget`` (None: an epoch budget) and ``stopped_by`` (``time_budget`` or
+        ``epochs``)."""
         budget = self.config.time_budget
         return {
             "epochs_done": len(self.history),
             "steps": self.steps_done,
             "budget_seconds": round(self.budget_seconds, 2),
+            "setup_seconds": round(self.setup_seconds, 2),
             "time_budget": budget,
             "stopped_by": (
                 "time_budget" if budget is not None and self.budget_seconds >= budget else "epochs"
@@ -487,6 +523,7 @@ class Trainer:
                 # the key predates the generic trainer: training seconds of any trainer
                 "search_seconds": self.seconds,
                 "budget_seconds": self.budget_seconds,
+                "setup_seconds": self.setup_seconds,
                 "steps_done": self.steps_done,
                 "history": self.history,
                 "config": self.config_dict(),
@@ -535,6 +572,7 @@ class Trainer:
         self.history = list(state["history"])
         self.seconds = float(state["search_seconds"])
         self.budget_seconds = float(state.get("budget_seconds", self.seconds))
+        self.setup_seconds = float(state.get("setup_seconds", 0.0))
         self.steps_done = state.get("steps_done")
         self.set_extra_state(state.get("extra", {}))
         return int(state["epochs_done"])

@@ -506,9 +506,11 @@ class ENASTrainer(WeightSharingTrainer):
         rng = self.rng(_CONTROLLER, epoch)
         rewards, losses = [], []
         for _ in range(c.controller_steps):
-            tokens, counted = self.controller.sample(c.controller_batch, rng)
-            batch_rewards = [self.reward(a, next(batches)) for a in self._archs(tokens)]
-            losses.append(self.controller.train(tokens, counted, batch_rewards))
+            # the first update traces the child scorer and the controller's update
+            with self.startup("controller_update"):
+                tokens, counted = self.controller.sample(c.controller_batch, rng)
+                batch_rewards = [self.reward(a, next(batches)) for a in self._archs(tokens)]
+                losses.append(self.controller.train(tokens, counted, batch_rewards))
             rewards.extend(batch_rewards)
         # the controller's entropy after the phase is the record's "entropy" (epoch_extras)
         return {
