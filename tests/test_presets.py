@@ -10,7 +10,7 @@ import pytest
 from kerasnas import presets
 from kerasnas.cli import search
 from kerasnas.errors import SettingError
-from kerasnas.jobs.one_shot import OneShotSearch, OneShotSettings
+from kerasnas.jobs.one_shot import OneShotSearch, OneShotSettings, default_config
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,9 @@ def test_presets_hold_the_papers_settings():
     enas = _settings("enas_cifar10")
     assert enas.config.batch_size == 160 and enas.config.controller_temperature is None
     assert set(enas.ops) == set(presets.ENAS_OPS)
+    # the authors' op prior in their space; off on digits (conv-heavy children learn slowest)
+    assert enas.config.controller_op_bias is True
+    assert default_config("enas").controller_op_bias is False
     digits = _settings("digits")
     defaults = OneShotSettings(output_dir="unused")
     assert dataclasses.asdict(digits) == dataclasses.asdict(defaults)
