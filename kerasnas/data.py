@@ -70,6 +70,9 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
+_MAX_ABS = 1e18  # larger input values overflow float32 in normalisation (x - mean)^2
+
+
 class _Stats:
     """Running per-channel sum / sum of squares / min / max in float64."""
 
@@ -423,8 +426,11 @@ def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{where}: 'x' has {len(x)} examples but 'y' has {len(y)}")
     if y.dtype.kind not in "iu":
         raise DataError(f"{where}: 'y' must hold integer class labels, got dtype {y.dtype}")
-    if len(y) and y.min() < 0:
+    if len(y) == 0:
+        raise DataError(f"{where}: 'x' and 'y' hold no examples")
+    if y.min() < 0:
         raise DataError(f"{where}: 'y' has negative labels (min {y.min()}), expected 0..K-1")
+    _check_labels(y, where)
     if x.dtype.kind == "b":
         x = x.astype(np.uint8)
     elif x.dtype.kind == "f" and x.dtype != np.float32:
@@ -432,6 +438,25 @@ def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     if x.ndim == 3:
         x = x[..., None]
     return x, y
+
+
+def _check_labels(y: np.ndarray, where: str) -> None:
+    """Labels must be 0..K-1, every one used, K >= 2: DataError saying what is wrong."""
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise DataError(
+            f"{where}: 'y' holds one class only (label {classes[0]}); a classifier needs two "
+            "or more"
+        )
+    k = int(classes[-1]) + 1
+    if len(classes) != k:
+        missing = np.setdiff1d(np.arange(min(k, 10**7)), classes)
+        shown = ", ".join(str(v) for v in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise DataError(
+            f"{where}: 'y' has {len(classes)} distinct labels but the largest is {k - 1}; "
+            f"labels must be 0..K-1 with every one used (missing {k - len(classes):,}: "
+            f"{shown}); remap them to 0..{len(classes) - 1}"
+        )
 
 
 def _resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -482,6 +507,14 @@ def _from_arrays(
 ) -> DataBundle:
     n_valid, n_test = _split_sizes(len(y), valid_fraction, test_fraction, spec)
     train, valid, test = _split_indices(y, seed, n_valid, n_test)
+    absent = np.setdiff1d(np.unique(y), y[train])
+    if len(absent):
+        shown = ", ".join(str(v) for v in absent[:10]) + (", ..." if len(absent) > 10 else "")
+        raise DataError(
+            f"dataset {spec!r}: class(es) {shown} have no example in the training split "
+            f"({len(y)} examples, valid_fraction={valid_fraction}, "
+            f"test_fraction={test_fraction}); add examples of them or lower the fractions"
+        )
     if max_examples is not None:
         train = train[:max_examples]
     if image_size is not None:
@@ -495,6 +528,13 @@ def _from_arrays(
     x_train = splits["train"][0]
     for i in range(0, len(x_train), _CHUNK):
         stats.update(x_train[i : i + _CHUNK])
+    if stats.low == stats.high:
+        raise DataError(f"dataset {spec!r}: every value of 'x' is {stats.low:g}: no signal")
+    if max(abs(stats.low), abs(stats.high)) > _MAX_ABS:
+        raise DataError(
+            f"dataset {spec!r}: 'x' has values up to {max(abs(stats.low), abs(stats.high)):.3g}, "
+            f"beyond {_MAX_ABS:.0e}: normalising them overflows float32; rescale 'x'"
+        )
     mean, std = stats.mean_std()
     return DataBundle(
         name=spec,

@@ -104,6 +104,8 @@ def _check(f: dataclasses.Field, meta: Option, value: Any) -> str | None:
         isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
     ):
         return f"must be a number, got {value!r}"
+    if kind == "float" and math.isinf(value):
+        return f"must be a finite number, got {value!r}"
     if kind == "bool" and not isinstance(value, bool):
         return f"must be True or False, got {value!r}"
     if kind == "str" and not isinstance(value, str):

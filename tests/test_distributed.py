@@ -1,5 +1,6 @@
 """Distributed mode for real: a chief and two workers on localhost finish a small search and
-every process exits; a lone worker and a lone chief exit after their timeouts."""
+every process exits; a lone worker and a lone chief exit after their timeouts; a worker
+abandons its trial when the chief dies; a dead worker's trial goes to another worker."""
 
 from __future__ import annotations
 
@@ -99,3 +100,54 @@ def test_lone_worker_and_lone_chief_exit_after_their_timeouts(tmp_path):
     assert code == 1 and "chief" in err and "Traceback" not in err
     code, _, err = results["chief"]
     assert code == 1 and "timed out" in err and "Traceback" not in err
+
+
+def _wait_for_trial(out, timeout: float = 120) -> None:
+    """Until the chief has handed out its first trial (keras-tuner makes its directory)."""
+    deadline = time.monotonic() + timeout
+    while not list(out.rglob("trial_0")):
+        assert time.monotonic() < deadline, "no trial was handed out"
+        time.sleep(0.5)
+
+
+def test_a_worker_abandons_its_trial_when_the_chief_dies(tmp_path):
+    port, out = _free_port(), tmp_path / "run"
+    # a trial of 2,000 epochs takes minutes; the worker checks in after each epoch
+    flags = ("--max_trials=2", "--trial_epochs=2000", "--distributed_timeout=40")
+    procs = {
+        "chief": _start("chief", port, out, *flags),
+        "tuner0": _start("tuner0", port, out, *flags),
+    }
+    _wait_for_trial(out)
+    time.sleep(3)  # the worker is inside its trial
+    procs["chief"].kill()
+    killed = time.monotonic()
+    code, _, err = _wait({"tuner0": procs["tuner0"]}, timeout=120)["tuner0"]
+    procs["chief"].wait()
+    assert code == 1 and "Traceback" not in err, err
+    assert "did not answer" in err and "its trial is abandoned" in err
+    assert time.monotonic() - killed < 90  # an epoch and one call's timeout (40 s)
+
+
+def test_the_trial_of_a_dead_worker_is_handed_to_another(tmp_path):
+    port, out = _free_port(), tmp_path / "run"
+    flags = (
+        "--max_trials=2",
+        "--trial_epochs=3",
+        "--distributed_timeout=150",
+        "--worker_timeout=10",
+    )
+    procs = {"chief": _start("chief", port, out, *flags)}
+    doomed = _start("tuner0", port, out, *flags)
+    _wait_for_trial(out)
+    doomed.kill()  # dies inside trial 0, which is never ended
+    doomed.wait()
+    procs["tuner1"] = _start("tuner1", port, out, *flags)
+    results = _wait(procs, timeout=240)
+    for name, (code, stdout, stderr) in results.items():
+        assert code == 0, f"{name} exited {code}:\n{stdout}\n{stderr}"
+    assert "handed out again" in results["chief"][1]
+    with open(out / "history.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(r["status"] == "COMPLETED" for r in rows), rows
+    assert {r["tuner_id"] for r in rows} == {"tuner1"}

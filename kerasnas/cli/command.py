@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -28,6 +30,27 @@ from kerasnas import options
 from kerasnas.errors import KerasNASError
 
 EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1  # the run failed (a filesystem error, say)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM)
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when the process gets SIGTERM (see Command.main)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def _catch_sigterm():
+    """Turns SIGTERM into :class:`Terminated` (main thread only); returns the previous
+    handler, or None when it could not be installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 DEFAULT = "default"  # the context of a command with one kind of settings
 
 _KINDS = {"int": "integer", "float": "float", "bool": "boolean", "str": "string", "tuple": "list"}
@@ -225,9 +248,31 @@ class Command:
         code = self.parse(argv)
         if code is not None:
             return code
+        previous = _catch_sigterm()
         try:
             code = run()
         except KerasNASError as e:
             print(f"{self.prog}: error: {self.message(e, context())}", file=sys.stderr)
             return e.exit_code
+        except (KeyboardInterrupt, Terminated) as e:
+            how = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated (SIGTERM)"
+            print(f"{self.prog}: stopped: {how}; {self._resume_hint()}", file=sys.stderr)
+            return EXIT_INTERRUPTED if isinstance(e, KeyboardInterrupt) else EXIT_TERMINATED
+        except OSError as e:  # the filesystem: read-only, full, not a directory...
+            reason = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
+            where = f": {e.filename!r}" if e.filename else ""
+            print(f"{self.prog}: error: {reason}{where}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         return code if isinstance(code, int) else 0
+
+    def _resume_hint(self) -> str:
+        """What a stopped run can do next (the output directory's checkpoint is kept)."""
+        out = self.flags["output_dir"].value if "output_dir" in self.flags else None
+        if not out:
+            return "nothing was finished"
+        if "resume" not in self.flags:
+            return f"{out!r} may hold partial results"
+        return f"the last checkpoint in {out!r} is kept: add --resume to continue"

@@ -286,7 +286,8 @@ def export_model(
 
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.", dir=parent)
+    base = os.path.basename(output_dir)
+    staging = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; results are ordinary dirs

@@ -87,7 +87,25 @@ def convert_saved_model(
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-    return converter.convert()
+    return _convert(converter, mode)
+
+
+def _convert(converter, mode: str) -> bytes:
+    """``converter.convert()``; its failure (pages of MLIR) becomes a one-line
+    ConversionError naming the mode and the converter's first error."""
+    try:
+        return converter.convert()
+    except Exception as e:  # the converter raises ConverterError, RuntimeError, ValueError...
+        raise ConversionError(f"TFLite conversion ({mode}) failed: {converter_error(e)}") from None
+
+
+def converter_error(error: BaseException) -> str:
+    """The first meaningful line of a TFLite converter error (its message holds MLIR
+    dumps and source locations), at most 300 characters."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    chosen = next((line for line in lines if "error:" in line), lines[0] if lines else "")
+    chosen = chosen.split("error:", 1)[-1].strip() or type(error).__name__
+    return chosen[:300]
 
 
 def convert_keras(
@@ -141,7 +159,7 @@ def convert_keras_frozen(model: keras.Model, mode: str = "float") -> bytes:
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)  # the converter logs lines per call
     try:
-        return converter.convert()
+        return _convert(converter, mode)
     finally:
         absl_logging.set_verbosity(verbosity)
 

@@ -17,10 +17,10 @@ import os
 from typing import Any, ClassVar
 
 from kerasnas import io, options
-from kerasnas.errors import SettingError, within
+from kerasnas.errors import RunError, SettingError, within
 from kerasnas.options import REQUIRED, option
 
-__all__ = ["Job", "JobSettings", "quiet"]
+__all__ = ["ExportFailed", "Job", "JobSettings", "quiet"]
 
 DATASET_HELP = (
     "digits (bundled), tfds:<name> (e.g. tfds:cifar10, must be prepared locally) or "
@@ -108,6 +108,21 @@ class Job:
         self.log = print if settings.verbose else quiet
         self.bundle = None
         self.summary: str | None = None  # the last line logged, after metrics.json
+        self._locked: str | None = None  # the output directory this job has locked
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Releases the output directory's lock (taken by :meth:`open_output_dir`; the
+        ``run_*`` entry points use the job as a context manager, so this happens however
+        the run ends; without it, the lock lasts until the process ends)."""
+        if self._locked is not None:
+            io.release_output_dir(self._locked)
+            self._locked = None
 
     def run(self) -> dict[str, Any]:
         """Validates the settings and runs every step; returns the metrics (what
@@ -152,10 +167,13 @@ class Job:
         """Builds what the run needs; refuses bad input (nothing is written yet)."""
 
     def open_output_dir(self) -> None:
-        """Makes the output directory ready (refusing a used one unless resuming or
-        overwriting) and, with a ``settings_file``, checks a resumed run's settings."""
+        """Makes the output directory ready and locks it (refusing a used one unless
+        resuming or overwriting, and one another process holds; see
+        :func:`kerasnas.io.prepare_output_dir`) and, with a ``settings_file``, checks a
+        resumed run's settings."""
         s = self.settings
         io.prepare_output_dir(s.output_dir, resume=s.resume, overwrite=s.overwrite)
+        self._locked = s.output_dir
         if self.settings_file is None:
             return
         path = os.path.join(s.output_dir, self.settings_file)
@@ -187,16 +205,28 @@ class Job:
         """Exports `model` (when the settings ask for formats), then writes ``metrics.json``
         (last: its presence means the run finished)."""
         formats = self.export_formats()
+        failure = None
         if formats and model is not None:
-            metrics["export"] = export_summary(
-                model,
-                os.path.join(self.settings.output_dir, "export"),
-                formats,
-                self.bundle,
-                os.path.join(self.settings.output_dir, source),
-                self.log,
-            )
+            try:
+                metrics["export"] = export_summary(
+                    model,
+                    os.path.join(self.settings.output_dir, "export"),
+                    formats,
+                    self.bundle,
+                    os.path.join(self.settings.output_dir, source),
+                    self.log,
+                )
+            except Exception as e:  # a failed export must not cost the run's results
+                failure = one_line(e)
+                metrics["export"] = {"error": failure}
         io.write_json(os.path.join(self.settings.output_dir, "metrics.json"), metrics)
+        if failure is not None:
+            path = os.path.join(self.settings.output_dir, source)
+            raise ExportFailed(
+                f"the run finished and its results and metrics.json are in "
+                f"{self.settings.output_dir!r}, but the export failed: {failure}; retry with "
+                f"kerasnas-export --model={path} and other --formats"
+            )
         if self.summary:
             self.log(self.summary)
         return metrics
@@ -207,6 +237,19 @@ class Job:
 
         formats = getattr(self.settings, "export", ())
         return parse_formats(formats) if formats else ()
+
+
+class ExportFailed(RunError):
+    """The run's results are written, its export failed (exit code 3)."""
+
+    exit_code = 3
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its first non-empty line (at most 300 characters), with
+    the exception's type when the message is empty."""
+    text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return text[:300] or type(error).__name__
 
 
 def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:

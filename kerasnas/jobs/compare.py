@@ -59,6 +59,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -268,9 +269,16 @@ def _run_tool(module: str, argv: list[str], output_dir: str, log_path: str, thre
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [sys.executable, "-m", module, *argv], stdout=log, stderr=subprocess.STDOUT, env=env
         )
+        with _CHILDREN_LOCK:
+            _CHILDREN.add(proc)
+        try:
+            proc.wait()
+        finally:
+            with _CHILDREN_LOCK:
+                _CHILDREN.discard(proc)
     if proc.returncode != 0:
         with open(log_path, encoding="utf-8", errors="replace") as f:
             lines = [line.strip() for line in f if line.strip()]
@@ -279,6 +287,26 @@ def _run_tool(module: str, argv: list[str], output_dir: str, log_path: str, thre
             f"{module} failed (exit {proc.returncode}) for {output_dir}: "
             f"{last or (lines[-1] if lines else 'no output')} (log: {log_path})"
         )
+
+
+_CHILDREN: set[subprocess.Popen] = set()  # the searches and retrainings running now
+_CHILDREN_LOCK = threading.Lock()
+
+
+def stop_children(wait: float = 60.0) -> None:
+    """Sends SIGTERM to every search and retraining still running (each keeps its last
+    checkpoint, so a resumed comparison continues them), waits up to `wait` seconds, then
+    kills what is left."""
+    with _CHILDREN_LOCK:
+        procs = list(_CHILDREN)
+    for proc in procs:
+        proc.terminate()
+    deadline = time.monotonic() + wait
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _read_json(path: str) -> Any:
@@ -395,7 +423,7 @@ class Comparison(Job):
         results: dict[tuple[str, int], dict[str, Any]] = {}
         with concurrent.futures.ThreadPoolExecutor(s.jobs) as pool:
             futures = {pool.submit(run_one, s, name, seed): (name, seed) for name, seed in runs}
-            for future in concurrent.futures.as_completed(futures):
+            for future in _completed(futures):
                 name, seed = futures[future]
                 try:
                     row = future.result()
@@ -505,6 +533,19 @@ class Comparison(Job):
         }
 
 
+def _completed(futures):
+    """``as_completed(futures)``; when the wait is interrupted (Ctrl-C, SIGTERM), the runs
+    not started are cancelled and the running ones stopped (:func:`stop_children`) before
+    the interruption goes on."""
+    try:
+        yield from concurrent.futures.as_completed(futures)
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        stop_children()
+        raise
+
+
 def run_comparison(
     settings: CompareSettings, log: Callable[[str], None] | None = None
 ) -> list[dict[str, Any]]:
@@ -513,4 +554,5 @@ def run_comparison(
     job = Comparison(settings)
     if log is not None:
         job.log = log
-    return job.run()
+    with job:
+        return job.run()

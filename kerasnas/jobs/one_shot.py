@@ -172,6 +172,11 @@ class OneShotSettings(JobSettings):
                 f"{{derive}} must be one of {entry.derivations} for {{strategy}}="
                 f"{self.strategy}, got {self.derive!r}"
             )
+        if not [op for op in self.ops if op != "none"]:
+            raise SettingError(
+                f"{{ops}} must hold an op other than 'none' (every cell would be empty), "
+                f"got {','.join(self.ops)}"
+            )
         if self.mixed_precision not in PRECISIONS:
             hint = " (float16 needs loss scaling, which kerasnas does not do)"
             raise SettingError(
@@ -346,4 +351,5 @@ class OneShotSearch(Job):
 
 def run_search(settings: OneShotSettings) -> dict[str, Any]:
     """Runs a one-shot search and writes the output directory; returns the metrics."""
-    return OneShotSearch(settings).run()
+    with OneShotSearch(settings) as job:
+        return job.run()

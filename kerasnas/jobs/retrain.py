@@ -193,4 +193,5 @@ def run_train(settings: RetrainSettings) -> dict[str, Any]:
     """Retrains ``settings.genotype`` from scratch and writes the output directory (see the
     module doc); returns the metrics. Raises SettingError on bad input before anything is
     written."""
-    return Retrain(settings).run()
+    with Retrain(settings) as job:
+        return job.run()

@@ -112,6 +112,12 @@ class TrialSettings(JobSettings):
         "and the chief's longest run.",
         above=0,
     )
+    worker_timeout: float = option(
+        120.0,
+        "Distributed mode: seconds without word from a worker (workers report after every "
+        "epoch of a trial) before the chief hands its trial to another worker.",
+        above=0,
+    )
 
     kind: ClassVar[str] = strategies.TRIAL_BASED
     nested: ClassVar[tuple[str, ...]] = ("trial",)
@@ -131,12 +137,13 @@ class TrialSearch(Job):
     """The trial-based search job (see the module doc)."""
 
     settings_file = "search_settings.json"
-    resumable = Job.resumable | {"max_trials", "distributed_timeout"}
+    resumable = Job.resumable | {"max_trials", "distributed_timeout", "worker_timeout"}
 
     def run(self) -> dict[str, Any]:
         s = self.settings
         s.validate()
         role = distributed.role()
+        distributed.safe_state_files()
         self.seed_everything()
         import tensorflow as tf
 
@@ -185,6 +192,7 @@ class TrialSearch(Job):
             verbose=int(s.verbose > 0),
             project_name=PROJECT,
             timeout=s.distributed_timeout,
+            silence=s.worker_timeout,
         )
 
     def execute(self) -> tuple[dict[str, Any], Any, str]:
@@ -302,4 +310,5 @@ def run_trial_search(settings: TrialSettings) -> dict[str, Any]:
     """Runs a trial-based search and writes the output directory (see the module doc);
     returns the metrics (a worker returns ``{"role": "worker", ...}`` and writes nothing
     itself)."""
-    return TrialSearch(settings).run()
+    with TrialSearch(settings) as job:
+        return job.run()

@@ -1,5 +1,5 @@
-"""keras-tuner's distributed mode with timeouts, so that no process waits forever; the one
-module that uses keras-tuner's private API (:data:`PRIVATE_API`).
+"""keras-tuner's distributed mode with timeouts, so that no process waits forever, and its state
+files written crash-safe; the one module that uses keras-tuner's private API (:data:`PRIVATE_API`).
 
 Roles come from keras-tuner's environment variables (``KERASTUNER_ORACLE_IP``,
 ``KERASTUNER_ORACLE_PORT``, ``KERASTUNER_TUNER_ID``): the chief (an id containing
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import os
 import time
 from concurrent import futures
@@ -26,15 +27,18 @@ from typing import Any
 import grpc
 import keras_tuner
 
+from kerasnas import io
 from kerasnas.errors import RunError, SettingError
 
 __all__ = [
     "PRIVATE_API",
+    "ChiefLost",
     "ChiefUnreachable",
     "DistributedError",
     "check_private_api",
     "chief_address",
     "role",
+    "safe_state_files",
     "serve",
     "wait_for_chief",
     "worker_client",
@@ -48,6 +52,8 @@ PRIVATE_API: tuple[tuple[str, str], ...] = (
     ("keras_tuner.src.distribute.oracle_client", "OracleClient.create_trial"),
     ("keras_tuner.src.distribute.utils", "has_chief_oracle"),
     ("keras_tuner.src.distribute.utils", "is_chief_oracle"),
+    ("keras_tuner.src.utils", "save_json"),
+    ("keras_tuner.src.utils", "load_json"),
 )
 # private attributes of keras-tuner objects used here
 PRIVATE_ATTRIBUTES = ("Oracle._retry_queue", "OracleClient._oracle", "OracleClient.stub")
@@ -95,6 +101,41 @@ def role() -> str | None:
         raise SettingError(str(e).replace('"', "")) from None
     is_chief = _private("keras_tuner.src.distribute.utils", "is_chief_oracle")()
     return "chief" if is_chief else "worker"
+
+
+def safe_state_files() -> None:
+    """Makes keras-tuner's state files (``oracle.json``, ``trial.json``, build configs) crash
+    safe: each is written to a temporary file and renamed into place, so a killed search
+    leaves the previous complete file (keras-tuner writes them in place), and a file that
+    cannot be parsed is a SettingError naming it instead of a bare JSON error. Replaces
+    ``keras_tuner.src.utils.save_json``/``load_json``, which keras-tuner looks up at each
+    call; idempotent."""
+    utils = importlib.import_module("keras_tuner.src.utils")
+    save, load = (
+        _private("keras_tuner.src.utils", "save_json"),
+        _private("keras_tuner.src.utils", "load_json"),
+    )
+    if getattr(utils.save_json, "kerasnas", False):
+        return
+
+    def save_json(path: str, obj: Any) -> str:
+        if "://" in str(path):  # a remote filesystem: keras-tuner's own writer
+            return save(path, obj)
+        text = json.dumps(obj)
+        io.write_text(path, text)
+        return text
+
+    def load_json(path: str) -> Any:
+        try:
+            return load(path)
+        except ValueError as e:  # json.JSONDecodeError
+            raise SettingError(
+                f"{{resume}}: keras-tuner's state file {path} is damaged ({e}); "
+                "{overwrite} starts afresh"
+            ) from None
+
+    save_json.kerasnas = load_json.kerasnas = True
+    utils.save_json, utils.load_json = save_json, load_json
 
 
 def chief_address() -> str:
@@ -151,7 +192,20 @@ def _worker_client_class() -> type:
                 time.sleep(self._poll)
             return trial
 
+        def heartbeat(self, trial_id: str) -> None:
+            """Tells the chief this worker still runs `trial_id` (a GetTrial call, which
+            the chief's :func:`serve` records); ChiefLost when the chief does not answer."""
+            try:
+                self.get_trial(trial_id)
+            except grpc.RpcError as e:
+                raise ChiefLost(e.code().name) from None
+
     return WorkerClient
+
+
+class ChiefLost(keras_tuner.errors.FatalError):
+    """A worker's heartbeat got no answer: the search stops (keras-tuner does not record
+    a fatal error as a failed trial). The message is the gRPC status."""
 
 
 def worker_client(oracle: Any, timeout: float, poll: float) -> Any:
@@ -173,12 +227,60 @@ def _search_done(oracle: keras_tuner.Oracle, servicer: Any) -> bool:
     )
 
 
-def serve(oracle: keras_tuner.Oracle, save: Any, timeout: float, grace: float) -> bool:
+def _record_activity(servicer: Any, seen: dict[str, float]) -> None:
+    """Wraps the servicer's trial calls so that ``seen[trial_id]`` is the monotonic time of
+    the last call about that trial (a worker's heartbeat is a GetTrial call)."""
+
+    def wrap(name: str) -> None:
+        method = getattr(servicer, name)
+
+        def call(request: Any, context: Any) -> Any:
+            response = method(request, context)
+            trial = response.trial if name == "CreateTrial" else getattr(request, "trial", None)
+            trial_id = trial.trial_id if trial is not None else request.trial_id
+            if trial_id:
+                seen[trial_id] = time.monotonic()
+            return response
+
+        setattr(servicer, name, call)
+
+    for name in ("CreateTrial", "UpdateTrial", "EndTrial", "GetTrial"):
+        wrap(name)
+
+
+@keras_tuner.synchronized
+def _requeue_silent(oracle: keras_tuner.Oracle, seen: dict[str, float], limit: float) -> list:
+    """Hands the trials whose worker has been silent for over `limit` seconds back to the
+    oracle's retry queue (another worker gets them) and forgets those workers; returns the
+    trial ids. Runs under the oracle's lock."""
+    now = time.monotonic()
+    requeued = []
+    for tuner_id, trial in list(oracle.ongoing_trials.items()):
+        if now - seen.get(trial.trial_id, now) > limit:
+            oracle.ongoing_trials.pop(tuner_id)
+            oracle.tuner_ids.discard(tuner_id)
+            oracle._retry_queue.append(trial.trial_id)
+            requeued.append(trial.trial_id)
+    return requeued
+
+
+def serve(
+    oracle: keras_tuner.Oracle,
+    save: Any,
+    timeout: float,
+    grace: float,
+    silence: float | None = None,
+    log: Any = print,
+) -> bool:
     """The chief: serves `oracle` until the search is done and the workers are told, or
-    until `timeout` seconds; `save()` is called before and after. Returns True when it
-    timed out."""
+    until `timeout` seconds; `save()` is called before and after. A trial whose worker has
+    not been heard of for `silence` seconds (default `timeout`; workers report after every
+    epoch) is handed to another worker. Returns True when it timed out."""
     address = chief_address()
     servicer = _private("keras_tuner.src.distribute.oracle_chief", "OracleServicer")(oracle)
+    seen: dict[str, float] = {}
+    _record_activity(servicer, seen)
+    silence = timeout if silence is None else silence
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     grpc_service = _private("keras_tuner.src.protos", "get_service_grpc")()
     grpc_service.add_OracleServicer_to_server(servicer, server)
@@ -195,6 +297,11 @@ def serve(oracle: keras_tuner.Oracle, save: Any, timeout: float, grace: float) -
     try:
         while True:
             time.sleep(0.1)
+            for trial_id in _requeue_silent(oracle, seen, silence):
+                log(
+                    f"chief: trial {trial_id}: no word from its worker for {silence:g} s; "
+                    "handed out again"
+                )
             now = time.monotonic()
             if _search_done(oracle, servicer):
                 done_at = done_at or now

@@ -166,6 +166,8 @@ class ArchTuner(keras_tuner.Tuner):
       grace: seconds the chief waits, after the last trial ended, for workers still to be
         told that the search is over.
       poll: seconds between a worker's requests while the oracle answers IDLE.
+      silence: distributed mode: seconds without word from a worker (a heartbeat after every
+        epoch of its trial) before the chief hands its trial to another worker.
     """
 
     def __init__(
@@ -181,6 +183,7 @@ class ArchTuner(keras_tuner.Tuner):
         timeout: float = 600.0,
         grace: float = 10.0,
         poll: float = 0.2,
+        silence: float = 120.0,
     ):
         config.validate()
         self.space = space
@@ -190,6 +193,7 @@ class ArchTuner(keras_tuner.Tuner):
         self.timeout = float(timeout)
         self.grace = float(grace)
         self.poll = float(poll)
+        self.silence = float(silence)
         self.timed_out = False
         self._best = float("-inf")
         hypermodel = SpaceHyperModel(
@@ -231,6 +235,8 @@ class ArchTuner(keras_tuner.Tuner):
             warnings.simplefilter("ignore", UserWarning)
             for epoch in range(epochs):
                 model.fit(self.bundle.train(epoch, self.config.batch_size), epochs=1, verbose=0)
+                if self.is_worker:  # the chief may be gone: stop now, not after the trial
+                    self.oracle.heartbeat(trial_id)
         return model
 
     def reward(self, val_accuracy: float, params: int, flops: int) -> float:
@@ -336,14 +342,17 @@ class ArchTuner(keras_tuner.Tuner):
         kwargs.setdefault("verbose", 0)
         if distributed.role() == "chief":
             self.oracle.verbose = kwargs["verbose"]
-            self.timed_out = distributed.serve(self.oracle, self.save, self.timeout, self.grace)
+            self.timed_out = distributed.serve(
+                self.oracle, self.save, self.timeout, self.grace, silence=self.silence
+            )
             return
         try:
             super().search(*args, **kwargs)
-        except grpc.RpcError as e:
+        except (grpc.RpcError, distributed.ChiefLost) as e:
             if not self.is_worker:
                 raise
+            status = e.code().name if isinstance(e, grpc.RpcError) else str(e)
             raise ChiefUnreachable(
                 f"worker {self.tuner_id}: the chief at {distributed.chief_address()} did not "
-                f"answer within {self.timeout:g} s ({e.code().name})"
+                f"answer within {self.timeout:g} s ({status}); its trial is abandoned"
             ) from None

@@ -31,7 +31,9 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
+import zipfile
 from typing import Any
 
 import keras
@@ -39,11 +41,19 @@ import numpy as np
 import tensorflow as tf
 
 from kerasnas import distribute, io, options
-from kerasnas.errors import SettingError
+from kerasnas.errors import RunError, SettingError
 from kerasnas.evaluate import top1
 from kerasnas.layers import arch_variables, mixed_ops, set_inference, weight_variables
 from kerasnas.options import option
 from kerasnas.trainers.optim import MomentumSGD
+
+_ARRAYS = re.compile(r"ckpt-\d+\.npz")  # a checkpoint's array file
+
+
+class DivergedError(RunError):
+    """The training loss became NaN or infinite (exit code 1)."""
+
+    exit_code = 1
 
 
 class CheckpointError(SettingError):
@@ -409,6 +419,12 @@ class Trainer:
                     sched = self.set_schedules(epoch, self.budget_fraction(counted()))
                 with self.startup("train_step"):
                     logs = {k: float(v) for k, v in self._step_fn(*batch).items()}
+                if not math.isfinite(logs.get("loss", 0.0)):
+                    raise DivergedError(
+                        f"the training loss became {logs['loss']} at epoch {epoch + 1}, step "
+                        f"{n + 1}: the run stopped and its last checkpoint (epoch {epoch}) is "
+                        f"kept; lower the learning rate ({{w_lr}} is {cfg.w_lr:g})"
+                    )
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n += 1
@@ -508,17 +524,24 @@ class Trainer:
         return {"trainer": self.name, **dataclasses.asdict(self.config)}
 
     def checkpoint(self, epochs_done: int) -> None:
-        """Writes every model and optimizer variable and the loop state, atomically."""
+        """Writes every model and optimizer variable and the loop state as one unit: the
+        arrays go to a new ``ckpt-<epochs>.npz``, then ``state.json`` (the manifest, written
+        last) names it with its SHA-256, then older array files are deleted. Each file is
+        written atomically, so a stop at any point leaves the last complete checkpoint."""
         if self.checkpoint_dir is None:
             return
         variables = self._state_variables()
         arrays = {f"v{i:05d}": keras.ops.convert_to_numpy(v.value) for i, v in enumerate(variables)}
-        with io.atomic_path(os.path.join(self.checkpoint_dir, "ckpt.npz")) as tmp:
+        name = f"ckpt-{epochs_done:05d}.npz"
+        with io.atomic_path(os.path.join(self.checkpoint_dir, name)) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
+            digest = io.sha256(tmp)
         io.write_json(
             os.path.join(self.checkpoint_dir, "state.json"),
             {
+                "arrays": name,
+                "sha256": digest,
                 "epochs_done": epochs_done,
                 # the key predates the generic trainer: training seconds of any trainer
                 "search_seconds": self.seconds,
@@ -531,6 +554,10 @@ class Trainer:
                 "extra": self.extra_state(),
             },
         )
+        for old in os.listdir(self.checkpoint_dir):  # superseded array files
+            if old != name and (old == "ckpt.npz" or _ARRAYS.fullmatch(old)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(self.checkpoint_dir, old))
 
     def restore(self) -> int:
         """Loads the last checkpoint; returns the number of epochs it had completed (0 when
@@ -543,11 +570,31 @@ class Trainer:
         try:
             with open(state_path, encoding="utf-8") as f:
                 state = json.load(f)
-            with np.load(os.path.join(self.checkpoint_dir, "ckpt.npz")) as npz:
-                arrays = [npz[f"v{i:05d}"] for i in range(len(npz.files))]
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError) as e:
             raise CheckpointError(
-                f"{{resume}}: the checkpoint in {self.checkpoint_dir} is unreadable ({e})"
+                f"{{resume}}: the checkpoint manifest {state_path} is unreadable ({e}); "
+                "{overwrite} starts afresh"
+            ) from e
+        # checkpoints before the manifest: one ckpt.npz, no checksum
+        arrays_path = os.path.join(self.checkpoint_dir, state.get("arrays", "ckpt.npz"))
+        if "sha256" in state:
+            if not os.path.isfile(arrays_path):
+                raise CheckpointError(
+                    f"{{resume}}: {arrays_path}, named by {state_path}, is missing; "
+                    "{overwrite} starts afresh"
+                )
+            if io.sha256(arrays_path) != state["sha256"]:
+                raise CheckpointError(
+                    f"{{resume}}: {arrays_path} does not match the checksum in {state_path} "
+                    "(damaged or replaced); {overwrite} starts afresh"
+                )
+        try:
+            with np.load(arrays_path) as npz:
+                arrays = [npz[f"v{i:05d}"] for i in range(len(npz.files))]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise CheckpointError(
+                f"{{resume}}: the checkpoint file {arrays_path} is unreadable ({e}); "
+                "{overwrite} starts afresh"
             ) from e
         saved, now = state.get("config", {}), self.config_dict()
         changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
