@@ -2,6 +2,7 @@
 temporary files, data that cannot train, a diverging loss, Ctrl-C and SIGTERM, filesystem
 errors, an export that fails after the search, and every candidate op through TFLite."""
 
+import csv
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from kerasnas import io, ops
 from kerasnas.cli import command, search
 from kerasnas.errors import SettingError
 from kerasnas.export import litert
+from kerasnas.genotype import DARTS_V2
 from kerasnas.trainers.base import CheckpointError, DivergedError
 from kerasnas.trainers.retrain import RetrainConfig, RetrainTrainer
 
@@ -432,3 +434,133 @@ def test_a_stopped_comparison_stops_its_running_searches(monkeypatch):
     finally:
         compare._CHILDREN.discard(proc)
     assert proc.wait(timeout=5) == -signal.SIGTERM  # terminated, not left running
+
+
+# -- kills at injected points (a real process dies with os._exit) ---------------------------------
+KILLER = textwrap.dedent(
+    """
+    import contextlib, os, sys
+    from kerasnas import io
+    target, count, when, module, *argv = sys.argv[1:]
+    real, seen = io.atomic_path, [0]
+
+    @contextlib.contextmanager
+    def dying(path):
+        hit = os.path.basename(str(path)) == target
+        if hit:
+            seen[0] += 1
+        if hit and seen[0] == int(count) and when == "before":
+            os._exit(9)  # nothing of this file written
+        with real(path) as tmp:
+            yield tmp
+            if hit and seen[0] == int(count) and when == "inside":
+                os._exit(9)  # the temporary file complete, not renamed into place
+    io.atomic_path = dying
+    if module == "train":
+        from kerasnas.cli.train import main
+    else:
+        from kerasnas.cli.search import main
+    sys.exit(main([module, *argv]))
+    """
+)
+
+
+def _killed(target, count, when, module, argv):
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, target, str(count), when, module, *argv],
+        env={**ENV, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 9, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def train_reference(tmp_path_factory):
+    """An uninterrupted kerasnas-train run to compare resumed runs with."""
+    from kerasnas.cli import train
+
+    root = tmp_path_factory.mktemp("kills")
+    genotype = root / "genotype.json"
+    DARTS_V2.save(genotype)
+    argv = [f"--genotype={genotype}", *TRAIN_ARGS]
+    assert train.main(["kerasnas-train", f"--output_dir={root / 'ref'}", *argv]) == 0
+    return root, argv
+
+
+TRAIN_ARGS = ["--init_channels=4", "--layers=3", "--epochs=3", "--batch_size=64", "--verbose=0"]
+
+
+@pytest.mark.parametrize(
+    "target, count, when",
+    [
+        ("state.json", 2, "before"),  # between the checkpoint's array file and its manifest
+        ("state.json", 2, "inside"),  # the manifest written, not yet renamed
+        ("model.keras", 1, "inside"),  # inside the final writes
+        ("metrics.json", 1, "before"),  # everything but the last file
+    ],
+)
+def test_a_killed_run_resumes_to_the_uninterrupted_result(train_reference, target, count, when):
+    from kerasnas.cli import train
+
+    root, argv = train_reference
+    out = root / f"{target}-{count}-{when}"
+    _killed(target, count, when, "train", [f"--output_dir={out}", *argv])
+    assert not (out / "metrics.json").exists()
+    assert train.main(["kerasnas-train", f"--output_dir={out}", "--resume", *argv]) == 0
+    want = json.loads((root / "ref" / "metrics.json").read_text())
+    got = json.loads((out / "metrics.json").read_text())
+    for key in ("test_accuracy", "valid_accuracy", "final_train_loss", "params"):
+        assert got[key] == want[key], key
+    ref_model = keras.models.load_model(root / "ref" / "model.keras")
+    model = keras.models.load_model(out / "model.keras")
+    for a, b in zip(ref_model.weights, model.weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".") and ".tmp" in p.name]
+    assert not leftovers and not (out / io.LOCK_FILE).exists()
+
+
+def test_a_search_killed_inside_keras_tuner_writes_resumes(tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    assert search.main(["kerasnas-search", f"--output_dir={ref}", *TRIAL_ARGV]) == 0
+    _killed("trial.json", 3, "inside", "search", [f"--output_dir={out}", *TRIAL_ARGV])
+    assert search.main(["kerasnas-search", f"--output_dir={out}", "--resume", *TRIAL_ARGV]) == 0
+
+    def trials(path):
+        with open(path / "history.csv", encoding="utf-8") as f:
+            return [(r["trial_id"], r["architecture"], r["reward"]) for r in csv.DictReader(f)]
+
+    assert trials(out) == trials(ref) and len(trials(ref)) == 2
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".") and ".tmp" in p.name]
+    assert not leftovers
+
+
+@pytest.mark.parametrize(
+    "sig, code, how",
+    [(signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted")],
+)
+def test_a_signal_stops_a_real_run_with_one_line(train_reference, sig, code, how):
+    import time
+
+    root, argv = train_reference
+    out = root / f"signal-{code}"
+    argv = [a if not a.startswith("--epochs=") else "--epochs=500" for a in argv]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kerasnas.cli.train", f"--output_dir={out}", *argv],
+        env={**ENV, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "state.json").exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint"
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("kerasnas-train:")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert f"stopped: {how}; the checkpoint of epoch" in lines[0] and "--resume" in lines[0]
+    json.loads((out / "checkpoints" / "state.json").read_text())  # whole

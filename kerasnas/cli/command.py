@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import os
 import signal
 import sys
 import threading
@@ -275,4 +277,9 @@ class Command:
             return "nothing was finished"
         if "resume" not in self.flags:
             return f"{out!r} may hold partial results"
-        return f"the last checkpoint in {out!r} is kept: add --resume to continue"
+        try:
+            with open(os.path.join(out, "checkpoints", "state.json"), encoding="utf-8") as f:
+                done = int(json.load(f)["epochs_done"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"the last checkpoint in {out!r} is kept: add --resume to continue"
+        return f"the checkpoint of epoch {done} in {out!r} is kept: add --resume to continue"
