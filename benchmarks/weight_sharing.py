@@ -4,13 +4,16 @@
     python benchmarks/weight_sharing.py --children=fixed,pool2,pool8,uniform --epochs=3
     python benchmarks/weight_sharing.py --children=uniform,wiring,ops --epochs=6
     python benchmarks/weight_sharing.py --ops=sep_conv_3x3,sep_conv_5x5,dil_conv_3x3,dil_conv_5x5
+    python benchmarks/weight_sharing.py --children=enas,enas_prior,uniform --epochs=60 --final=0
 
 Trains the digits cell supernet of the default comparison (C=8, L=5, N=4, the 8 ops,
 batch 64, w_lr 0.025) with :class:`kerasnas.trainers.RandomWSTrainer` (the weight phase
 ENAS and random search share): ``fixed`` always draws the same child (an ordinary network,
 for reference), ``pool<k>`` one of k fixed uniform children per minibatch, ``uniform`` a new
 uniform child per minibatch, ``wiring`` a uniform wiring with every op ``sep_conv_3x3``,
-``ops`` uniform ops on a fixed wiring (node i reads nodes i and i+1); ``--ops`` narrows the
+``ops`` uniform ops on a fixed wiring (node i reads nodes i and i+1), ``enas`` the children
+of ENAS' controller as the digits job runs it (2 updates per epoch, no op prior),
+``enas_prior`` the same with the authors' prior towards convolutions; ``--ops`` narrows the
 supernet's candidate ops (``none`` is added). Prints per epoch the
 training loss and accuracy of the sampled children and the validation accuracy of children
 of the same policy, one per batch, with batch norm three ways:
@@ -45,7 +48,12 @@ def main() -> None:
 
     from kerasnas import data as data_lib
     from kerasnas.search_spaces.cell import CellSpace
-    from kerasnas.trainers.enas import RandomWSTrainer, WeightSharingConfig
+    from kerasnas.trainers.enas import (
+        ENASConfig,
+        ENASTrainer,
+        RandomWSTrainer,
+        WeightSharingConfig,
+    )
 
     def pool_of(k: int):
         class Pool(RandomWSTrainer):
@@ -92,28 +100,41 @@ def main() -> None:
         extra = {"ops": ("none", *args.ops.split(","))} if args.ops else {}
         space = CellSpace(bundle.input_shape, bundle.num_classes, 8, 5, 4, **extra)
         net = space.build_supernet("controlled", bundle.normalization_layer(), seed=args.seed)
+        config = WeightSharingConfig(epochs=args.epochs, seed=args.seed)
         if kind == "uniform":
             base = RandomWSTrainer
+        elif kind in ("enas", "enas_prior"):  # the digits job's ENAS, its op prior off / on
+            base = ENASTrainer
+            config = ENASConfig(
+                epochs=args.epochs,
+                seed=args.seed,
+                controller_steps=2,
+                controller_op_bias=kind == "enas_prior",
+            )
         elif kind in ("wiring", "ops"):
             base = restricted(kind)
         elif kind == "fixed" or kind.startswith("pool"):
             base = pool_of(1 if kind == "fixed" else int(kind[4:]))
         else:
-            raise SystemExit(f"--children: fixed, pool<k>, uniform, wiring or ops, got {kind!r}")
+            raise SystemExit(
+                f"--children: fixed, pool<k>, uniform, wiring, ops, enas or enas_prior, "
+                f"got {kind!r}"
+            )
         cls = type(f"Probed{base.__name__}", (Probed, base), {})
-        trainer = cls(
-            net, space, WeightSharingConfig(epochs=args.epochs, seed=args.seed), verbose=0
-        )
+        trainer = cls(net, space, config, verbose=0)
         trainer._probe_data = bundle
         t0 = time.perf_counter()
         history = trainer.fit(bundle)
         print(f"{kind} children, {args.epochs} epochs, {time.perf_counter() - t0:.0f} s:")
         for r in history:
+            entropy = f" | policy entropy {r['entropy']:.2f}" if "entropy" in r else ""
             print(
                 f"  epoch {r['epoch']:3d}: train loss {r['loss']:.3f}, accuracy "
                 f"{r['accuracy']:.3f} | valid (one child per batch): moving "
-                f"{r['valid_moving']:.3f}, batch {r['valid_batch']:.3f}"
+                f"{r['valid_moving']:.3f}, batch {r['valid_batch']:.3f}{entropy}"
             )
+        if not args.final:
+            continue
         archs = trainer.sample_archs(args.final, np.random.default_rng([args.seed, 99]))
         valid = bundle.valid(64)
         rows = {

@@ -78,7 +78,7 @@ class LoopConfig:
     call; :meth:`Trainer.startup`), measured as ``setup_seconds``; the per-epoch
     validation, summaries, logs and checkpoints (measurements only); what happens before or
     after :meth:`Trainer.fit`. Start-up is a fixed cost of the implementation, not of the
-    algorithm: on digits it is 20-130 s per search and differs 5x between strategies (a
+    algorithm: on digits it is 50-160 s per search and differs 3x between strategies (a
     weight-sharing step's graph holds 70 ``switch_case`` ops of 8 branches), so counting
     it would hand the strategies unequal training time. Every
     schedule (learning rate, SNAS temperature, drop-path rate) follows the fraction of the
