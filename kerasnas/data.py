@@ -71,15 +71,17 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
 
 
 _MAX_ABS = 1e18  # larger input values overflow float32 in normalisation (x - mean)^2
+_MIN_STD = 1e-6  # a smaller spread vanishes in normalisation (Keras floors std at 1e-7)
 
 
 class _Stats:
-    """Running per-channel sum / sum of squares / min / max in float64."""
+    """Running per-channel count / mean / sum of squared deviations / min / max in float64,
+    merged chunk by chunk (Chan et al.), so values far from 0 keep their variance."""
 
     def __init__(self, channels: int) -> None:
         self.count = 0
-        self.total = np.zeros(channels, np.float64)
-        self.squares = np.zeros(channels, np.float64)
+        self.mean = np.zeros(channels, np.float64)
+        self.m2 = np.zeros(channels, np.float64)
         self.low = math.inf
         self.high = -math.inf
 
@@ -87,17 +89,41 @@ class _Stats:
         flat = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
         if flat.size == 0:
             return
-        self.count += flat.shape[0]
-        self.total += flat.sum(axis=0)
-        self.squares += np.square(flat).sum(axis=0)
+        n = flat.shape[0]
+        mean = flat.mean(axis=0)
+        m2 = np.square(flat - mean).sum(axis=0)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + np.square(delta) * (self.count * n / total)
+        self.count = total
         self.low = min(self.low, float(flat.min()))
         self.high = max(self.high, float(flat.max()))
 
+    def check(self, spec: str) -> None:
+        """DataError when normalising the values would lose them: constant, overflowing
+        float32, or spread too little to survive (x - mean) / std."""
+        if self.low == self.high:
+            raise DataError(f"dataset {spec!r}: every value of 'x' is {self.low:g}: no signal")
+        largest = max(abs(self.low), abs(self.high))
+        if largest > _MAX_ABS:
+            raise DataError(
+                f"dataset {spec!r}: 'x' has values up to {largest:.3g}, beyond {_MAX_ABS:.0e}: "
+                "normalising them overflows float32; rescale 'x'"
+            )
+        std = np.sqrt(self.m2 / self.count)
+        if np.max(std) < _MIN_STD:
+            raise DataError(
+                f"dataset {spec!r}: the values of 'x' spread by {np.max(std):.3g} (standard "
+                f"deviation) around {float(np.mean(self.mean)):.6g}: below {_MIN_STD:g}, they "
+                "vanish (underflow) in normalisation; rescale 'x'"
+            )
+
     def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
-        mean = self.total / self.count
-        var = np.maximum(self.squares / self.count - np.square(mean), 0.0)
-        std = np.maximum(np.sqrt(var), 1e-6)
-        return mean.astype(np.float32), std.astype(np.float32)
+        """Per-channel mean and standard deviation (float32; a constant channel gets 1)."""
+        std = np.sqrt(self.m2 / self.count)
+        std = np.where(std < _MIN_STD, 1.0, std)
+        return self.mean.astype(np.float32), std.astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,13 +554,7 @@ def _from_arrays(
     x_train = splits["train"][0]
     for i in range(0, len(x_train), _CHUNK):
         stats.update(x_train[i : i + _CHUNK])
-    if stats.low == stats.high:
-        raise DataError(f"dataset {spec!r}: every value of 'x' is {stats.low:g}: no signal")
-    if max(abs(stats.low), abs(stats.high)) > _MAX_ABS:
-        raise DataError(
-            f"dataset {spec!r}: 'x' has values up to {max(abs(stats.low), abs(stats.high)):.3g}, "
-            f"beyond {_MAX_ABS:.0e}: normalising them overflows float32; rescale 'x'"
-        )
+    stats.check(spec)
     mean, std = stats.mean_std()
     return DataBundle(
         name=spec,
@@ -664,6 +684,7 @@ def _from_tfds(
     stats = _Stats(input_shape[2])
     for x, _ in splits["train"].take(_STATS_LIMIT).batch(512).as_numpy_iterator():
         stats.update(x)
+    stats.check(spec)
     mean, std = stats.mean_std()
     stored_dtype = tf.as_dtype(image_feature.dtype)
     if stored_dtype == tf.uint8:

@@ -144,8 +144,8 @@ def test_the_trial_of_a_dead_worker_is_handed_to_another(tmp_path):
     doomed.wait()
     procs["tuner1"] = _start("tuner1", port, out, *flags)
     results = _wait(procs, timeout=240)
-    for name, (code, stdout, stderr) in results.items():
-        assert code == 0, f"{name} exited {code}:\n{stdout}\n{stderr}"
+    report = "\n".join(f"== {n} exited {c}:\n{o}\n{e[-3000:]}" for n, (c, o, e) in results.items())
+    assert all(code == 0 for code, _, _ in results.values()), report
     assert "handed out again" in results["chief"][1]
     with open(out / "history.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))

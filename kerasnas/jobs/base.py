@@ -38,9 +38,11 @@ class JobSettings:
 
     output_dir: str = option(REQUIRED, "Directory of the results. Required.")
     dataset: str = option("digits", DATASET_HELP)
-    valid_fraction: float = option(0.2, "Fraction of the data held out for validation.")
+    valid_fraction: float = option(
+        0.2, "Fraction of the data held out for validation.", above=0, below=1
+    )
     test_fraction: float = option(
-        0.2, "Fraction held out for test (when the dataset has no test split)."
+        0.2, "Fraction held out for test (when the dataset has no test split).", above=0, below=1
     )
     resume: bool = option(False, "Continue the run in {output_dir} from where it stopped.")
     overwrite: bool = option(False, "Delete what {output_dir} holds and start afresh.")
@@ -224,8 +226,8 @@ class Job:
             path = os.path.join(self.settings.output_dir, source)
             raise ExportFailed(
                 f"the run finished and its results and metrics.json are in "
-                f"{self.settings.output_dir!r}, but the export failed: {failure}; retry with "
-                f"kerasnas-export --model={path} and other --formats"
+                f"{self.settings.output_dir!r}, but the export failed: {failure}; retry the "
+                f"export with kerasnas-export on {path!r} (other formats, or after a fix)"
             )
         if self.summary:
             self.log(self.summary)

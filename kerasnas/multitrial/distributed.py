@@ -203,7 +203,7 @@ def _worker_client_class() -> type:
     return WorkerClient
 
 
-class ChiefLost(keras_tuner.errors.FatalError):
+class ChiefLost(RunError, keras_tuner.errors.FatalError):
     """A worker's heartbeat got no answer: the search stops (keras-tuner does not record
     a fatal error as a failed trial). The message is the gRPC status."""
 
@@ -229,13 +229,25 @@ def _search_done(oracle: keras_tuner.Oracle, servicer: Any) -> bool:
 
 def _record_activity(servicer: Any, seen: dict[str, float]) -> None:
     """Wraps the servicer's trial calls so that ``seen[trial_id]`` is the monotonic time of
-    the last call about that trial (a worker's heartbeat is a GetTrial call)."""
+    the last call about that trial (a worker's heartbeat is a GetTrial call), and so that a
+    worker asking for a trial once every trial has been handed out is told to wait (IDLE),
+    not to stop, while other workers still run theirs: one of those may die and its trial
+    come back (:func:`_requeue_silent`)."""
+    oracle = servicer.oracle
+    trial_module = keras_tuner.engine.trial
 
     def wrap(name: str) -> None:
         method = getattr(servicer, name)
 
         def call(request: Any, context: Any) -> Any:
             response = method(request, context)
+            if name == "CreateTrial" and _wait_instead_of_stop(oracle, response.trial):
+                servicer.stop_triggered = False
+                oracle.tuner_ids.add(request.tuner_id)
+                response.trial.status = trial_module.TrialStatus.to_proto(
+                    trial_module.TrialStatus.IDLE
+                )
+                return response
             trial = response.trial if name == "CreateTrial" else getattr(request, "trial", None)
             trial_id = trial.trial_id if trial is not None else request.trial_id
             if trial_id:
@@ -246,6 +258,15 @@ def _record_activity(servicer: Any, seen: dict[str, float]) -> None:
 
     for name in ("CreateTrial", "UpdateTrial", "EndTrial", "GetTrial"):
         wrap(name)
+
+
+@keras_tuner.synchronized
+def _wait_instead_of_stop(oracle: keras_tuner.Oracle, trial: Any) -> bool:
+    """True when `trial` (a proto) says STOPPED but other trials are still running."""
+    stopped = keras_tuner.engine.trial.TrialStatus.to_proto(
+        keras_tuner.engine.trial.TrialStatus.STOPPED
+    )
+    return trial.status == stopped and bool(oracle.ongoing_trials or oracle._retry_queue)
 
 
 @keras_tuner.synchronized
