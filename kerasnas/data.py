@@ -420,6 +420,16 @@ def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     if not os.path.isfile(full):
         raise DataError(f"npz file {path!r} does not exist")
     try:
+        with open(full, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise DataError(f"npz file {path!r} cannot be read: {_one_line(e)}") from e
+    if not magic.startswith(b"PK") and magic != b"\x93NUMPY":
+        raise DataError(
+            f"npz file {path!r} is not a .npz archive (a zip of .npy arrays, as numpy.savez "
+            "writes)"
+        )
+    try:
         archive = np.load(full, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"npz file {path!r} is not a valid .npz archive: {_one_line(e)}") from e

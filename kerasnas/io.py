@@ -39,9 +39,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno and not e.filename:  # e.g. ENOSPC in write()
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), path) from e
         raise
 
 
@@ -72,7 +74,7 @@ class OutputDirError(SettingError):
 LOCK_FILE = ".kerasnas.lock"
 # what atomic_path and the exporter leave behind when killed: .<name>.<8 random>.tmp[.ext]
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\..*)?|\.export\.[a-z0-9_]{8}")
-_held: dict[str, int] = {}  # real path of a directory -> the fd of the lock this process holds
+_held: dict[str, tuple[int, str]] = {}  # real path -> (fd, lock file) of a lock held here
 
 
 def _os_error(path: str, error: OSError) -> OutputDirError:
@@ -89,10 +91,30 @@ def lock_output_dir(path: str) -> None:
     when its process ends, however it ends, so a killed run never leaves a stale lock (its
     file stays, unlocked, until the next run). Taking a lock this process holds already does
     nothing."""
+    _lock(path, os.path.join(path, LOCK_FILE))
+
+
+def lock_target(path: str) -> None:
+    """Locks `path`, a directory that will be replaced whole (an export renamed into place),
+    with the lock file ``.<name>.kerasnas.lock`` beside it, and deletes the staging
+    directories ``.<name>.<random>.tmp`` killed writers left beside it. As
+    :func:`lock_output_dir` otherwise; :func:`release_output_dir` releases it."""
+    parent, name = os.path.split(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise _os_error(path, e) from None
+    _lock(path, os.path.join(parent, f".{name}.kerasnas.lock"))
+    staging = re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp")
+    for item in os.listdir(parent):
+        if staging.fullmatch(item):
+            shutil.rmtree(os.path.join(parent, item), ignore_errors=True)
+
+
+def _lock(path: str, lock_path: str) -> None:
     key = os.path.realpath(path)
     if key in _held:
         return
-    lock_path = os.path.join(path, LOCK_FILE)
     while True:
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -120,16 +142,17 @@ def lock_output_dir(path: str) -> None:
     except OSError as e:
         os.close(fd)
         raise _os_error(path, e) from None
-    _held[key] = fd
+    _held[key] = (fd, lock_path)
 
 
 def release_output_dir(path: str) -> None:
-    """Releases the lock :func:`lock_output_dir` took on `path` and deletes the lock file
-    (no-op if not held). A killed run leaves the file, unlocked: the next run takes it."""
-    fd = _held.pop(os.path.realpath(path), None)
+    """Releases the lock :func:`lock_output_dir` (or :func:`lock_target`) took on `path`
+    and deletes the lock file (no-op if not held). A killed run leaves the file, unlocked:
+    the next run takes it."""
+    fd, lock_path = _held.pop(os.path.realpath(path), (None, None))
     if fd is not None:
         with contextlib.suppress(OSError):
-            os.remove(os.path.join(path, LOCK_FILE))
+            os.remove(lock_path)
         os.close(fd)  # closing the descriptor releases the flock
 
 
@@ -160,6 +183,11 @@ def prepare_output_dir(path: str, *, resume: bool = False, overwrite: bool = Fal
     be created or written (naming the path and the reason)."""
     if not path:
         raise OutputDirError("{output_dir} is required")
+    if resume and overwrite:
+        raise OutputDirError(
+            "{resume} (continue the run) and {overwrite} (delete it and start afresh) exclude "
+            "each other; pass one"
+        )
     if os.path.exists(path) and not os.path.isdir(path):
         raise OutputDirError(f"{{output_dir}} {path!r} exists and is not a directory")
     try:
@@ -175,7 +203,7 @@ def prepare_output_dir(path: str, *, resume: bool = False, overwrite: bool = Fal
                 f"{{output_dir}} {path!r} is not empty; pass {{resume}} to continue the run in "
                 "it, {overwrite} to replace it, or choose another directory"
             )
-        if overwrite and not resume:
+        if overwrite:
             for name in existing:
                 item = os.path.join(path, name)
                 shutil.rmtree(item) if os.path.isdir(item) else os.remove(item)

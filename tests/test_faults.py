@@ -3,6 +3,7 @@ temporary files, data that cannot train, a diverging loss, Ctrl-C and SIGTERM, f
 errors, an export that fails after the search, and every candidate op through TFLite."""
 
 import csv
+import errno
 import json
 import os
 import signal
@@ -125,13 +126,13 @@ def test_a_checkpoint_written_before_the_manifest_still_resumes(digits, tmp_path
 
 
 # -- the output directory -----------------------------------------------------------------------
-def _hold_lock(path):
+def _hold_lock(path, how="lock_output_dir"):
     """A subprocess that locks `path` and waits; returns it once the lock is taken."""
     code = textwrap.dedent(
         f"""
         import sys, time
         from kerasnas import io
-        io.lock_output_dir({str(path)!r})
+        io.{how}({str(path)!r})
         print("locked", flush=True)
         time.sleep(120)
         """
@@ -161,6 +162,27 @@ def test_a_second_process_on_the_same_directory_is_refused(tmp_path, capsys):
     # the holder is gone (killed): its lock went with it, nothing stale remains
     io.prepare_output_dir(str(out))
     io.release_output_dir(str(out))
+
+
+def test_an_export_target_is_locked_and_its_stale_staging_removed(tmp_path, digits):
+    from kerasnas.export.exporter import export_model
+
+    target = tmp_path / "deploy"
+    stale = tmp_path / ".deploy.ab12cd34.tmp"  # a killed export's staging directory
+    (stale / "model.tflite").parent.mkdir()
+    other = tmp_path / ".deployment.ab12cd34.tmp"  # another target's: not touched
+    other.mkdir()
+    x, y = digits.numpy("test", 16)
+    holder = _hold_lock(target, "lock_target")
+    try:
+        with pytest.raises(io.OutputDirError, match=f"in use by pid {holder.pid}"):
+            export_model(_dense(digits), str(target), "tflite", x_eval=x, y_eval=y, log=id)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not target.exists()
+    export_model(_dense(digits), str(target), "tflite", x_eval=x, y_eval=y, log=id)
+    assert sorted(os.listdir(tmp_path)) == [".deployment.ab12cd34.tmp", "deploy"]
 
 
 def test_stale_temporaries_are_removed_on_resume(tmp_path):
@@ -228,6 +250,19 @@ def test_data_that_cannot_train_is_refused_in_one_line(tmp_path, x, y, message):
         data_lib.load(spec, seed=0)
     text = str(info.value)
     assert message in text and "\n" not in text and str(tmp_path) in text, text
+
+
+def test_a_file_that_is_not_an_npz_is_named(tmp_path):
+    path = tmp_path / "data.npz"
+    path.write_bytes(b"not an archive" * 10)  # numpy would call it pickled data
+    with pytest.raises(data_lib.DataError, match=r"data.npz' is not a \.npz archive"):
+        data_lib.load(f"npz:{path}", seed=0)
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path):
+    with pytest.raises(io.OutputDirError, match=r"resume .*and overwrite .*exclude each other"):
+        io.prepare_output_dir(str(tmp_path / "r"), resume=True, overwrite=True)
+    assert not (tmp_path / "r").exists()
 
 
 def test_values_far_from_zero_keep_their_spread(tmp_path):
@@ -303,8 +338,8 @@ def test_ctrl_c_and_sigterm_stop_with_one_line_and_their_exit_codes(tmp_path, ca
     assert _command(tmp_path).main(["kerasnas-test"], interrupted) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        f"kerasnas-test: stopped: interrupted; the last checkpoint in {str(tmp_path)!r} is "
-        "kept: add --resume to continue"
+        f"kerasnas-test: stopped: interrupted; no checkpoint in {str(tmp_path)!r} yet: add "
+        "--resume to start it again there"
     ]
     assert _command(tmp_path).main(["kerasnas-test"], terminated) == 143
     err = capsys.readouterr().err.strip().splitlines()
@@ -319,7 +354,23 @@ def test_filesystem_errors_are_one_line_naming_the_file(tmp_path, capsys):
     assert _command(tmp_path).main(["kerasnas-test"], full) == 1
     err = capsys.readouterr().err.strip().splitlines()
     path = str(tmp_path / "metrics.json")
-    assert err == [f"kerasnas-test: error: No space left on device: {path!r}"]
+    assert err == [
+        f"kerasnas-test: error: No space left on device: {path!r}; no checkpoint in "
+        f"{str(tmp_path)!r} yet: add --resume to start it again there"
+    ]
+
+
+def test_a_write_that_fails_without_a_file_name_is_given_one(tmp_path):
+    """write() on a full disk raises ENOSPC without a file name: atomic_path adds it, and
+    leaves neither the temporary nor the target behind."""
+    target = tmp_path / "ckpt.npz"
+    with pytest.raises(OSError) as info:
+        with io.atomic_path(target) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_failed_export_keeps_the_search_and_exits_non_zero(tmp_path, capsys, monkeypatch):

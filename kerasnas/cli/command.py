@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import json
 import os
 import signal
@@ -262,8 +263,12 @@ class Command:
             return EXIT_INTERRUPTED if isinstance(e, KeyboardInterrupt) else EXIT_TERMINATED
         except OSError as e:  # the filesystem: read-only, full, not a directory...
             reason = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
-            where = f": {e.filename!r}" if e.filename else ""
-            print(f"{self.prog}: error: {reason}{where}", file=sys.stderr)
+            out = self.flags["output_dir"].value if "output_dir" in self.flags else None
+            where = f": {e.filename!r}" if e.filename else (f" in {out!r}" if out else "")
+            hint = ""
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                hint = f"; {self._resume_hint()}"
+            print(f"{self.prog}: error: {reason}{where}{hint}", file=sys.stderr)
             return EXIT_FAILED
         finally:
             if previous is not None:
@@ -280,6 +285,8 @@ class Command:
         try:
             with open(os.path.join(out, "checkpoints", "state.json"), encoding="utf-8") as f:
                 done = int(json.load(f)["epochs_done"])
+        except FileNotFoundError:
+            return f"no checkpoint in {out!r} yet: add --resume to start it again there"
         except (OSError, ValueError, KeyError, TypeError):
             return f"the last checkpoint in {out!r} is kept: add --resume to continue"
         return f"the checkpoint of epoch {done} in {out!r} is kept: add --resume to continue"

@@ -253,102 +253,106 @@ def export_model(
             raise ExportError("tflite_int8 needs a representative dataset (training images)")
         representative = _check_images(representative, shape, "representative dataset")
     output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and not (os.path.isdir(output_dir) and overwrite):
-        if not os.path.isdir(output_dir) or os.listdir(output_dir):
-            raise ExportError(
-                f"{{output_dir}} {output_dir!r} exists; choose a new directory or pass "
-                "{overwrite}"
-            )
-
-    raw = _keras_outputs(model, x_eval)
-    logits = outputs == "logits" or (outputs == "auto" and not _looks_like_probabilities(raw))
-    ref = _softmax(raw) if logits else raw
-    keras_accuracy = _accuracy(ref, y_eval)
-    report: dict[str, Any] = {
-        "model": {
-            "source": source,
-            "input_shape": list(shape),
-            "num_classes": int(ref.shape[-1]),
-            "outputs": "logits" if logits else "probabilities",
-            "params": int(model.count_params()),
-        },
-        "dataset": dataset,
-        "eval_examples": len(x_eval),
-        "keras_accuracy": keras_accuracy,
-        "tolerances": dataclasses.asdict(tolerances),
-        "latency": {
-            "what": "median ms of one LiteRT Interpreter.invoke on one image",
-            "num_threads": num_threads,
-            "runs": latency_runs,
-        },
-        "formats": {},
-    }
-
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    base = os.path.basename(output_dir)
-    staging = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; results are ordinary dirs
+    io.lock_target(output_dir)  # a second export into it refuses; stale staging removed
     try:
-        sm_float = os.path.join(staging, ".float_saved_model")  # what TFLite converts
-        t0 = time.perf_counter()
-        saved_model.write(model, sm_float, "float32", logits)
-        if "saved_model" in formats:
-            if input_dtype == "float32":
-                shutil.copytree(sm_float, os.path.join(staging, FORMATS["saved_model"]))
-            else:
-                saved_model.write(
-                    model, os.path.join(staging, FORMATS["saved_model"]), input_dtype, logits
+        if os.path.exists(output_dir) and not (os.path.isdir(output_dir) and overwrite):
+            if not os.path.isdir(output_dir) or os.listdir(output_dir):
+                raise ExportError(
+                    f"{{output_dir}} {output_dir!r} exists; choose a new directory or pass "
+                    "{overwrite}"
                 )
-        log(f"export: SavedModel traced in {time.perf_counter() - t0:.1f} s")
-        for fmt in formats:
+
+        raw = _keras_outputs(model, x_eval)
+        logits = outputs == "logits" or (outputs == "auto" and not _looks_like_probabilities(raw))
+        ref = _softmax(raw) if logits else raw
+        keras_accuracy = _accuracy(ref, y_eval)
+        report: dict[str, Any] = {
+            "model": {
+                "source": source,
+                "input_shape": list(shape),
+                "num_classes": int(ref.shape[-1]),
+                "outputs": "logits" if logits else "probabilities",
+                "params": int(model.count_params()),
+            },
+            "dataset": dataset,
+            "eval_examples": len(x_eval),
+            "keras_accuracy": keras_accuracy,
+            "tolerances": dataclasses.asdict(tolerances),
+            "latency": {
+                "what": "median ms of one LiteRT Interpreter.invoke on one image",
+                "num_threads": num_threads,
+                "runs": latency_runs,
+            },
+            "formats": {},
+        }
+
+        parent = os.path.dirname(output_dir)
+        os.makedirs(parent, exist_ok=True)
+        base = os.path.basename(output_dir)
+        staging = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; results are ordinary dirs
+        try:
+            sm_float = os.path.join(staging, ".float_saved_model")  # what TFLite converts
             t0 = time.perf_counter()
-            path = os.path.join(staging, FORMATS[fmt])
-            entry: dict[str, Any] = {"file": FORMATS[fmt]}
-            if fmt == "saved_model":
-                p = saved_model.predict(path, x_eval)
-                entry["size_bytes"] = _dir_size(path)
-                entry["input"] = f"{input_dtype} raw images"
-                entry["latency_ms"] = None
-            else:
-                mode = _TFLITE_MODE[fmt]
-                flat = litert.convert_saved_model(
-                    sm_float, mode, representative, int8_io and mode == "int8", shape
-                )
-                with open(path, "wb") as f:
-                    f.write(flat)
-                p = litert.predict(flat, x_eval, num_threads=num_threads)
-                entry["size_bytes"] = len(flat)
-                entry["input"] = (
-                    "int8 quantised raw images"
-                    if int8_io and mode == "int8"
-                    else "float32 raw images"
-                )
-                entry["latency_ms"] = litert.latency_ms(
-                    flat, num_threads, runs=latency_runs, image=x_eval[0]
-                )
-                entry["num_threads"] = num_threads
-            entry.update(_verify(fmt, p, ref, y_eval, keras_accuracy, tolerances))
-            entry["seconds"] = round(time.perf_counter() - t0, 2)
-            report["formats"][fmt] = entry
-            log(_summary(fmt, entry))
-            if not entry["passed"]:
-                raise VerificationError(
-                    f"export format {fmt} failed verification: {'; '.join(entry['failed'])} "
-                    f"(needs {entry['criteria']}); nothing was written to {output_dir}"
-                )
-        shutil.rmtree(sm_float)
-        report["passed"] = True
-        io.write_json(os.path.join(staging, REPORT), report)
-        if os.path.isdir(output_dir):  # empty, or overwrite was asked for
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return report
+            saved_model.write(model, sm_float, "float32", logits)
+            if "saved_model" in formats:
+                if input_dtype == "float32":
+                    shutil.copytree(sm_float, os.path.join(staging, FORMATS["saved_model"]))
+                else:
+                    saved_model.write(
+                        model, os.path.join(staging, FORMATS["saved_model"]), input_dtype, logits
+                    )
+            log(f"export: SavedModel traced in {time.perf_counter() - t0:.1f} s")
+            for fmt in formats:
+                t0 = time.perf_counter()
+                path = os.path.join(staging, FORMATS[fmt])
+                entry: dict[str, Any] = {"file": FORMATS[fmt]}
+                if fmt == "saved_model":
+                    p = saved_model.predict(path, x_eval)
+                    entry["size_bytes"] = _dir_size(path)
+                    entry["input"] = f"{input_dtype} raw images"
+                    entry["latency_ms"] = None
+                else:
+                    mode = _TFLITE_MODE[fmt]
+                    flat = litert.convert_saved_model(
+                        sm_float, mode, representative, int8_io and mode == "int8", shape
+                    )
+                    with open(path, "wb") as f:
+                        f.write(flat)
+                    p = litert.predict(flat, x_eval, num_threads=num_threads)
+                    entry["size_bytes"] = len(flat)
+                    entry["input"] = (
+                        "int8 quantised raw images"
+                        if int8_io and mode == "int8"
+                        else "float32 raw images"
+                    )
+                    entry["latency_ms"] = litert.latency_ms(
+                        flat, num_threads, runs=latency_runs, image=x_eval[0]
+                    )
+                    entry["num_threads"] = num_threads
+                entry.update(_verify(fmt, p, ref, y_eval, keras_accuracy, tolerances))
+                entry["seconds"] = round(time.perf_counter() - t0, 2)
+                report["formats"][fmt] = entry
+                log(_summary(fmt, entry))
+                if not entry["passed"]:
+                    raise VerificationError(
+                        f"export format {fmt} failed verification: {'; '.join(entry['failed'])} "
+                        f"(needs {entry['criteria']}); nothing was written to {output_dir}"
+                    )
+            shutil.rmtree(sm_float)
+            report["passed"] = True
+            io.write_json(os.path.join(staging, REPORT), report)
+            if os.path.isdir(output_dir):  # empty, or overwrite was asked for
+                shutil.rmtree(output_dir)
+            os.replace(staging, output_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return report
+    finally:
+        io.release_output_dir(output_dir)
 
 
 def _dir_size(path: str) -> int:

@@ -388,6 +388,13 @@ class Trainer:
         start_epoch = 0
         if resume:
             start_epoch = self.restore()
+            if self.verbose:
+                print(
+                    f"resumed after epoch {start_epoch} of {cfg.epochs}"
+                    if start_epoch
+                    else f"nothing to resume in {self.output_dir}: starting at epoch 1",
+                    flush=True,
+                )
         if self._step_fn is None and self.strategy is None:
             self._step_fn = tf.function(
                 self.train_step,
