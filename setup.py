@@ -22,7 +22,7 @@ setup(
         "matplotlib>=3.7",  # cells.png
         "ai-edge-litert>=1.0",  # runs TFLite models
     ],
-    extras_require={"test": ["pytest>=8", "ruff>=0.5"]},
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.5"]},
     entry_points={
         "console_scripts": [
             "kerasnas-search=kerasnas.cli.search:run",

@@ -237,7 +237,7 @@ def _npz_case(tmp_path: Path, case: str) -> tuple[str, str]:
         return str(tmp_path / "nope.npz"), "does not exist"
     if case == "not_npz":
         path.write_text("hello, not a zip")
-        return str(path), "not a valid .npz"
+        return str(path), "is not a .npz archive"
     if case == "npy":
         with open(path, "wb") as f:
             np.save(f, good_x)
