@@ -426,8 +426,7 @@ def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"npz file {path!r} cannot be read: {_one_line(e)}") from e
     if not magic.startswith(b"PK") and magic != b"\x93NUMPY":
         raise DataError(
-            f"npz file {path!r} is not a .npz archive (a zip of .npy arrays, as numpy.savez "
-            "writes)"
+            f"npz file {path!r} is not a .npz archive (a zip of .npy arrays, as numpy.savez writes)"
         )
     try:
         archive = np.load(full, allow_pickle=False)
