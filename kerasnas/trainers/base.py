@@ -427,10 +427,11 @@ class Trainer:
                 with self.startup("train_step"):
                     logs = {k: float(v) for k, v in self._step_fn(*batch).items()}
                 if not math.isfinite(logs.get("loss", 0.0)):
+                    kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no epoch ended"
                     raise DivergedError(
                         f"the training loss became {logs['loss']} at epoch {epoch + 1}, step "
-                        f"{n + 1}: the run stopped and its last checkpoint (epoch {epoch}) is "
-                        f"kept; lower the learning rate ({{w_lr}} is {cfg.w_lr:g})"
+                        f"{n + 1}: the run stopped ({kept}); lower the learning rate "
+                        f"({{w_lr}} is {cfg.w_lr:g})"
                     )
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
