@@ -10,30 +10,60 @@ are imported on first access.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
 
-from kerasnas import ops
-from kerasnas.derive import choices, derive_model
-from kerasnas.genotype import Genotype
-from kerasnas.layers import (
-    DropPath,
-    MixedOp,
-    arch_variables,
-    mixed_ops,
-    set_inference,
-    set_temperature,
-    weight_variables,
-)
+
+def _in_command() -> bool:
+    """Whether this process is a kerasnas command (``kerasnas-search``, ``python -m
+    kerasnas.cli.search``, ...): it parses its flags before TensorFlow is imported."""
+    if sys.argv and os.path.basename(sys.argv[0]).startswith("kerasnas-"):
+        return True
+    argv = getattr(sys, "orig_argv", ())
+    return any(
+        a == "-m" and b.startswith("kerasnas.cli") for a, b in zip(argv, argv[1:], strict=False)
+    )
+
+
+# the public face: imported here, which registers the layers with Keras, except in a
+# command, where the job imports them after the flags are parsed (and they load on first use)
+_FACE = {
+    "choices": "kerasnas.derive",
+    "derive_model": "kerasnas.derive",
+    "Genotype": "kerasnas.genotype",
+    "DropPath": "kerasnas.layers",
+    "MixedOp": "kerasnas.layers",
+    "arch_variables": "kerasnas.layers",
+    "mixed_ops": "kerasnas.layers",
+    "set_inference": "kerasnas.layers",
+    "set_temperature": "kerasnas.layers",
+    "weight_variables": "kerasnas.layers",
+}
+if not _in_command():
+    from kerasnas import ops  # noqa: F401
+    from kerasnas.derive import choices, derive_model  # noqa: F401
+    from kerasnas.genotype import Genotype  # noqa: F401
+    from kerasnas.layers import (  # noqa: F401
+        DropPath,
+        MixedOp,
+        arch_variables,
+        mixed_ops,
+        set_inference,
+        set_temperature,
+        weight_variables,
+    )
 
 __version__ = "0.1.0"
 
 # name -> module that defines it, imported on first access
 _LAZY = {
+    **_FACE,
     "CellSpace": "kerasnas.search_spaces.cell",
     "build_network": "kerasnas.search_spaces.cell",
-    "RetrainConfig": "kerasnas.trainers.retrain",
+    "RetrainConfig": "kerasnas.trainers.config",
     "RetrainTrainer": "kerasnas.trainers.retrain",
-    "SNASConfig": "kerasnas.trainers.snas",
+    "SNASConfig": "kerasnas.trainers.config",
     "SNASTrainer": "kerasnas.trainers.snas",
 }
 _SUBMODULES = (
@@ -44,6 +74,7 @@ _SUBMODULES = (
     "jobs",
     "latency",
     "multitrial",
+    "ops",
     "plotting",
     "resource",
     "search_spaces",

@@ -18,8 +18,8 @@ import keras
 import tensorflow as tf
 
 from kerasnas.errors import SettingError
+from kerasnas.names import DISTRIBUTIONS
 
-DISTRIBUTIONS: tuple[str, ...] = ("none", "mirrored", "multi_worker")
 _SUM = tf.distribute.ReduceOp.SUM
 
 

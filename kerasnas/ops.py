@@ -21,18 +21,8 @@ import tensorflow as tf
 from keras import ops as K
 
 from kerasnas import resource
+from kerasnas.names import PRIMITIVES as PRIMITIVES  # re-exported: kerasnas.ops.PRIMITIVES
 from kerasnas.resource import Cost
-
-PRIMITIVES: tuple[str, ...] = (
-    "none",
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-)
 
 BN_MOMENTUM = 0.9  # PyTorch's momentum 0.1, as in the authors' code
 BN_EPSILON = 1e-5

@@ -27,12 +27,11 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-ANALYTIC: tuple[str, ...] = ("params", "flops", "mac")  # counted by layer_cost
-RESOURCES: tuple[str, ...] = (*ANALYTIC, "latency")  # columns of MixedOp.cost_table
+from kerasnas.names import ANALYTIC, ESTIMATORS, RESOURCES
+from kerasnas.names import PENALTY_FORMS as FORMS
+
 UNITS: dict[str, str] = {"params": "M", "flops": "M", "mac": "M", "latency": "ms"}
 _SCALE: dict[str, float] = {"params": 1e-6, "flops": 1e-6, "mac": 1e-6, "latency": 1.0}
-FORMS: tuple[str, ...] = ("log", "linear")
-ESTIMATORS: tuple[str, ...] = ("reparam", "score", "expected")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -29,7 +30,7 @@ from typing import Any
 
 from absl import flags, logging
 
-from kerasnas import options
+from kerasnas import native_log, options
 from kerasnas.errors import KerasNASError
 
 EXIT_BAD_INPUT = 2
@@ -73,6 +74,12 @@ class FlagSpec:
     mixed_default: bool = False  # contexts disagree on the default: the flag shows None
 
 
+def plain(text: str) -> str:
+    """`text` without reST markup: ````code```` and ``:role:`target``` as plain words."""
+    text = re.sub(r":[\w:]+:`~?([^`]+)`", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    return text.replace("``", "")
+
+
 def set_path(obj: Any, path: str, value: Any) -> None:
     """Sets the dotted `path` of a settings object (dataclasses and dicts) to `value`."""
     *parents, last = path.split(".")
@@ -101,8 +108,19 @@ class Command:
         self.specs: dict[str, FlagSpec] = {}
         self.aliases: dict[str, str] = {}  # setting name -> flag, for names no spec maps
         self._defined = False
-        self.define("boolean", "help", False, "Show the flags and exit.", short_name="h")
-        self.define("boolean", "helpfull", False, "Show the flags and exit.")
+        self.groups: dict[str, tuple[str, ...]] = {}  # purpose -> flags, in --help's order
+        self.brief: tuple[str, ...] = ()  # the flags --help shows (empty: all)
+        # the contexts a flag applies to, in words (for --help)
+        self.describe_contexts: Callable[[set[str]], str] = lambda c: ", ".join(sorted(c))
+        self.more_contexts: dict[str, set[str]] = {}  # flag -> contexts it is read in too
+        self.define("boolean", "help", False, "Show the main flags and exit.", short_name="h")
+        self.define("boolean", "helpfull", False, "Show every flag and exit.")
+        self.define(
+            "integer",
+            "verbosity",
+            0,
+            "0: kerasnas's own output; 1: also TensorFlow's log lines (start-up, converter).",
+        )
 
     # -- flags -----------------------------------------------------------------------------------
     def define(self, kind: str, name: str, default: Any, help_text: str, **kwargs: Any) -> None:
@@ -190,6 +208,69 @@ class Command:
             set_path(out, path, value)
         return out
 
+    # -- help ----------------------------------------------------------------------------------
+    def help_text(self, full: bool = False) -> str:
+        """``--help``: the usage and the main flags (:attr:`brief`) by purpose; with `full`
+        (``--helpfull``) every flag, by purpose, then the flags of some contexts only (e.g.
+        one strategy) under those contexts. Plain text."""
+        names = [n for n in self.flags if n == self.flags[n].name]  # no short names
+        shown = [n for n in names if full or not self.brief or n in self.brief]
+        grouped: dict[str, list[str]] = {}
+        placed = set()
+        for group, members in self.groups.items():
+            for name in members:
+                if name in shown and name not in placed:
+                    grouped.setdefault(group, []).append(name)
+                    placed.add(name)
+        for name in sorted(n for n in shown if n not in placed):
+            grouped.setdefault(self._context_group(name), []).append(name)
+        lines = [plain(self.doc.strip()), ""]
+        for group, members in grouped.items():
+            lines.append(f"{group}:")
+            for name in members:
+                lines.extend(self._flag_lines(name))
+            lines.append("")
+        if not full:
+            lines.append(f"{self.prog} --helpfull lists all {len(names)} flags.")
+        return "\n".join(lines).rstrip() + "\n"
+
+    def _contexts(self, name: str) -> str | None:
+        """The contexts flag `name` applies to, in words; None when it applies to all."""
+        spec = self.specs.get(name)
+        contexts = {c for s in self.specs.values() for c in s.paths}
+        if spec is None or DEFAULT in spec.paths:
+            return None
+        mine = set(spec.paths) | self.more_contexts.get(name, set())
+        return None if mine == contexts else self.describe_contexts(mine)
+
+    def _context_group(self, name: str) -> str:
+        where = self._contexts(name)
+        return f"for {where}" if where else "other"
+
+    def _flag_lines(self, name: str) -> list[str]:
+        flag = self.flags[name]
+        default = flag.default
+        if isinstance(default, list):
+            default = ",".join(str(v) for v in default)
+        if flag.flag_type() == "bool":
+            head = f"  --[no]{name}"
+        else:
+            head = f"  --{name}" + ("" if default in (None, "") else f"={default}")
+        where = self._contexts(name)
+        if where:
+            head += f"  ({where})"
+        text = plain(flag.help)
+        width, indent = 100, " " * 6
+        words, out, line = text.split(), [head], indent
+        for word in words:
+            if len(line) + len(word) + 1 > width and line.strip():
+                out.append(line.rstrip())
+                line = indent
+            line += word + " "
+        if line.strip():
+            out.append(line.rstrip())
+        return out
+
     # -- errors ----------------------------------------------------------------------------------
     def flag_for(self, path: str, context: str = DEFAULT) -> str | None:
         """The flag that sets `path` in `context`: the exact path, else the one flag whose
@@ -230,7 +311,7 @@ class Command:
         except flags.Error as e:
             return self.error(f"{e} (see --helpfull)")
         if self.flags.help or self.flags.helpfull:
-            print(f"{self.doc.strip()}\n\n{self.flags.get_help()}")
+            print(self.help_text(full=self.flags.helpfull))
             return 0
         if len(rest) > 1:
             return self.error(f"unexpected arguments: {' '.join(rest[1:])}")
@@ -253,6 +334,7 @@ class Command:
             return code
         previous = _catch_sigterm()
         try:
+            native_log.import_tensorflow(show_logs=self.flags.verbosity > 0)
             code = run()
         except KerasNASError as e:
             print(f"{self.prog}: error: {self.message(e, context())}", file=sys.stderr)

@@ -18,7 +18,7 @@ import sys
 from absl import flags
 
 from kerasnas.cli.command import Command
-from kerasnas.export.exporter import FORMATS
+from kerasnas.names import EXPORT_FORMATS as FORMATS
 
 COMMAND = Command("kerasnas-export", __doc__ or "", required=("model", "output_dir"))
 FLAGS = COMMAND.flags

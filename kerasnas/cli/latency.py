@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import sys
 
-from kerasnas import ops as ops_lib
 from kerasnas.cli.command import Command
 from kerasnas.errors import SettingError
 from kerasnas.jobs.base import DATASET_HELP
+from kerasnas.names import PRIMITIVES
 
 COMMAND = Command("kerasnas.cli.latency", __doc__ or "")
 FLAGS = COMMAND.flags
@@ -20,7 +20,7 @@ for _kind, _name, _default, _help in (
     ("integer", "init_channels", 8, "C: channels of the first cells."),
     ("integer", "layers", 5, "L: number of cells."),
     ("integer", "nodes", 4, "N: intermediate nodes per cell."),
-    ("list", "ops", list(ops_lib.PRIMITIVES), "Candidate ops, comma separated."),
+    ("list", "ops", list(PRIMITIVES), "Candidate ops, comma separated."),
     ("integer", "num_threads", 1, "LiteRT interpreter threads."),
     (
         "string",

@@ -25,8 +25,7 @@ import sys
 from kerasnas import presets, strategies
 from kerasnas.cli.command import Command
 from kerasnas.errors import KerasNASError
-from kerasnas.jobs.one_shot import DEFAULT_EXPORT, OneShotSettings, run_search
-from kerasnas.jobs.trial_based import TrialSettings, run_trial_search
+from kerasnas.jobs.settings import DEFAULT_EXPORT, OneShotSettings, TrialSettings
 
 ONE_SHOT = strategies.names(strategies.ONE_SHOT)
 TRIAL_BASED = strategies.names(strategies.TRIAL_BASED)
@@ -115,6 +114,73 @@ for _flag, _spaces in SPACE_FLAGS.items():
     for _args in _spaces.values():
         for _arg in _args:
             COMMAND.aliases.setdefault(_arg, _flag)
+COMMAND.groups = {
+    "data": ("dataset", "valid_fraction", "test_fraction", "seed"),
+    "search space": (
+        "init_channels",
+        "layers",
+        "nodes",
+        "ops",
+        "search_space",
+        *[f for f in SPACE_FLAGS if f not in ("init_channels", "layers", "nodes", "ops")],
+    ),
+    "strategy": (
+        "strategy",
+        "preset",
+        "relaxation",
+        "derive",
+        "resource",
+        "resource_lambda",
+        "resource_form",
+        "resource_estimator",
+        "latency_cache",
+        "recalibrate_child",
+        "max_trials",
+        "reward_target",
+    ),
+    "optimisation": (
+        "epochs",
+        "time_budget",
+        "batch_size",
+        "w_lr",
+        "w_lr_min",
+        "a_lr",
+        "a_weight_decay",
+        "temperature_start",
+        "temperature_end",
+        "darts_order",
+        "trial_epochs",
+        "jit_compile",
+        "mixed_precision",
+        "distribution",
+    ),
+    "output": ("output_dir", "resume", "overwrite", "export", "verbose", "verbosity"),
+    "help": ("help", "helpfull"),
+}
+COMMAND.brief = (
+    "dataset",
+    "seed",
+    "init_channels",
+    "layers",
+    "nodes",
+    "ops",
+    "search_space",
+    "strategy",
+    "preset",
+    "resource",
+    "resource_lambda",
+    "max_trials",
+    "epochs",
+    "time_budget",
+    "batch_size",
+    "output_dir",
+    "resume",
+    "overwrite",
+    "export",
+    "verbosity",
+    "help",
+    "helpfull",
+)
 COMMAND.finalize()
 
 
@@ -170,13 +236,20 @@ def settings_from_flags() -> OneShotSettings | TrialSettings:
     return settings
 
 
-def _owners(flag: str) -> str:
-    owners = [s for s in STRATEGIES if COMMAND.applies(flag, s)]
-    if set(owners) == set(TRIAL_BASED):
+def _strategies_in_words(owners: set[str]) -> str:
+    if owners == set(TRIAL_BASED):
         return "trial-based strategies"
-    if set(owners) == set(ONE_SHOT):
+    if owners == set(ONE_SHOT):
         return "one-shot strategies"
-    return f"--strategy={','.join(owners)} only"
+    return f"--strategy={','.join(s for s in STRATEGIES if s in owners)} only"
+
+
+COMMAND.describe_contexts = _strategies_in_words
+COMMAND.more_contexts = {flag: set(TRIAL_BASED) for flag in SPACE_FLAGS}
+
+
+def _owners(flag: str) -> str:
+    return _strategies_in_words({s for s in STRATEGIES if COMMAND.applies(flag, s)})
 
 
 def flag_combination_error() -> str | None:
@@ -263,8 +336,12 @@ def run_from_flags() -> int:
         hint = _preset_hint(settings)
         if hint:
             print(hint, file=sys.stderr, flush=True)
+        from kerasnas.jobs.one_shot import run_search
+
         run_search(settings)
         return 0
+    from kerasnas.jobs.trial_based import run_trial_search
+
     metrics = run_trial_search(settings)
     if metrics.get("timed_out"):
         print(f"{COMMAND.prog}: error: the distributed search timed out", file=sys.stderr)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 from kerasnas.cli.command import Command
-from kerasnas.jobs.retrain import RetrainSettings, run_train
+from kerasnas.jobs.settings import RetrainSettings
 
 _DEFAULT = RetrainSettings(genotype="", output_dir="")
 
@@ -32,6 +32,21 @@ COMMAND.add_settings(
         "seed": "Seed of data split, initialisation, drop-path, cutout.",
     },
 )
+COMMAND.groups = {
+    "architecture": ("genotype", "init_channels", "layers", "auxiliary"),
+    "data": ("dataset", "valid_fraction", "test_fraction", "seed", "cutout"),
+    "optimisation": (
+        "epochs",
+        "time_budget",
+        "batch_size",
+        "lr",
+        "auxiliary_weight",
+        "drop_path",
+        "jit_compile",
+    ),
+    "output": ("output_dir", "resume", "overwrite", "verbose", "verbosity"),
+    "help": ("help", "helpfull"),
+}
 COMMAND.finalize()
 
 
@@ -42,7 +57,13 @@ def settings_from_flags() -> RetrainSettings:
 
 def main(argv: list[str]) -> int:
     """Parses `argv` (program name first) and runs; returns the exit code (2: bad input)."""
-    return COMMAND.main(argv, lambda: run_train(settings_from_flags()))
+    return COMMAND.main(argv, _run)
+
+
+def _run() -> None:
+    from kerasnas.jobs.retrain import run_train
+
+    run_train(settings_from_flags())
 
 
 def run() -> None:

@@ -47,14 +47,9 @@ import numpy as np
 from kerasnas import io
 from kerasnas.errors import SettingError
 from kerasnas.export import litert, saved_model
+from kerasnas.names import EXPORT_FORMATS
 
-FORMATS: dict[str, str] = {
-    "saved_model": "saved_model",
-    "tflite": "model.tflite",
-    "tflite_fp16": "model_fp16.tflite",
-    "tflite_dynamic": "model_dynamic.tflite",
-    "tflite_int8": "model_int8.tflite",
-}
+FORMATS: dict[str, str] = EXPORT_FORMATS  # format -> file or directory it writes
 _TFLITE_MODE = {
     "tflite": "float",
     "tflite_fp16": "float16",

@@ -64,9 +64,10 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from kerasnas import io, ops, strategies
+from kerasnas import io, strategies
 from kerasnas.errors import RunError, SettingError, within
 from kerasnas.jobs.base import Job, JobSettings
+from kerasnas.names import PRIMITIVES
 from kerasnas.options import REQUIRED, option
 
 __all__ = [
@@ -151,7 +152,7 @@ class CompareSettings(JobSettings):
     init_channels: int = option(8, "C of the supernet.")
     layers: int = option(5, "L cells of the supernet.")
     nodes: int = option(4, "N nodes per cell.")
-    ops: tuple[str, ...] = option(ops.PRIMITIVES, "Candidate ops (enas, random_ws need 'none').")
+    ops: tuple[str, ...] = option(PRIMITIVES, "Candidate ops (enas, random_ws need 'none').")
     darts_order: int = option(1, "DARTS order: 1 or 2.", choices=(1, 2))
     a_lr: float = option(0.3, "Architecture learning rate of SNAS and DARTS.", above=0)
     retrain_epochs: int = option(10, "Epochs of retraining each child from scratch.", at_least=1)

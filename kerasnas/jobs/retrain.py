@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, ClassVar
+from typing import Any
 
 import keras
 import numpy as np
@@ -27,48 +27,12 @@ from kerasnas import io, resource
 from kerasnas.errors import SettingError
 from kerasnas.evaluate import accuracy
 from kerasnas.genotype import Genotype
-from kerasnas.jobs.base import Job, JobSettings
-from kerasnas.options import REQUIRED, option
-from kerasnas.trainers.retrain import RetrainConfig
+from kerasnas.jobs.base import Job
+from kerasnas.jobs.settings import PUBLISHED, RetrainSettings, default_retrain_config
 
 __all__ = ["PUBLISHED", "Retrain", "RetrainSettings", "default_retrain_config", "run_train"]
 
-PUBLISHED = ("DARTS_V1", "DARTS_V2")
 RESULT_FILES = ("model.keras", "genotype.json", "history.json", "metrics.json")
-
-
-def default_retrain_config(**overrides: Any) -> RetrainConfig:
-    """The job's defaults: a budget for the 8x8 digits that takes about two minutes on 2
-    cores (the papers, on CIFAR-10: 600 epochs, batch 96, lr 0.025, auxiliary weight 0.4,
-    drop-path 0.2, cutout 16; see :class:`RetrainConfig`)."""
-    return RetrainConfig(
-        **{"epochs": 20, "batch_size": 64, "drop_path": 0.2, "cutout": 0, **overrides}
-    )
-
-
-@dataclasses.dataclass(kw_only=True)
-class RetrainSettings(JobSettings):
-    """Everything a retraining run needs. Sizes: C = init_channels, L = layers."""
-
-    genotype: str = option(
-        REQUIRED,
-        "The architecture: a genotype JSON file (e.g. a search's genotype.json; the DARTS flat "
-        "form is read too) or DARTS_V1 / DARTS_V2 (the published cells). Required.",
-    )
-    output_dir: str = option(
-        REQUIRED,
-        "Directory for model.keras, metrics, history, TensorBoard logs and checkpoints.",
-    )
-    init_channels: int = option(16, "C: channels of the first cells (papers: 36).")
-    layers: int = option(8, "L: number of cells, reductions at L//3 and 2L//3 (papers: 20).")
-    auxiliary: bool = option(
-        False,
-        "Train with DARTS' auxiliary head after cell 2L//3 (papers: on). It is left out of "
-        "model.keras.",
-    )
-    retrain: RetrainConfig = dataclasses.field(default_factory=default_retrain_config)
-    nested: ClassVar[tuple[str, ...]] = ("retrain",)
-    seed_of: ClassVar[str] = "retrain"
 
 
 def load_genotype(spec: str) -> Genotype:

@@ -36,29 +36,26 @@ the timeouts that make every process exit (exit code 1 after a timeout).
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io as std_io
 import json
 import os
 import shutil
 import time
-from typing import Any, ClassVar
+from typing import Any
 
 import keras
 
 from kerasnas import io, strategies
 from kerasnas.errors import RunError, within
 from kerasnas.evaluate import accuracy
-from kerasnas.export.exporter import FORMATS
 from kerasnas.genotype import Genotype
-from kerasnas.jobs.base import Job, JobSettings
+from kerasnas.jobs.base import Job
+from kerasnas.jobs.settings import TrialSettings
 from kerasnas.multitrial import distributed
 from kerasnas.multitrial.distributed import DistributedError
-from kerasnas.multitrial.runner import MODEL_FILE, ArchTuner, TrialConfig
-from kerasnas.multitrial.settings import OracleSettings
-from kerasnas.options import REQUIRED, option
+from kerasnas.multitrial.runner import MODEL_FILE, ArchTuner
 from kerasnas.plotting import plot_search_curve
-from kerasnas.search_spaces import SPACES, DiscreteSpace, get_space
+from kerasnas.search_spaces import DiscreteSpace, get_space
 
 __all__ = ["TrialSearch", "TrialSettings", "run_trial_search"]
 
@@ -76,56 +73,6 @@ HISTORY_COLUMNS = (
     "end_seconds",
     "architecture",
 )
-
-
-@dataclasses.dataclass(kw_only=True)
-class TrialSettings(JobSettings):
-    """Everything a trial-based search needs.
-
-    `space_args` are the space's constructor arguments (``get_space(search_space,
-    **space_args)``; the metaqnn space's ``image_size`` defaults to the data's). `config` is
-    the strategy's settings (the registry's ``settings`` class; None: its defaults);
-    `trial` the budget and reward of one trial, whose ``seed`` seeds the data split, the
-    oracle and every trial.
-    """
-
-    output_dir: str = option(
-        REQUIRED, "Directory for the architecture, best model, history and keras-tuner's project."
-    )
-    strategy: str = option("random", "The search strategy.")
-    search_space: str = option(
-        "cell",
-        "cell: the SNAS cell space ({init_channels}, {layers}, {nodes}, {ops}; one op per "
-        "edge, 'none' dropped); nasrl: Zoph & Le's chain; metaqnn: MetaQNN's layers.",
-        choices=tuple(sorted(SPACES)),
-    )
-    max_trials: int = option(20, "Trials (children trained).", at_least=1)
-    trial: TrialConfig = dataclasses.field(default_factory=TrialConfig)
-    space_args: dict[str, Any] = dataclasses.field(default_factory=dict)
-    config: OracleSettings | None = None
-    export: tuple[str, ...] = option(
-        (), "Export the best child into <output_dir>/export (see above).", choices=tuple(FORMATS)
-    )
-    distributed_timeout: float = option(
-        600.0,
-        "Distributed mode (KERASTUNER_* variables): seconds a worker waits for the chief, "
-        "and the chief's longest run.",
-        above=0,
-    )
-    worker_timeout: float = option(
-        120.0,
-        "Distributed mode: seconds without word from a worker (workers report after every "
-        "epoch of a trial) before the chief hands its trial to another worker.",
-        above=0,
-    )
-
-    kind: ClassVar[str] = strategies.TRIAL_BASED
-    nested: ClassVar[tuple[str, ...]] = ("trial",)
-    seed_of: ClassVar[str] = "trial"
-
-    def __post_init__(self):
-        if self.config is None and self.strategy in strategies.names(strategies.TRIAL_BASED):
-            self.config = strategies.get(self.strategy).settings_class()()
 
 
 def _last_line(text: str) -> str:

@@ -24,7 +24,6 @@ waits forever): see :mod:`kerasnas.multitrial.distributed`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -36,13 +35,14 @@ import grpc
 import keras
 import keras_tuner
 
-from kerasnas import io, options
+from kerasnas import io
 from kerasnas.data import DataBundle
 from kerasnas.evaluate import accuracy
 from kerasnas.multitrial import distributed
 from kerasnas.multitrial.distributed import ChiefUnreachable
 from kerasnas.multitrial.hypermodel import SpaceHyperModel
-from kerasnas.options import option
+from kerasnas.multitrial.settings import TrialConfig
+from kerasnas.names import TRIAL_OPTIMIZERS, TRIAL_RESOURCES
 from kerasnas.search_spaces.base import DiscreteSpace
 
 __all__ = [
@@ -56,47 +56,8 @@ __all__ = [
 REWARD = "reward"
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.keras"
-RESOURCES = ("params", "flops")
-OPTIMIZERS = ("adam", "sgd")
-
-
-@dataclasses.dataclass
-class TrialConfig:
-    """The budget and reward of one trial: `epochs` of training (Hyperband sets its own, up
-    to this) with `optimizer` at `learning_rate`, each trial seeded with
-    ``trial_seed(seed, trial_id)``; the reward is the validation accuracy, or MnasNet's
-    ``acc * (cost / reward_target) ** w`` (w = `reward_alpha` when cost <= target, else
-    `reward_beta`) with `reward_target` set."""
-
-    epochs: int = option(3, "Epochs per child (hyperband: most).", flag="trial_epochs", at_least=1)
-    batch_size: int = option(64, "Minibatch size.", at_least=1)
-    optimizer: str = option(
-        "adam", "Child optimizer (sgd: momentum 0.9).", flag="trial_optimizer", choices=OPTIMIZERS
-    )
-    learning_rate: float | None = option(
-        None,
-        "Child learning rate (None: 1e-3 adam, 0.05 sgd).",
-        flag="trial_learning_rate",
-        above=0,
-    )
-    seed: int = option(0, "Seed of the data split, the oracle and every trial.")
-    reward_target: float | None = option(
-        None, "MnasNet reward acc*(cost/target)^w (None: acc).", above=0
-    )
-    reward_resource: str = option("params", "Cost of the MnasNet reward.", choices=RESOURCES)
-    reward_alpha: float = option(0.0, "MnasNet exponent w when cost <= target.")
-    reward_beta: float = option(-0.07, "MnasNet exponent w when cost > target.")
-
-    def validate(self) -> None:
-        """Raises SettingError naming the first bad field."""
-        options.validate(self)
-
-    @property
-    def lr(self) -> float:
-        """The learning rate in use."""
-        if self.learning_rate is not None:
-            return float(self.learning_rate)
-        return 1e-3 if self.optimizer == "adam" else 0.05
+RESOURCES = TRIAL_RESOURCES
+OPTIMIZERS = TRIAL_OPTIMIZERS
 
 
 def resource_aware_reward(

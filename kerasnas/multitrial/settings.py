@@ -1,4 +1,6 @@
-"""The trial-based strategies' settings, and how each makes its ``keras_tuner.Oracle``.
+"""The trial-based strategies' settings, and how each makes its ``keras_tuner.Oracle``;
+a trial's budget and reward (:class:`TrialConfig`). TensorFlow-free: keras-tuner is imported
+when an oracle is made.
 
 Each class is a strategy's ``settings`` in :mod:`kerasnas.strategies`; its
 :func:`~kerasnas.options.option` fields are ``kerasnas-search`` flags, and
@@ -11,13 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
-
-import keras_tuner
+from typing import TYPE_CHECKING, Any
 
 from kerasnas import options
+from kerasnas.names import TRIAL_OPTIMIZERS, TRIAL_RESOURCES
 from kerasnas.options import option
-from kerasnas.search_spaces.base import DiscreteSpace
+
+if TYPE_CHECKING:
+    import keras_tuner
+
+    from kerasnas.search_spaces.base import DiscreteSpace
 
 __all__ = [
     "BayesianSettings",
@@ -32,6 +37,48 @@ __all__ = [
 ]
 
 OBJECTIVE = "reward"
+
+
+@dataclasses.dataclass
+class TrialConfig:
+    """The budget and reward of one trial: `epochs` of training (Hyperband sets its own, up
+    to this) with `optimizer` at `learning_rate`, each trial seeded with
+    ``trial_seed(seed, trial_id)``; the reward is the validation accuracy, or MnasNet's
+    ``acc * (cost / reward_target) ** w`` (w = `reward_alpha` when cost <= target, else
+    `reward_beta`) with `reward_target` set."""
+
+    epochs: int = option(3, "Epochs per child (hyperband: most).", flag="trial_epochs", at_least=1)
+    batch_size: int = option(64, "Minibatch size.", at_least=1)
+    optimizer: str = option(
+        "adam",
+        "Child optimizer (sgd: momentum 0.9).",
+        flag="trial_optimizer",
+        choices=TRIAL_OPTIMIZERS,
+    )
+    learning_rate: float | None = option(
+        None,
+        "Child learning rate (None: 1e-3 adam, 0.05 sgd).",
+        flag="trial_learning_rate",
+        above=0,
+    )
+    seed: int = option(0, "Seed of the data split, the oracle and every trial.")
+    reward_target: float | None = option(
+        None, "MnasNet reward acc*(cost/target)^w (None: acc).", above=0
+    )
+    reward_resource: str = option("params", "Cost of the MnasNet reward.", choices=TRIAL_RESOURCES)
+    reward_alpha: float = option(0.0, "MnasNet exponent w when cost <= target.")
+    reward_beta: float = option(-0.07, "MnasNet exponent w when cost > target.")
+
+    def validate(self) -> None:
+        """Raises SettingError naming the first bad field."""
+        options.validate(self)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate in use."""
+        if self.learning_rate is not None:
+            return float(self.learning_rate)
+        return 1e-3 if self.optimizer == "adam" else 0.05
 
 
 @dataclasses.dataclass
@@ -52,6 +99,8 @@ class OracleSettings:
     @staticmethod
     def common(space: DiscreteSpace, max_trials: int, seed: int) -> dict[str, Any]:
         """The arguments every kerasnas oracle takes."""
+        import keras_tuner
+
         return {
             "objective": keras_tuner.Objective(OBJECTIVE, "max"),
             "max_trials": max_trials,
@@ -155,6 +204,8 @@ class MetaQNNSettings(OracleSettings):
 
 def _stock(space: DiscreteSpace, max_trials: int, seed: int) -> dict[str, Any]:
     """keras-tuner's own oracles take seed 0 for "random": they get seed + 1."""
+    import keras_tuner
+
     return {
         "objective": keras_tuner.Objective(OBJECTIVE, "max"),
         "max_trials": max_trials,
@@ -168,6 +219,8 @@ class BayesianSettings(OracleSettings):
     """keras-tuner's Bayesian optimisation (no settings)."""
 
     def make_oracle(self, space, *, max_trials, seed, max_epochs):
+        import keras_tuner
+
         return keras_tuner.oracles.BayesianOptimizationOracle(**_stock(space, max_trials, seed))
 
 
@@ -178,6 +231,8 @@ class HyperbandSettings(OracleSettings):
     factor: int = option(3, "hyperband: reduction factor.", flag="hyperband_factor", at_least=2)
 
     def make_oracle(self, space, *, max_trials, seed, max_epochs):
+        import keras_tuner
+
         args = _stock(space, max_trials, seed)
         args.pop("max_trials")
         oracle = keras_tuner.oracles.HyperbandOracle(

@@ -2,39 +2,43 @@
 evaluation, TensorBoard, checkpoints, resume); :class:`OneShotTrainer` adds architecture
 logits for one-shot search (SNAS, DARTS; ENAS and random search with weight sharing
 sample children of the supernet instead); :class:`RetrainTrainer` trains a fixed
-network from scratch."""
+network from scratch. Their settings (``*Config``) live in :mod:`kerasnas.trainers.config`,
+which imports no TensorFlow; every name here is imported on first access."""
 
-from kerasnas.trainers.base import (
-    CheckpointError,
-    LoopConfig,
-    OneShotTrainer,
-    Trainer,
-    TrainerConfig,
-)
-from kerasnas.trainers.darts import DARTSConfig, DARTSTrainer
-from kerasnas.trainers.enas import (
-    ENASConfig,
-    ENASTrainer,
-    RandomWSTrainer,
-    WeightSharingConfig,
-)
-from kerasnas.trainers.retrain import RetrainConfig, RetrainTrainer
-from kerasnas.trainers.snas import SNASConfig, SNASTrainer
+from __future__ import annotations
 
-__all__ = [
-    "CheckpointError",
-    "DARTSConfig",
-    "DARTSTrainer",
-    "ENASConfig",
-    "ENASTrainer",
-    "LoopConfig",
-    "OneShotTrainer",
-    "RandomWSTrainer",
-    "RetrainConfig",
-    "RetrainTrainer",
-    "SNASConfig",
-    "SNASTrainer",
-    "Trainer",
-    "TrainerConfig",
-    "WeightSharingConfig",
-]
+import importlib
+from typing import Any
+
+# name -> module that defines it
+_NAMES = {
+    "CheckpointError": "base",
+    "DivergedError": "base",
+    "OneShotTrainer": "base",
+    "Trainer": "base",
+    "DARTSTrainer": "darts",
+    "ENASTrainer": "enas",
+    "RandomWSTrainer": "enas",
+    "RetrainTrainer": "retrain",
+    "SNASTrainer": "snas",
+    "DARTSConfig": "config",
+    "ENASConfig": "config",
+    "LoopConfig": "config",
+    "RetrainConfig": "config",
+    "SNASConfig": "config",
+    "TrainerConfig": "config",
+    "WeightSharingConfig": "config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"kerasnas.trainers.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'kerasnas.trainers' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_NAMES})
+
+
+__all__ = sorted(_NAMES)

@@ -40,11 +40,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasnas import distribute, io, options
+from kerasnas import distribute, io
 from kerasnas.errors import RunError, SettingError
 from kerasnas.evaluate import top1
 from kerasnas.layers import arch_variables, mixed_ops, set_inference, weight_variables
-from kerasnas.options import option
+from kerasnas.trainers.config import LoopConfig, TrainerConfig
 from kerasnas.trainers.optim import MomentumSGD
 
 _ARRAYS = re.compile(r"ckpt-\d+\.npz")  # a checkpoint's array file
@@ -58,68 +58,6 @@ class DivergedError(RunError):
 
 class CheckpointError(SettingError):
     """A checkpoint cannot be resumed from: unreadable, or written by other settings."""
-
-
-@dataclasses.dataclass
-class LoopConfig:
-    """Hyper-parameters of the shared loop and the weight optimizer (defaults: DARTS/SNAS).
-
-    Weights: SGD with momentum `w_momentum`, coupled L2 decay `w_weight_decay`, gradients
-    clipped to global norm `w_grad_clip`; the learning rate follows a cosine from `w_lr`
-    (epoch 0) to `w_lr_min` over `epochs`, set once per epoch.
-
-    `time_budget` (seconds; None: off): train until that many seconds are spent, then stop
-    (`epochs` is an upper bound). The budget is checked after every step: the epoch in
-    which it runs out ends early and still gets its end-of-epoch work, validation and
-    checkpoint, so a run overshoots by at most one step plus that epoch-end work. What
-    counts against it: the steps and the per-epoch search work (:meth:`Trainer.on_epoch_end`,
-    e.g. ENAS' controller phase). What does not: start-up, i.e. the first call in the process
-    of each compiled function the loop runs (its tracing, graph optimisation and that one
-    call; :meth:`Trainer.startup`), measured as ``setup_seconds``; the per-epoch
-    validation, summaries, logs and checkpoints (measurements only); what happens before or
-    after :meth:`Trainer.fit`. Start-up is a fixed cost of the implementation, not of the
-    algorithm: on digits it is 50-160 s per search and differs 3x between strategies (a
-    weight-sharing step's graph holds 70 ``switch_case`` ops of 8 branches), so counting
-    it would hand the strategies unequal training time. Every
-    schedule (learning rate, SNAS temperature, drop-path rate) follows the fraction of the
-    budget spent, set before every step instead of once per epoch, so it reaches its end
-    value when the budget runs out. Results are not deterministic: the number of steps
-    depends on the machine's speed and load.
-    """
-
-    epochs: int = option(50, "Training epochs.", at_least=1)
-    batch_size: int = option(64, "Minibatch size.", at_least=1)
-    w_lr: float = option(0.025, "Weight learning rate (SGD, cosine to w_lr_min).", above=0)
-    w_lr_min: float = option(0.001, "Final weight learning rate.", at_least=0)
-    w_momentum: float = option(0.9, "Momentum of the weights' SGD.", flag=False, at_least=0)
-    w_weight_decay: float = option(3e-4, "Coupled L2 weight decay.", flag=False, at_least=0)
-    w_grad_clip: float = option(5.0, "Global-norm gradient clip.", flag=False, above=0)
-    jit_compile: bool = option(False, "Compile the training step with XLA.")
-    seed: int = option(0, "Seed of data split, initialisation and sampling.")
-    time_budget: float | None = option(
-        None,
-        "Seconds of training, then stop ({epochs} is then an upper bound); the schedules "
-        "follow the fraction spent. Counts the steps and per-epoch search work, not start-up "
-        "(tracing) or validation. Not deterministic. None: off (train {epochs} epochs).",
-        above=0,
-    )
-
-    def validate(self) -> None:
-        """Raises SettingError naming the first invalid field."""
-        options.validate(self)
-
-
-@dataclasses.dataclass
-class TrainerConfig(LoopConfig):
-    """Hyper-parameters of one-shot trainers that learn architecture logits (defaults: the
-    SNAS/DARTS code): the loop's (see :class:`LoopConfig`) plus Adam for the logits
-    (learning rate `a_lr` per step, betas, coupled L2 decay, global-norm clipping)."""
-
-    a_lr: float = option(3e-4, "Architecture-logit learning rate (Adam).", above=0)
-    a_beta_1: float = 0.5
-    a_beta_2: float = 0.999
-    a_weight_decay: float = option(1e-3, "Logits' coupled L2 decay.", at_least=0)
-    a_grad_clip: float = option(10.0, "Logits' global-norm clip.", flag=False, above=0)
 
 
 def cosine(epoch: int, epochs: int, start: float, end: float) -> float:

@@ -21,37 +21,13 @@ updates them. Derive the child with ``CellSpace.derive(model, rule="top2")``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import tensorflow as tf
 
 from kerasnas import distribute
-from kerasnas.options import option
-from kerasnas.trainers.base import OneShotTrainer, TrainerConfig
-
-ORDERS = (1, 2)
-
-
-@dataclasses.dataclass
-class DARTSConfig(TrainerConfig):
-    """DARTS hyper-parameters (defaults from the authors' code); see TrainerConfig too.
-
-    order: 1 (first-order approximation) or 2 (unrolled, through one virtual weight step).
-    unrolled_eps: numerator of the finite-difference step of the second-order
-    Hessian-vector product (eps = unrolled_eps / ||v||).
-    """
-
-    order: int = option(
-        1,
-        "DARTS order: 1 = first order (alternate steps); 2 = second order (one virtual weight "
-        "step, Hessian-vector product by finite differences).",
-        flag="darts_order",
-        choices=ORDERS,
-    )
-    unrolled_eps: float = option(
-        0.01, "Finite-difference step numerator (2nd order).", flag=False, above=0
-    )
+from kerasnas.trainers.base import OneShotTrainer
+from kerasnas.trainers.config import DARTSConfig
 
 
 class DARTSTrainer(OneShotTrainer):

@@ -24,7 +24,6 @@ validation split with inherited weights. The MixedOps' architecture logits are n
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -37,11 +36,11 @@ from kerasnas.batchnorm import Recalibrator, saved_statistics, statistics_mode
 from kerasnas.genotype import Genotype
 from kerasnas.layers import MixedOp, mixed_ops, set_inference
 from kerasnas.multitrial.micro_controller import MicroController, MicroControllerConfig
-from kerasnas.options import option
 from kerasnas.search_spaces.base import Arch
 from kerasnas.search_spaces.cell import CELL_KINDS, CellSpace
 from kerasnas.search_spaces.cell_discrete import DiscreteCellSpace
-from kerasnas.trainers.base import LoopConfig, OneShotTrainer
+from kerasnas.trainers.base import OneShotTrainer
+from kerasnas.trainers.config import ENASConfig, WeightSharingConfig
 
 __all__ = [
     "ChildEncoder",
@@ -52,16 +51,9 @@ __all__ = [
     "WeightSharingTrainer",
 ]
 
-CHILD_BN = ("recalibrate", "batch", "moving")
 
 # purposes of the per-epoch random streams (a Generator per (seed, epoch, purpose))
 _WEIGHT_CHILDREN, _CONTROLLER, _EVALUATE, _ENTROPY, _FINAL = range(5)
-
-
-def _positive_int(config, name: str, minimum: int = 1) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 class ChildEncoder:
@@ -165,78 +157,6 @@ class ChildEncoder:
         """Writes a choice vector into the owners' ``choice`` weights (eagerly or traced)."""
         for i, owner in enumerate(self.owners):
             owner.choice.assign(choices[i])
-
-
-@dataclasses.dataclass
-class WeightSharingConfig(LoopConfig):
-    """Hyper-parameters of weight-sharing search (see LoopConfig too; the supernet's
-    architecture logits are not learnt): `final_samples` children are sampled at the end
-    and the best on the validation split is kept."""
-
-    final_samples: int = option(
-        10, "Children sampled at the end (the best is the result).", flag=False, at_least=1
-    )
-    child_bn: str = option(
-        "recalibrate",
-        "Batch norm of a scored child: 'recalibrate' (statistics recomputed on "
-        "recalibration_batches training batches first), 'batch' (each batch's own "
-        "statistics), 'moving' (the supernet's moving averages).",
-        choices=CHILD_BN,
-    )
-    recalibration_batches: int = option(
-        8, "Training batches a child's batch norm is recalibrated on.", at_least=1
-    )
-
-
-@dataclasses.dataclass
-class ENASConfig(WeightSharingConfig):
-    """ENAS hyper-parameters; the controller's defaults are those of the authors' CIFAR-10
-    micro search (``scripts/cifar10_micro_search.sh`` and ``src/cifar10/main.py`` of
-    melodyguan/enas): Adam learning rate `controller_lr` 0.0035; logits shaped as ``c *
-    tanh(l / temperature)`` with ``c`` the tanh constant 1.10 for inputs and 1.10 / the op
-    tanh reduction 2.5 for ops, no temperature (None switches either off); entropy weight
-    1e-4; baseline decay 0.99; `controller_steps` 30 REINFORCE updates per epoch, each on
-    `controller_batch` 10 children (the script's ``controller_num_aggregate``); one LSTM
-    layer of 64 units (`controller_units` x `controller_layers`); `controller_op_bias`: the
-    authors' op prior favouring the convolutions (see
-    :mod:`kerasnas.multitrial.micro_controller`)."""
-
-    controller_lr: float = 3.5e-3
-    controller_tanh_constant: float | None = 1.1
-    controller_op_tanh_reduce: float = 2.5
-    controller_temperature: float | None = None
-    controller_entropy_weight: float = 1e-4
-    controller_baseline_decay: float = 0.99
-    controller_steps: int = 30
-    controller_batch: int = 10
-    controller_units: int = 64
-    controller_layers: int = 1
-    controller_op_bias: bool = True
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.controller_lr > 0:
-            raise ValueError(f"controller_lr must be > 0, got {self.controller_lr!r}")
-        for name in ("controller_tanh_constant", "controller_temperature"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0 or None, got {value!r}")
-        if not self.controller_op_tanh_reduce > 0:
-            raise ValueError(
-                f"controller_op_tanh_reduce must be > 0, got {self.controller_op_tanh_reduce!r}"
-            )
-        if not self.controller_entropy_weight >= 0:
-            raise ValueError(
-                f"controller_entropy_weight must be >= 0, got {self.controller_entropy_weight!r}"
-            )
-        if not 0 <= self.controller_baseline_decay < 1:
-            raise ValueError(
-                f"controller_baseline_decay must be in [0, 1), "
-                f"got {self.controller_baseline_decay!r}"
-            )
-        _positive_int(self, "controller_steps", minimum=0)
-        for name in ("controller_batch", "controller_units", "controller_layers"):
-            _positive_int(self, name)
 
 
 class WeightSharingTrainer(OneShotTrainer):

@@ -11,7 +11,6 @@ batches may get cutout (:func:`kerasnas.augment.cutout`).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import keras
@@ -20,42 +19,10 @@ import tensorflow as tf
 
 from kerasnas.augment import cutout
 from kerasnas.layers import DropPath
-from kerasnas.options import option
-from kerasnas.trainers.base import LoopConfig, Trainer
+from kerasnas.trainers.base import Trainer
+from kerasnas.trainers.config import RetrainConfig
 
 __all__ = ["RetrainConfig", "RetrainTrainer", "copy_weights", "drop_path_layers"]
-
-
-@dataclasses.dataclass
-class RetrainConfig(LoopConfig):
-    """Hyper-parameters of retraining; defaults are those of the DARTS/SNAS papers on
-    CIFAR-10 (600 epochs, batch 96, SGD 0.025 cosine to 0, momentum 0.9, weight decay 3e-4,
-    clipping 5, auxiliary weight 0.4, drop-path 0.2), except cutout, whose length depends
-    on the image size (the papers: 16 pixels on 32x32 images).
-
-    auxiliary_weight: weight of the auxiliary head's cross-entropy (used when the model has
-      one). drop_path: the largest drop-path rate, reached after the last epoch.
-    cutout: side of the cutout square in pixels, 0 = off.
-    """
-
-    epochs: int = option(600, "Training epochs (papers: 600).", at_least=1)
-    batch_size: int = option(96, "Minibatch size (papers: 96).", at_least=1)
-    w_lr_min: float = option(0.0, "Final learning rate.", flag=False, at_least=0)
-    auxiliary_weight: float = option(
-        0.4, "Weight of the auxiliary head's loss (papers: 0.4).", at_least=0
-    )
-    drop_path: float = option(
-        0.2,
-        "Largest drop-path probability; epoch e (0-based) uses drop_path * e / epochs, as "
-        "DARTS' train.py (papers: 0.2). 0 = off.",
-        at_least=0,
-        below=1,
-    )
-    cutout: int = option(
-        0,
-        "Cutout square side in pixels on training images, 0 = off (papers: 16 on 32x32 CIFAR).",
-        at_least=0,
-    )
 
 
 def drop_path_layers(model: keras.layers.Layer) -> list[DropPath]:

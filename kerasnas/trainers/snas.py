@@ -8,63 +8,19 @@ step, see :class:`~kerasnas.trainers.base.LoopConfig`).
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
 from kerasnas import distribute, resource
 from kerasnas.errors import SettingError
 from kerasnas.layers import set_temperature
-from kerasnas.options import option
-from kerasnas.resource import ESTIMATORS, FORMS, RESOURCES
-from kerasnas.trainers.base import OneShotTrainer, TrainerConfig, linear, linear_at
+from kerasnas.trainers.base import OneShotTrainer, linear, linear_at
+from kerasnas.trainers.config import SNASConfig
 
 GUMBEL_HARD_DISTRIBUTED = (
     "{relaxation}=gumbel_hard cannot be combined with a tf.distribute strategy "
     "({distribution}): its one-op branches would all-reduce batch-norm moments inside a "
     "conditional, which tf.distribute does not support"
 )
-
-
-@dataclasses.dataclass
-class SNASConfig(TrainerConfig):
-    """SNAS hyper-parameters (defaults from the authors' code); see TrainerConfig too.
-
-    resource: "params", "flops" or "mac" (units: millions) or "latency" (ms, from a LiteRT
-    table measured on this machine, see :mod:`kerasnas.latency`); resource_lambda 0 disables
-    the penalty. resource_form: "log" or "linear". resource_estimator: "reparam", "score" or
-    "expected". latency_cache: directory of the latency tables (None: the default,
-    ``~/.cache/kerasnas/latency``); latency_threads: LiteRT threads the latency is measured
-    with.
-    """
-
-    temperature_start: float = option(
-        1.0, "Gumbel-softmax temperature at the first epoch.", above=0
-    )
-    temperature_end: float = option(
-        0.03, "Temperature at the last epoch (linear schedule).", above=0
-    )
-    resource: str = option(
-        "params",
-        "Cost the penalty charges: trainable params, mult-adds, memory access, or latency "
-        "(ms, a LiteRT table measured on this machine and cached, see {latency_cache}).",
-        choices=RESOURCES,
-    )
-    resource_lambda: float = option(0.0, "Weight of the resource penalty (0: none).", at_least=0)
-    resource_form: str = option("log", "Penalise log(C) or C (in millions).", choices=FORMS)
-    resource_estimator: str = option(
-        "reparam",
-        "Gradient of the penalty: reparameterised, score function, or exact expectation.",
-        choices=ESTIMATORS,
-    )
-    latency_cache: str | None = option(
-        None,
-        "Directory of the {resource}=latency tables (default $KERASNAS_CACHE/latency, "
-        "else ~/.cache/kerasnas/latency).",
-    )
-    latency_threads: int = option(
-        1, "LiteRT threads the latency is measured with.", flag=False, at_least=1
-    )
 
 
 class SNASTrainer(OneShotTrainer):
