@@ -1,14 +1,17 @@
-"""How long ``import kerasnas`` takes and what it loads, in fresh processes.
+"""How long ``import kerasnas`` and a command's ``--help`` and flag typo take, and what the
+import loads, in fresh processes.
 
     python benchmarks/import_time.py                       # this checkout
     python benchmarks/import_time.py --repeats=7 --path=/other/checkout
 
 Each repeat is a new ``python -c "import kerasnas"`` process, started in the checkout with it
 on ``PYTHONPATH``, so that checkout's package is the one imported. Its wall time includes the
-interpreter's start (a ``python -c "pass"`` row gives that baseline). Also prints, from one
-process, the number of modules loaded, whether keras-tuner and grpc were imported, and the
-slowest imports by ``python -X importtime`` (cumulative microseconds, top 8). Quote the
-medians, on a quiet machine.
+interpreter's start (a ``python -c "pass"`` row gives that baseline). The command rows run
+``python -m kerasnas.cli.search --help`` and the same with a mistyped flag (``--epoch=3``):
+a command parses its flags before importing TensorFlow, so both answer without it. Also
+prints, from one process, the number of modules loaded, whether keras-tuner and grpc were
+imported, and the slowest imports by ``python -X importtime`` (cumulative microseconds,
+top 8). Quote the medians, on a quiet machine.
 """
 
 from __future__ import annotations
@@ -39,9 +42,9 @@ def _cpu() -> str:
     return platform.processor() or "unknown"
 
 
-def _run(code: str, env: dict[str, str], cwd: str) -> float:
+def _run(args: list[str], env: dict[str, str], cwd: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, check=True, capture_output=True)
+    subprocess.run([sys.executable, *args], env=env, cwd=cwd, capture_output=True)
     return time.perf_counter() - t0
 
 
@@ -60,9 +63,15 @@ def main() -> None:
         f"{_cpu()}, {os.cpu_count()} CPUs; Python {platform.python_version()}, "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}; checkout {args.path}"
     )
-    _run("import kerasnas", env, args.path)  # warm the file cache
-    for label, code in (("python -c pass", "pass"), ("import kerasnas", "import kerasnas")):
-        times = [_run(code, env, args.path) for _ in range(args.repeats)]
+    _run(["-c", "import kerasnas"], env, args.path)  # warm the file cache
+    search = ["-m", "kerasnas.cli.search"]
+    for label, argv in (
+        ("python -c pass", ["-c", "pass"]),
+        ("import kerasnas", ["-c", "import kerasnas"]),
+        ("search --help", [*search, "--help"]),
+        ("search --epoch=3", [*search, "--output_dir=x", "--epoch=3"]),
+    ):
+        times = [_run(argv, env, args.path) for _ in range(args.repeats)]
         print(
             f"{label:<16} median {statistics.median(times):6.2f} s "
             f"(min {min(times):.2f}, max {max(times):.2f}, {args.repeats} processes)"

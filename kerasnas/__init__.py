@@ -4,7 +4,10 @@ Importing the package registers its layers with Keras (so saved models that cont
 load with ``keras.models.load_model``) and imports only the public face: the candidate ops,
 the mixed-op layers, genotypes and child derivation. Everything else is imported where it is
 used; the names below that live elsewhere (``kerasnas.SNASTrainer``, ``kerasnas.data``, ...)
-are imported on first access.
+are imported on first access. In a command process (``kerasnas-search``, ``python -m
+kerasnas.cli...``) the public face is imported on first access too, so that the command
+parses its flags before TensorFlow is imported; ``import kerasnas.layers`` registers the
+layers there.
 """
 
 from __future__ import annotations

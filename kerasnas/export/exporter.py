@@ -93,7 +93,7 @@ def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
 
 def load_model(path: str) -> keras.Model:
     """Loads a ``.keras`` file with a one-line error for a missing or unreadable file."""
-    import kerasnas  # noqa: F401  (registers kerasnas layers for deserialisation)
+    import kerasnas.layers  # noqa: F401  (registers kerasnas layers for deserialisation)
 
     if not os.path.isfile(path):
         raise ExportError(f"{{model}} {path!r}: no such file")
