@@ -70,6 +70,8 @@ def test_search_help_is_short_and_helpfull_lists_every_flag():
         (("--output_dir=x", "--epoch=3"), "Did you mean: epochs"),
         (("--output_dir=x", "--strategy=snass"), "--strategy"),
         (("--epochs=3",), "--output_dir is required"),
+        (("--output_dir=x", "--epochs=0"), "--epochs must be >= 1"),
+        (("--output_dir=x", "--strategy=enas", "--ops=sep_conv_3x3"), "needs 'none' among --ops"),
     ],
 )
 def test_bad_flags_are_one_line_before_tensorflow(args, message, tmp_path):

@@ -325,15 +325,21 @@ class Command:
         argv: Sequence[str],
         run: Callable[[], int | None],
         context: Callable[[], str] = lambda: DEFAULT,
+        check: Callable[[], int | None] | None = None,
     ) -> int:
-        """Parses `argv`, then calls `run()` (its return value, if an int, is the exit
-        code); a :class:`KerasNASError` becomes one error line, its settings rendered as the
-        flags of ``context()``, and its exit code. Returns the exit code."""
+        """Parses `argv`, calls `check()` (TensorFlow-free checks of the flags' values; an
+        int it returns is an exit code), imports TensorFlow (its start-up lines filtered, see
+        :mod:`kerasnas.native_log`), then calls `run()` (its return value, if an int, is the
+        exit code). A :class:`KerasNASError` becomes one error line, its settings rendered
+        as the flags of ``context()``, and its exit code. Returns the exit code."""
         code = self.parse(argv)
         if code is not None:
             return code
         previous = _catch_sigterm()
         try:
+            code = check() if check is not None else None
+            if isinstance(code, int):
+                return code
             native_log.import_tensorflow(show_logs=self.flags.verbosity > 0)
             code = run()
         except KerasNASError as e:

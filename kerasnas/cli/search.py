@@ -319,8 +319,13 @@ def _preset_hint(settings: OneShotSettings) -> str | None:
     )
 
 
-def run_from_flags() -> int:
-    """Runs the search of the parsed flags; returns the exit code."""
+_checked: dict[str, OneShotSettings | TrialSettings] = {}
+
+
+def check_flags() -> int | None:
+    """Checks the parsed flags without TensorFlow: their combination, then the settings
+    they make (a one-shot search's fully); returns an exit code when they are wrong."""
+    _checked.clear()
     message = flag_combination_error()
     if message:
         return COMMAND.error(message)
@@ -332,6 +337,19 @@ def run_from_flags() -> int:
         return COMMAND.error(str(e))
     if isinstance(settings, OneShotSettings):
         settings.validate()  # refuse bad input before announcing the settings
+    _checked["settings"] = settings
+    return None
+
+
+def run_from_flags() -> int:
+    """Runs the search of the parsed and checked flags (:func:`check_flags`); returns the
+    exit code."""
+    if "settings" not in _checked:
+        code = check_flags()
+        if code is not None:
+            return code
+    settings = _checked.pop("settings")
+    if isinstance(settings, OneShotSettings):
         print(describe(settings), flush=True)
         hint = _preset_hint(settings)
         if hint:
@@ -352,7 +370,7 @@ def run_from_flags() -> int:
 def main(argv: list[str]) -> int:
     """Parses `argv` (program name first) and runs; returns the exit code (2: bad input;
     1: a distributed search timed out or lost its chief)."""
-    return COMMAND.main(argv, run_from_flags, strategy_from_flags)
+    return COMMAND.main(argv, run_from_flags, strategy_from_flags, check=check_flags)
 
 
 def run() -> None:

@@ -57,7 +57,7 @@ def settings_from_flags() -> RetrainSettings:
 
 def main(argv: list[str]) -> int:
     """Parses `argv` (program name first) and runs; returns the exit code (2: bad input)."""
-    return COMMAND.main(argv, _run)
+    return COMMAND.main(argv, _run, check=lambda: settings_from_flags().validate())
 
 
 def _run() -> None:
