@@ -76,7 +76,8 @@ class FlagSpec:
 
 def plain(text: str) -> str:
     """`text` without reST markup: ````code```` and ``:role:`target``` as plain words."""
-    text = re.sub(r":[\w:]+:`~?([^`]+)`", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    text = re.sub(r":[\w:]+:`~([^`]+)`", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    text = re.sub(r":[\w:]+:`([^`]+)`", r"\1", text)
     return text.replace("``", "")
 
 

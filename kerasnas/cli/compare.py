@@ -31,6 +31,22 @@ COMMAND.add_settings(_DEFAULT)
 COMMAND.aliases.update(
     {"retrain.init_channels": "retrain_init_channels", "retrain.layers": "retrain_layers"}
 )
+COMMAND.groups = {
+    "data": ("dataset", "valid_fraction", "test_fraction", "seeds"),
+    "strategies and search space": (
+        "strategies",
+        "init_channels",
+        "layers",
+        "nodes",
+        "ops",
+        "darts_order",
+        "a_lr",
+    ),
+    "budget": ("budget", "epochs", "search_seconds", "batch_size", "jobs"),
+    "retraining": ("retrain_epochs", "retrain_init_channels", "retrain_layers"),
+    "output": ("output_dir", "resume", "overwrite", "verbose", "verbosity"),
+    "help": ("help", "helpfull"),
+}
 COMMAND.finalize()
 
 

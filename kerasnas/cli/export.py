@@ -75,6 +75,14 @@ flags.DEFINE_boolean("overwrite", False, "Replace an existing --output_dir.", fl
 flags.DEFINE_integer("verbose", 1, "0: quiet; 1: a line per format.", flag_values=FLAGS)
 
 
+COMMAND.groups = {
+    "model and formats": ("model", "formats", "int8_io", "input_dtype"),
+    "checks": ("dataset", "seed", "representative", "max_eval", "num_threads"),
+    "output": ("output_dir", "overwrite", "verbose", "verbosity"),
+    "help": ("help", "helpfull"),
+}
+
+
 def _recorded(model_path: str) -> dict:
     """Dataset settings that the run which wrote `model_path` recorded, if any."""
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "metrics.json")
