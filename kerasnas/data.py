@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasnas.errors import SettingError
+from kerasnas.wording import count
 
 __all__ = ["SPLITS", "DataBundle", "DataError", "load"]
 
@@ -458,7 +459,7 @@ def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     if y.ndim != 1:
         raise DataError(f"{where}: 'y' must have shape (N,), got {y.shape}")
     if len(y) != len(x):
-        raise DataError(f"{where}: 'x' has {len(x)} examples but 'y' has {len(y)}")
+        raise DataError(f"{where}: 'x' has {count(len(x), 'example')} but 'y' has {len(y)}")
     if y.dtype.kind not in "iu":
         raise DataError(f"{where}: 'y' must hold integer class labels, got dtype {y.dtype}")
     if len(y) == 0:
@@ -507,8 +508,9 @@ def _split_sizes(n: int, valid_fraction: float, test_fraction: float, spec: str)
     n_valid = max(1, round(valid_fraction * n))
     if n - n_test - n_valid < 1:
         raise DataError(
-            f"dataset {spec!r} has {n} examples, too few for valid_fraction={valid_fraction} "
-            f"and test_fraction={test_fraction} (every split needs at least one)"
+            f"dataset {spec!r} has {count(n, 'example')}, too few for "
+            f"valid_fraction={valid_fraction} and test_fraction={test_fraction} "
+            "(every split needs at least one)"
         )
     return n_valid, n_test
 
@@ -547,7 +549,7 @@ def _from_arrays(
         shown = ", ".join(str(v) for v in absent[:10]) + (", ..." if len(absent) > 10 else "")
         raise DataError(
             f"dataset {spec!r}: class(es) {shown} have no example in the training split "
-            f"({len(y)} examples, valid_fraction={valid_fraction}, "
+            f"({count(len(y), 'example')}, valid_fraction={valid_fraction}, "
             f"test_fraction={test_fraction}); add examples of them or lower the fractions"
         )
     if max_examples is not None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from kerasnas.errors import SettingError
 from kerasnas.io import write_text
+from kerasnas.wording import count
 
 __all__ = ["DARTS_V1", "DARTS_V2", "Genotype", "GenotypeError"]
 
@@ -78,7 +79,7 @@ def _normalise_cell(kind: str, value: Any, allowed: frozenset[str]) -> Cell:
     if flat:
         if len(value) % 2:
             raise GenotypeError(
-                f"{kind}: DARTS flat form has {len(value)} pairs; expected an even number "
+                f"{kind}: DARTS flat form has {count(len(value), 'pair')}; expected an even number "
                 "(two per node)"
             )
         nodes = [value[i : i + 2] for i in range(0, len(value), 2)]

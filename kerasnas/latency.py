@@ -43,6 +43,7 @@ from kerasnas import io, resource
 from kerasnas import ops as ops_lib
 from kerasnas.errors import SettingError
 from kerasnas.layers import MixedOp, mixed_ops
+from kerasnas.wording import count
 
 CACHE_ENV = "KERASNAS_CACHE"
 FORMAT_VERSION = 1
@@ -352,8 +353,9 @@ def attach_latency(
                 todo.setdefault(entry_key(op, shape, layer.strides), (op, shape, layer.strides))
     if todo and table.verbose:
         table.log(
-            f"latency table: measuring {len(todo)} ops with LiteRT "
-            f"({table.num_threads} thread(s), {table.runs} runs each; cache {table.path})"
+            f"latency table: measuring {count(len(todo), 'op')} with LiteRT "
+            f"({count(table.num_threads, 'thread')}, {count(table.runs, 'run')} each; "
+            f"cache {table.path})"
         )
     try:
         for i, (op, shape, strides) in enumerate(todo.values()):

@@ -26,6 +26,7 @@ _NOISE = (
     re.compile(r"fully_quantize: \d+, inference_type: "),  # the TFLite converter
 )
 _CUDA = re.compile(r"cuda|cuInit|GPU will not be used", re.IGNORECASE)
+_quiet = False  # set by import_tensorflow in a command; a library user's stderr is untouched
 
 
 def is_noise(line: str) -> bool:
@@ -60,6 +61,18 @@ def filtered_stderr() -> Iterator[None]:
                 sys.stderr.flush()
 
 
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """:func:`filtered_stderr` in a command that imported TensorFlow quietly (for native
+    code that prints while it runs: the TFLite converter, LiteRT's delegate); elsewhere
+    nothing."""
+    if not _quiet:
+        yield
+        return
+    with filtered_stderr():
+        yield
+
+
 def import_tensorflow(show_logs: bool = False) -> None:
     """Imports TensorFlow and lists its devices (where CUDA is probed). Unless `show_logs`,
     the start-up lines are filtered (:func:`filtered_stderr`) and TensorFlow's later C++
@@ -69,6 +82,8 @@ def import_tensorflow(show_logs: bool = False) -> None:
 
         tf.config.list_physical_devices()
         return
+    global _quiet
+    _quiet = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with filtered_stderr():
         import tensorflow as tf

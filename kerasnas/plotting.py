@@ -23,13 +23,19 @@ Point = tuple[float, float]
 _INPUT_LABELS = (r"$c_{k-2}$", r"$c_{k-1}$")
 _COLORS = {"input": "#a6cee3", "node": "#fdd58c", "empty": "#e0e0e0", "output": "#b2df8a"}
 _TITLES = {"normal": "normal cell", "reduce": "reduction cell"}
-_COL_GAP = 3.2  # horizontal distance between depth columns (data units)
+_COL_GAP = 3.6  # horizontal distance between depth columns (data units)
 _ROW_GAP = 1.5  # vertical distance between nodes of one column
 _RADIUS = 0.36  # node circle radius
+_ARROW_SCALE = 10  # arrowheads: head length 0.5 of this, in points
 _CLEARANCE = _RADIUS + 0.22  # how far an edge should pass from the centre of a foreign node
 _RADS = (0.0, 0.15, -0.15, 0.3, -0.3, 0.45, -0.45, 0.6, -0.6)  # candidate edge curvatures
-# Candidate label positions along an edge, best first.
-_LABEL_TS = (0.5, 0.4, 0.6, 0.3, 0.7, 0.45, 0.55, 0.35, 0.65, 0.25, 0.75, 0.2, 0.8)
+# Candidate label positions along an edge, best first (the middle, then outwards).
+_LABEL_TS = tuple(0.5 + sign * k / 40 for k in range(13) for sign in ((1,) if k == 0 else (-1, 1)))
+_EDGE_SAMPLES = 80  # points per edge when checking which edges a label would sit on
+# Placement costs: per point of a label's 9x3 grid under a node, another label or outside
+# the panel; per foreign edge under the label (x0.3 at its ends .. x1 at its middle).
+_HIDDEN_COST = 10.0
+_CROSSING_COST = {"op": 30.0, "concat": 12.0}
 _LABEL_FONT = 6.5
 _LABEL_STYLE: dict[str, Any] = {
     "fontsize": _LABEL_FONT,
@@ -107,16 +113,21 @@ class _CellDrawing:
         self.output = len(self.cell) + 2
         self.pos = _layout(self.cell)
         self.circles: dict[int, Circle] = {}
-        self.labels: list[tuple[str, Point, Point, float]] = []
+        self.labels: list[tuple[str, int, Point, Point, float]] = []  # op, edge, p0, p2, rad
+        self.edges: list[tuple[str, Point, Point, float]] = []  # kind, p0, p2, rad
         self.curve_ys: list[float] = []
         self._draw_nodes()
         routes: dict[tuple[int, int], list[float]] = {}
         for k, node in enumerate(self.cell):
             for op, src in node:
                 rad = self._arrow(src, k + 2, routes, color="black", linewidth=0.9)
-                self.labels.append((op, self.pos[src], self.pos[k + 2], rad))
+                self.labels.append((op, len(self.edges), self.pos[src], self.pos[k + 2], rad))
+                self.edges.append(("op", self.pos[src], self.pos[k + 2], rad))
         for index in genotype.concat(kind):
-            self._arrow(index, self.output, routes, color="#9a9a9a", linestyle="--", linewidth=0.9)
+            rad = self._arrow(
+                index, self.output, routes, color="#9a9a9a", linestyle="--", linewidth=0.9
+            )
+            self.edges.append(("concat", self.pos[index], self.pos[self.output], rad))
         xs = [x for x, _ in self.pos.values()]
         ys = [y for _, y in self.pos.values()]
         bottom = min(min(ys) - 0.85, min(self.curve_ys, default=0.0) - 0.3)
@@ -136,8 +147,8 @@ class _CellDrawing:
                 role, text = "input", _INPUT_LABELS[index]
             elif index == self.output:
                 role, text = "output", r"$c_{k}$"
-            else:
-                role, text = ("node" if self.cell[index - 2] else "empty"), str(index - 2)
+            else:  # numbered as in genotype.json: inputs 0 and 1, then 2..N+1
+                role, text = ("node" if self.cell[index - 2] else "empty"), str(index)
             empty = role == "empty"
             circle = Circle(
                 (x, y),
@@ -152,6 +163,17 @@ class _CellDrawing:
             self.circles[index] = circle
             color = "#777777" if empty else "black"
             self.ax.text(x, y, text, ha="center", va="center", fontsize=10, color=color, zorder=4)
+            if role == "input":  # its number in genotype.json, left of the circle
+                self.ax.text(
+                    x - _RADIUS - 0.08,
+                    y,
+                    str(index),
+                    ha="right",
+                    va="center",
+                    fontsize=9,
+                    color="#555555",
+                    zorder=4,
+                )
             if empty:
                 below = y - _RADIUS - 0.08
                 self.ax.text(
@@ -182,7 +204,7 @@ class _CellDrawing:
                 self.pos[dst],
                 connectionstyle=f"arc3,rad={rad}",
                 arrowstyle="-|>,head_length=0.5,head_width=0.22",
-                mutation_scale=10,
+                mutation_scale=_ARROW_SCALE,
                 patchA=self.circles[src],
                 patchB=self.circles[dst],
                 shrinkA=0,
@@ -194,36 +216,52 @@ class _CellDrawing:
         return rad
 
     def place_labels(self, renderer: RendererBase) -> None:
-        """Adds the op labels along their edges, each where it overlaps the least."""
+        """Adds the op labels along their edges, each where it covers the least: no node,
+        no other label and, above all, no other edge (a label on a crossing is ambiguous;
+        a foreign edge costs more the nearer it passes to the label's middle)."""
+        import numpy as np
+
         frame = self.ax.get_window_extent(renderer)
         to_px = self.ax.transData.transform
-        nodes = []
-        for circle in self.circles.values():
-            box = circle.get_window_extent(renderer)
-            nodes.append(((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2, box.width / 2 + 1))
+        boxes = [c.get_window_extent(renderer) for c in self.circles.values()]
+        centres = np.array([((b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2) for b in boxes])
+        # a node's footprint reaches over the arrowheads that end on it
+        head = renderer.points_to_pixels(_ARROW_SCALE * 0.5) + 2
+        radii = np.array([b.width / 2 + head for b in boxes])
+        ts = (np.arange(_EDGE_SAMPLES) + 0.5) / _EDGE_SAMPLES
+        paths = [to_px([_curve_point(p0, p2, rad, t) for t in ts]) for _, p0, p2, rad in self.edges]
         placed: list[_Rect] = []
-        for op, p0, p2, rad in self.labels:
+        for op, edge, p0, p2, rad in self.labels:
             probe = self.ax.text(0, 0, op, **_LABEL_STYLE)
             size = probe.get_window_extent(renderer)
             probe.remove()
+            foreign = [(self.edges[j][0], path) for j, path in enumerate(paths) if j != edge]
             best, best_cost = None, math.inf
             for t in _LABEL_TS:
                 x, y = _curve_point(p0, p2, rad, t)
                 angle = _curve_angle(p0, p2, rad, t)
                 px, py = to_px((x, y))
                 rect = _Rect(px, py, size.width / 2 + 2, size.height / 2 + 1, angle)
+                margin = _Rect(px, py, size.width / 2 + 5, size.height / 2 + 4, angle)
                 points = rect.points()
-                cost = sum(
-                    any(math.hypot(u - cx, v - cy) < r for cx, cy, r in nodes)
-                    or any(other.contains(u, v) for other in placed)
-                    or not frame.contains(u, v)
-                    for u, v in points
+                hidden = (
+                    (np.linalg.norm(points[:, None] - centres, axis=-1) < radii).any(-1)
+                    | ~((points[:, 0] >= frame.x0) & (points[:, 0] <= frame.x1))
+                    | ~((points[:, 1] >= frame.y0) & (points[:, 1] <= frame.y1))
                 )
-                cost += sum(rect.contains(u, v) for other in placed for u, v in other.points())
+                for other in placed:
+                    hidden |= other.contains(points)
+                hidden_points = hidden.sum()
+                hidden_points += sum(rect.contains(other.points()).sum() for other in placed)
+                cost = _HIDDEN_COST * float(hidden_points)
+                for kind, path in foreign:
+                    inside = margin.contains(path)
+                    if inside.any():
+                        middle = 1 - np.abs(margin.along(path[inside])).min() / margin.hw
+                        cost += _CROSSING_COST[kind] * (0.3 + 0.7 * middle)
+                cost += 2 * abs(t - 0.5)  # all else equal, the middle of the edge
                 if cost < best_cost:
                     best, best_cost = (x, y, angle, rect), cost
-                if cost == 0:
-                    break
             assert best is not None
             x, y, angle, rect = best
             self.ax.text(x, y, op, rotation=angle, **_LABEL_STYLE)
@@ -236,34 +274,49 @@ class _Rect:
     def __init__(self, cx: float, cy: float, hw: float, hh: float, angle: float) -> None:
         self.cx, self.cy, self.hw, self.hh = cx, cy, hw, hh
         self.cos, self.sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        self._points = None
 
-    def contains(self, x: float, y: float) -> bool:
-        dx, dy = x - self.cx, y - self.cy
+    def along(self, points):
+        """Coordinates of `points` (M, 2) along the rectangle's long axis, from its centre."""
+        return (points[:, 0] - self.cx) * self.cos + (points[:, 1] - self.cy) * self.sin
+
+    def contains(self, points):
+        """Whether each of `points` (M, 2) is inside, a bool array (M,)."""
+        dx, dy = points[:, 0] - self.cx, points[:, 1] - self.cy
         u, v = dx * self.cos + dy * self.sin, -dx * self.sin + dy * self.cos
-        return abs(u) <= self.hw and abs(v) <= self.hh
+        return (abs(u) <= self.hw) & (abs(v) <= self.hh)
 
-    def points(self) -> list[Point]:
-        """A 9x3 grid over the rectangle, corners included."""
-        grid = []
-        for i in range(9):
-            u = self.hw * (i / 4 - 1)
-            for j in range(3):
-                v = self.hh * (j - 1)
-                grid.append(
-                    (self.cx + u * self.cos - v * self.sin, self.cy + u * self.sin + v * self.cos)
-                )
-        return grid
+    def points(self):
+        """A 9x3 grid over the rectangle, corners included, (27, 2)."""
+        import numpy as np
+
+        if self._points is None:
+            u, v = np.meshgrid(self.hw * (np.arange(9) / 4 - 1), self.hh * (np.arange(3) - 1))
+            u, v = u.ravel(), v.ravel()
+            self._points = np.stack(
+                [self.cx + u * self.cos - v * self.sin, self.cy + u * self.sin + v * self.cos], -1
+            )
+        return self._points
 
 
 def plot_cells(genotype: Genotype, path: str | os.PathLike, title: str | None = None) -> None:
     """Writes one PNG to `path` (atomically) showing the normal and the reduction cell.
 
-    Nodes are laid out left-to-right by depth: inputs ``c_{k-2}``, ``c_{k-1}``, intermediate
-    nodes 0..N-1 (grey and dashed when they have no inputs) and the output ``c_{k}``. Every
-    edge is labelled with its op; grey dashed arrows mark the nodes concatenated into the output.
+    Nodes are laid out left-to-right by depth and numbered as in ``genotype.json``: the
+    inputs ``c_{k-2}`` (0) and ``c_{k-1}`` (1), intermediate nodes 2..N+1 (grey and dashed
+    when they have no inputs), and the output ``c_{k}``. Every edge is labelled with its op,
+    placed off other edges where there is room; grey dashed arrows mark the nodes
+    concatenated into the output.
     """
     if not isinstance(genotype, Genotype):
         raise TypeError(f"plot_cells: expected a Genotype, got {type(genotype).__name__}")
+    fig = _cells_figure(genotype, title)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", facecolor="white")
+
+
+def _cells_figure(genotype: Genotype, title: str | None = None):
+    """The figure :func:`plot_cells` writes: a panel per cell kind, labels placed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -288,8 +341,7 @@ def plot_cells(genotype: Genotype, path: str | os.PathLike, title: str | None = 
     for drawing in drawings:
         drawing.ax.apply_aspect()
         drawing.place_labels(renderer)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", facecolor="white")
+    return fig
 
 
 def _figure(width: float, height: float):

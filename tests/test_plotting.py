@@ -119,3 +119,58 @@ def test_plot_curves_runs_of_different_lengths_against_seconds(tmp_path: Path) -
         assert data[:8] == PNG_SIGNATURE and len(data) > 5000
     with pytest.raises(ValueError):  # an x per value
         plot_curves(series, styles, "s", "a", tmp_path / "bad.png", xs={**xs, "snas": [[1.0]]})
+
+
+def _panels(genotype: Genotype):
+    """Per cell panel: node numbers shown, and per op label its centre's distance (pixels)
+    to its own edge and to the nearest other edge."""
+    import numpy as np
+    from matplotlib.patches import FancyArrowPatch
+
+    from kerasnas.plotting import _LABEL_FONT, _cells_figure
+
+    fig = _cells_figure(genotype)
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    panels = []
+    for ax in fig.axes:
+        texts = [t for t in ax.texts if t.get_text()]
+        numbers = sorted(int(t.get_text()) for t in texts if t.get_text().isdigit())
+        edges = []
+        for patch in ax.patches:
+            if isinstance(patch, FancyArrowPatch):
+                points = [  # the drawn curves (and arrowhead), in data coordinates
+                    curve(np.linspace(0, 1, 200)) for curve, _ in patch.get_path().iter_bezier()
+                ]
+                edges.append(ax.transData.transform(np.concatenate(points)))
+        distances = []
+        for text in texts:
+            if text.get_fontsize() != _LABEL_FONT or text.get_text() == "no inputs":
+                continue
+            centre = np.asarray(ax.transData.transform(text.get_position()))
+            ds = sorted(float(np.linalg.norm(e - centre, axis=1).min()) for e in edges)
+            distances.append((text.get_text(), ds[0], ds[1]))
+        panels.append((numbers, distances))
+    return panels
+
+
+def test_nodes_are_numbered_as_in_the_genotype() -> None:
+    (normal, _), (reduce, _) = _panels(DARTS_V2)
+    assert normal == reduce == [0, 1, 2, 3, 4, 5]  # inputs 0, 1; nodes 2..5 as genotype.json
+    genotype = Genotype(
+        normal=[[("sep_conv_3x3", 0)], [], [("skip_connect", 2)]],
+        normal_concat=[2, 3, 4],
+        reduce=[[("max_pool_3x3", 1)]],
+        reduce_concat=[2],
+    )
+    (normal, _), (reduce, _) = _panels(genotype)
+    assert normal == [0, 1, 2, 3, 4] and reduce == [0, 1, 2]
+
+
+@pytest.mark.parametrize("genotype", [DARTS_V1, DARTS_V2], ids=["V1", "V2"])
+def test_op_labels_sit_on_their_edge_away_from_crossings(genotype: Genotype) -> None:
+    for kind, (_, labels) in zip(("normal", "reduce"), _panels(genotype), strict=True):
+        assert len(labels) == sum(len(node) for node in genotype.cell(kind))
+        for op, own, other in labels:
+            assert own < 2, op  # on its edge
+            assert other > 6, (kind, op, other)  # no other edge through its middle

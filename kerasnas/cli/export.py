@@ -156,7 +156,9 @@ def export_from_flags() -> None:
         source=os.path.abspath(FLAGS.model),
         log=log,
     )
-    log(f"all {len(report['formats'])} formats passed; report: {out}/export_report.json")
+    passed = list(report["formats"])
+    which = passed[0] if len(passed) == 1 else f"all {len(passed)} formats"
+    log(f"{which} passed; report: {out}/export_report.json")
 
 
 def main(argv: list[str]) -> int:

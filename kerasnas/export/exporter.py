@@ -22,9 +22,10 @@ are available: a 1-epoch model agreed on 0.905 with equal accuracy).
 
 p are class probabilities (every exported model ends in a softmax). TFLite models take raw
 images as float32 (``tflite_int8`` with ``int8_io=True``: as int8, quantised with the input
-tensor's scale and zero point). ``export_report.json`` holds, per format: file, size in
-bytes, parity figures, test accuracy, and the median latency of one ``invoke`` on one image
-with the LiteRT interpreter (milliseconds, with the thread count).
+tensor's scale and zero point), any batch size; :class:`~kerasnas.export.TFLiteModel` runs
+them on raw images as the checks here do. ``export_report.json`` holds, per format: file,
+size in bytes, parity figures, test accuracy, and the median latency of one ``invoke`` on one
+image with the LiteRT interpreter (milliseconds, with the thread count).
 
 The output directory appears only when every format has passed: the work is done in a
 hidden staging directory beside it, renamed into place at the end.
@@ -48,6 +49,7 @@ from kerasnas import io
 from kerasnas.errors import SettingError
 from kerasnas.export import litert, saved_model
 from kerasnas.names import EXPORT_FORMATS
+from kerasnas.wording import count
 
 FORMATS: dict[str, str] = EXPORT_FORMATS  # format -> file or directory it writes
 _TFLITE_MODE = {
@@ -316,7 +318,7 @@ def export_model(
                     )
                     with open(path, "wb") as f:
                         f.write(flat)
-                    p = litert.predict(flat, x_eval, num_threads=num_threads)
+                    p = litert.TFLiteModel(path, num_threads).predict(x_eval)
                     entry["size_bytes"] = len(flat)
                     entry["input"] = (
                         "int8 quantised raw images"
@@ -364,7 +366,7 @@ def _summary(fmt: str, e: dict[str, Any]) -> str:
     if e["accuracy"] is not None:
         parts.append(f"accuracy {e['accuracy']:.4f}")
     if e.get("latency_ms") is not None:
-        parts.append(f"{e['latency_ms']:.3f} ms/image ({e['num_threads']} thread(s))")
+        parts.append(f"{e['latency_ms']:.3f} ms/image ({count(e['num_threads'], 'thread')})")
     return f"export {fmt}: {', '.join(parts)} -> {'passed' if e['passed'] else 'FAILED'}"
 
 

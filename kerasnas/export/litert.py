@@ -1,5 +1,6 @@
 """TFLite conversion and the LiteRT interpreter: the one place kerasnas makes and runs
-``.tflite`` files (export, parity checks, latency tables).
+``.tflite`` files (export, parity checks, latency tables, and :class:`TFLiteModel` for
+running an exported file on batches of raw images).
 
 Conversion goes Keras model -> SavedModel (``model.export``) -> ``tf.lite.TFLiteConverter``.
 Modes (:data:`MODES`):
@@ -24,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasnas import native_log
 from kerasnas.errors import SettingError
 
 MODES = ("float", "float16", "dynamic", "int8")
@@ -94,7 +96,8 @@ def _convert(converter, mode: str) -> bytes:
     """``converter.convert()``; its failure (pages of MLIR) becomes a one-line
     ConversionError naming the mode and the converter's first error."""
     try:
-        return converter.convert()
+        with native_log.quiet():
+            return converter.convert()
     except Exception as e:  # the converter raises ConverterError, RuntimeError, ValueError...
         raise ConversionError(f"TFLite conversion ({mode}) failed: {converter_error(e)}") from None
 
@@ -171,9 +174,13 @@ def interpreter(tflite: bytes, num_threads: int = 1):
     return Interpreter(model_content=tflite, num_threads=num_threads)
 
 
+def _is_quantized(detail: dict) -> bool:
+    return np.dtype(detail["dtype"]) in (np.int8, np.uint8) and detail["quantization"][0] != 0
+
+
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    dtype = detail["dtype"]
-    if dtype in (np.int8, np.uint8):
+    dtype = np.dtype(detail["dtype"])
+    if _is_quantized(detail):
         scale, zero = detail["quantization"]
         info = np.iinfo(dtype)
         return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
@@ -181,33 +188,151 @@ def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
 
 
 def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
-    if detail["dtype"] in (np.int8, np.uint8):
+    if _is_quantized(detail):
         scale, zero = detail["quantization"]
         return (y.astype(np.float32) - zero) * scale
     return y.astype(np.float32)
 
 
-def predict(tflite: bytes, x: np.ndarray, batch_size: int = 64, num_threads: int = 1) -> np.ndarray:
-    """Runs the TFLite model on `x` (N, ...) in batches; returns float32 outputs (N, ...).
+class TFLiteError(SettingError):
+    """A ``.tflite`` file cannot be loaded, or cannot take the given images: the message
+    names the file and what was expected."""
 
-    Integer inputs and outputs are (de)quantised with the tensors' own parameters.
+
+class TFLiteModel:
+    """A ``.tflite`` classifier run with the LiteRT interpreter on batches of raw images.
+
+    :meth:`predict` takes raw images (N, H, W, C) of any numeric dtype (what the Keras
+    model takes: its normalisation is inside) and any batch size N, and returns the model's
+    output as float32 (N, K): class probabilities for every file kerasnas exports. A model
+    with integer input and output (``tflite_int8`` exported with ``int8_io``) gets its
+    images quantised with the input tensor's scale and zero point, and its output
+    dequantised. Batches: the input tensor is resized when its batch axis is dynamic (as
+    in kerasnas' exports); a model with a fixed batch B gets the images B at a time.
+
+    Args:
+      path: a ``.tflite`` file.
+      num_threads: LiteRT interpreter threads.
+
+    Example:
+
+    >>> model = TFLiteModel("deploy_int8/model_int8.tflite")
+    >>> probabilities = model.predict(images)  # (N, num_classes) float32
     """
-    interp = interpreter(tflite, num_threads)
-    inp = interp.get_input_details()[0]
-    outputs = []
-    allocated = None
-    for start in range(0, len(x), batch_size):
-        chunk = np.asarray(x[start : start + batch_size])
-        if allocated != len(chunk):
-            interp.resize_tensor_input(inp["index"], [len(chunk), *chunk.shape[1:]])
-            interp.allocate_tensors()
-            allocated = len(chunk)
-            inp = interp.get_input_details()[0]
-            out = interp.get_output_details()[0]
-        interp.set_tensor(inp["index"], _quantize(chunk.astype(np.float32), inp))
-        interp.invoke()
-        outputs.append(_dequantize(interp.get_tensor(out["index"]), out))
-    return np.concatenate(outputs, axis=0)
+
+    def __init__(self, path: str | os.PathLike, num_threads: int = 1) -> None:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise TFLiteError(f"{path!r}: no such file")
+        self._load(path, None, num_threads)
+
+    @classmethod
+    def from_bytes(
+        cls, flatbuffer: bytes, num_threads: int = 1, name: str = "<flatbuffer>"
+    ) -> TFLiteModel:
+        """A TFLiteModel for an in-memory flatbuffer; `name` stands for the file in errors."""
+        model = cls.__new__(cls)
+        model._load(name, flatbuffer, num_threads)
+        return model
+
+    def _load(self, name: str, content: bytes | None, num_threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        if not isinstance(num_threads, int) or num_threads < 1:
+            raise TFLiteError(f"num_threads must be a positive int, got {num_threads!r}")
+        self.name = name
+        try:
+            if content is None:
+                self._interp = Interpreter(model_path=name, num_threads=num_threads)
+            else:
+                self._interp = Interpreter(model_content=content, num_threads=num_threads)
+        except (ValueError, RuntimeError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise TFLiteError(f"{name!r}: not a TFLite model LiteRT can load ({first})") from None
+        inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise TFLiteError(
+                f"{name!r}: expected a model with one input and one output, it has "
+                f"{len(inputs)} and {len(outputs)}"
+            )
+        (self._input,), (self._output,) = inputs, outputs
+        signature = self._input.get("shape_signature", self._input["shape"])
+        self.input_shape: tuple[int, ...] = tuple(int(d) for d in self._input["shape"][1:])
+        self.input_dtype = np.dtype(self._input["dtype"])
+        self.output_dtype = np.dtype(self._output["dtype"])
+        # None: any batch size (the input tensor is resized); else the model's fixed batch.
+        self.batch_size: int | None = None if int(signature[0]) == -1 else int(signature[0])
+        self._allocated: int | None = None
+
+    @property
+    def quantized_io(self) -> bool:
+        """Whether the model takes and returns quantised integers (``int8_io``)."""
+        return _is_quantized(self._input)
+
+    def _allocate(self, batch: int) -> None:
+        if self._allocated != batch:
+            if self.batch_size is None:
+                self._interp.resize_tensor_input(
+                    self._input["index"], [batch, *self.input_shape], strict=True
+                )
+            with native_log.quiet():  # LiteRT announces its XNNPACK delegate here
+                self._interp.allocate_tensors()
+            self._input = self._interp.get_input_details()[0]
+            self._output = self._interp.get_output_details()[0]
+            self._allocated = batch
+
+    def _check(self, images: np.ndarray) -> np.ndarray:
+        x = np.asarray(images)
+        want = ", ".join(str(d) for d in self.input_shape)
+        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            hint = " (one image: pass images[None])" if x.shape == self.input_shape else ""
+            raise TFLiteError(
+                f"{self.name!r} takes images of shape (N, {want}), got {x.shape}{hint}"
+            )
+        if x.dtype.kind not in "biuf":
+            raise TFLiteError(
+                f"{self.name!r} takes numeric images (any of uint8, int, float), got dtype "
+                f"{x.dtype}"
+            )
+        return x
+
+    def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """The model's float32 outputs (N, K) for raw `images` (N, H, W, C).
+
+        `batch_size`: images per ``invoke`` when the batch axis is dynamic (else the
+        model's fixed batch is used). Raises TFLiteError for images of the wrong shape.
+        """
+        x = self._check(images)
+        step = self.batch_size or max(1, int(batch_size))
+        outputs = []
+        for start in range(0, len(x), step):
+            chunk = x[start : start + step].astype(np.float32)
+            n = len(chunk)
+            if self.batch_size is not None and n < step:  # pad to the fixed batch
+                pad = np.zeros((step - n, *self.input_shape), np.float32)
+                chunk = np.concatenate([chunk, pad])
+            self._allocate(len(chunk))
+            self._interp.set_tensor(self._input["index"], _quantize(chunk, self._input))
+            self._interp.invoke()
+            outputs.append(
+                _dequantize(self._interp.get_tensor(self._output["index"]), self._output)[:n]
+            )
+        if not outputs:
+            return np.zeros((0, *self._output["shape"][1:]), np.float32)
+        return np.concatenate(outputs, axis=0)
+
+    def __repr__(self) -> str:
+        shape = ", ".join(str(d) for d in self.input_shape)
+        io = "int8 I/O" if self.quantized_io else f"{self.input_dtype} input"
+        return f"TFLiteModel({self.name!r}, input (N, {shape}), {io})"
+
+
+def predict(tflite: bytes, x: np.ndarray, batch_size: int = 64, num_threads: int = 1) -> np.ndarray:
+    """Runs the TFLite flatbuffer on `x` (N, ...) in batches; returns float32 outputs (N, ...).
+
+    See :class:`TFLiteModel` (integer inputs and outputs are (de)quantised).
+    """
+    return TFLiteModel.from_bytes(tflite, num_threads).predict(x, batch_size)
 
 
 def latency_ms(
@@ -225,7 +350,8 @@ def latency_ms(
     inp = interp.get_input_details()[0]
     shape = [1, *[int(d) for d in inp["shape"][1:]]]
     interp.resize_tensor_input(inp["index"], shape)
-    interp.allocate_tensors()
+    with native_log.quiet():
+        interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     x = np.zeros(shape, np.float32) if image is None else np.asarray(image, np.float32)[None]
     interp.set_tensor(inp["index"], _quantize(x, inp))

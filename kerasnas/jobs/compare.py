@@ -69,6 +69,7 @@ from kerasnas.errors import RunError, SettingError, within
 from kerasnas.jobs.base import Job, JobSettings
 from kerasnas.names import PRIMITIVES
 from kerasnas.options import REQUIRED, option
+from kerasnas.wording import count
 
 __all__ = [
     "BUDGETS",
@@ -202,8 +203,8 @@ class CompareSettings(JobSettings):
     def describe_budget(self) -> str:
         """The search budget in words, for the log."""
         if self.budget == "epochs":
-            return f"{self.search_epochs()} epochs"
-        cap = "" if self.epochs is None else f", at most {self.epochs} epochs"
+            return count(self.search_epochs(), "epoch")
+        cap = "" if self.epochs is None else f", at most {count(self.epochs, 'epoch')}"
         return f"{self.time_budget():g} s (budget=time{cap}; not deterministic)"
 
     def runs(self) -> list[tuple[str, int]]:
@@ -418,9 +419,9 @@ class Comparison(Job):
         self.open_output_dir()
         runs = s.runs()
         self.log(
-            f"comparing {', '.join(s.strategies)} x {s.seeds} seeds: {len(runs)} searches of "
-            f"{s.describe_budget()} + retraining for {s.retrain_epochs} epochs, {s.jobs} at a "
-            f"time -> {s.output_dir}"
+            f"comparing {', '.join(s.strategies)} x {count(s.seeds, 'seed')}: "
+            f"{count(len(runs), 'search', 'searches')} of {s.describe_budget()} + retraining "
+            f"for {count(s.retrain_epochs, 'epoch')}, {s.jobs} at a time -> {s.output_dir}"
         )
         t0 = time.perf_counter()
         results: dict[tuple[str, int], dict[str, Any]] = {}
@@ -440,8 +441,8 @@ class Comparison(Job):
                     f"{name} seed {seed}: supernet {row['supernet_valid_accuracy']:.3f}, "
                     f"child {row['child_valid_accuracy']:.3f} (no retraining), retrained test "
                     f"{row['retrained_test_accuracy']:.3f}, search {row['search_seconds']:.0f} s"
-                    f" ({row['epochs_done']} epochs"
-                    + (f", {row['steps']} steps)" if row["steps"] is not None else ")")
+                    f" ({count(row['epochs_done'], 'epoch')}"
+                    + (f", {count(row['steps'], 'step')})" if row["steps"] is not None else ")")
                 )
         rows = [results[key] for key in runs]
         out = s.output_dir
@@ -514,8 +515,12 @@ class Comparison(Job):
                 f"(drop {stats['accuracy_drop']['mean']:+.3f}), retrained test "
                 f"{stats['retrained_test_accuracy']['mean']:.3f} "
                 f"+- {stats['retrained_test_accuracy']['std']:.3f}, "
-                f"{stats['epochs_done']['mean']:.3g} epochs"
-                + (f", {stats['steps']['mean']:.0f} steps" if "steps" in stats else "")
+                f"{count(stats['epochs_done']['mean'], 'epoch', spec='.3g')}"
+                + (
+                    f", {count(stats['steps']['mean'], 'step', spec='.0f')}"
+                    if "steps" in stats
+                    else ""
+                )
             )
         return rows
 

@@ -43,6 +43,7 @@ from kerasnas.jobs.base import Job, quiet
 from kerasnas.jobs.settings import OneShotSettings, default_config
 from kerasnas.plotting import plot_cells
 from kerasnas.search_spaces.cell import CellSpace
+from kerasnas.wording import count
 
 __all__ = ["OneShotSearch", "OneShotSettings", "default_config", "run_search"]
 
@@ -105,7 +106,7 @@ class OneShotSearch(Job):
                 self.supernet, self.space, cfg, s.output_dir, s.verbose, self.strategy
             )
         self.log(
-            f"supernet: C={s.init_channels} L={s.layers} N={s.nodes}, {len(s.ops)} ops, "
+            f"supernet: C={s.init_channels} L={s.layers} N={s.nodes}, {count(len(s.ops), 'op')}, "
             f"{trainable_params(self.supernet):,} trainable params; relaxation {s.relaxation}"
             + ("" if s.mixed_precision == "none" else f"; {s.mixed_precision}")
         )
@@ -124,8 +125,8 @@ class OneShotSearch(Job):
         done = trainer.budget_summary()
         self.log(
             f"search done: {trainer.search_seconds:.0f} s of training in all, "
-            f"{time.perf_counter() - t0:.0f} s in this run; {done['epochs_done']} epochs, "
-            f"{done['steps']} steps"
+            f"{time.perf_counter() - t0:.0f} s in this run; {count(done['epochs_done'], 'epoch')}, "
+            f"{count(done['steps'], 'step')}"
             + (
                 ""
                 if cfg.time_budget is None

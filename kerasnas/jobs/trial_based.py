@@ -56,6 +56,7 @@ from kerasnas.multitrial.distributed import DistributedError
 from kerasnas.multitrial.runner import MODEL_FILE, ArchTuner
 from kerasnas.plotting import plot_search_curve
 from kerasnas.search_spaces import DiscreteSpace, get_space
+from kerasnas.wording import count
 
 __all__ = ["TrialSearch", "TrialSettings", "run_trial_search"]
 
@@ -107,8 +108,8 @@ class TrialSearch(Job):
             return {"role": "worker", "tuner_id": tuner.tuner_id}
         self.open_output_dir()
         self.log(
-            f"{s.strategy} over {self.space!r}: {s.max_trials} trials of {s.trial.epochs} "
-            "epochs" + (" | chief" if role == "chief" else "")
+            f"{s.strategy} over {self.space!r}: {count(s.max_trials, 'trial')} of "
+            f"{count(s.trial.epochs, 'epoch')}" + (" | chief" if role == "chief" else "")
         )
         metrics, model, source = self.execute()
         return self.finish(metrics, model, source)
@@ -231,7 +232,7 @@ class TrialSearch(Job):
             f"best: trial {int(best.trial_id) + 1} (id {best.trial_id}), reward "
             f"{metrics['best_reward']:.4f}, valid "
             f"{metrics['best_valid_accuracy']:.4f}, test {metrics['best_test_accuracy']:.4f}, "
-            f"{metrics['best_params']:,} params | {len(completed)} trials in "
+            f"{metrics['best_params']:,} params | {count(len(completed), 'trial')} in "
             f"{metrics['search_seconds']:.0f} s -> {out}"
         )
         return metrics, model, "best.keras"

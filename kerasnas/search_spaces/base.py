@@ -39,6 +39,7 @@ import numpy as np
 
 from kerasnas.errors import SettingError
 from kerasnas.resource import Cost, network_cost
+from kerasnas.wording import count
 
 if TYPE_CHECKING:
     import keras_tuner
@@ -291,7 +292,8 @@ class DiscreteSpace:
         """The canonical architecture of value indices (one per decision, in order)."""
         if len(indices) != len(self._decisions):
             raise SpaceError(
-                f"{self.name}: {len(indices)} indices for {len(self._decisions)} decisions"
+                f"{self.name}: {count(len(indices), 'index', 'indices')} for "
+                f"{count(len(self._decisions), 'decision')}"
             )
         return self.canonical(
             {d.name: d.values[int(i)] for d, i in zip(self._decisions, indices, strict=True)}

@@ -27,6 +27,7 @@ from kerasnas import ops as ops_lib
 from kerasnas.errors import SettingError
 from kerasnas.genotype import Genotype
 from kerasnas.layers import DropPath, MixedOp
+from kerasnas.wording import count
 
 CELL_KINDS = ("normal", "reduce")
 DERIVATION_RULES = ("argmax", "top2")
@@ -303,7 +304,7 @@ class CellSpace:
         for kind in CELL_KINDS:
             if len(genotype.cell(kind)) != self.nodes:
                 raise ValueError(
-                    f"genotype has {len(genotype.cell(kind))} {kind} nodes, "
+                    f"genotype has {count(len(genotype.cell(kind)), kind + ' node')}, "
                     f"the space has {self.nodes}"
                 )
             if tuple(genotype.concat(kind)) != tuple(range(2, self.nodes + 2)):

@@ -26,6 +26,7 @@ from kerasnas.errors import SettingError
 from kerasnas.genotype import Genotype, GenotypeError
 from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError
 from kerasnas.search_spaces.cell import CELL_KINDS, CellSpace, genotype_stack, reduction_cells
+from kerasnas.wording import count
 
 __all__ = ["DiscreteCellSpace"]
 
@@ -191,7 +192,7 @@ class DiscreteCellSpace(DiscreteSpace):
             cell = genotype.cell(kind)
             if len(cell) != self.nodes:
                 raise SpaceError(
-                    f"cell: the {kind} cell has {len(cell)} nodes, the space {self.nodes}"
+                    f"cell: the {kind} cell has {count(len(cell), 'node')}, the space {self.nodes}"
                 )
             if tuple(genotype.concat(kind)) != tuple(range(2, self.nodes + 2)):
                 raise SpaceError(
@@ -200,7 +201,8 @@ class DiscreteCellSpace(DiscreteSpace):
             for i, node in enumerate(cell):
                 if len(node) != 2:
                     raise SpaceError(
-                        f"cell: {kind} node {i} has {len(node)} inputs; this space keeps 2",
+                        f"cell: {kind} node {i} has {count(len(node), 'input')}; "
+                        "this space keeps 2",
                         decision=f"{kind}/node{i}/input0",
                     )
                 for k, (op, src) in enumerate(node):

@@ -46,6 +46,7 @@ import numpy as np
 from kerasnas import ops as ops_lib
 from kerasnas.errors import SettingError
 from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError, int_values
+from kerasnas.wording import count
 
 __all__ = ["MetaQNNSpace", "MetaQNNState"]
 
@@ -237,7 +238,7 @@ class MetaQNNSpace(DiscreteSpace):
         if action == TERMINAL:
             return None
         if state.depth >= self.max_layers:
-            return f"at most {self.max_layers} layers"
+            return f"at most {count(self.max_layers, 'layer')}"
         kind, size, prev = action.split("_", 1)[0], state.size, state.kind
         if kind == "conv":
             if prev not in (START, "conv", "pool"):

@@ -32,6 +32,7 @@ import keras
 from kerasnas import ops as ops_lib
 from kerasnas.errors import SettingError
 from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError, int_values
+from kerasnas.wording import count
 
 __all__ = ["NASRLSpace"]
 
@@ -181,7 +182,8 @@ class NASRLSpace(DiscreteSpace):
         depths = self.values("num_layers")
         if len(layers) not in depths:
             raise SpaceError(
-                f"nasrl description: {len(layers)} layers, the space allows {list(depths)}",
+                f"nasrl description: {count(len(layers), 'layer')}, "
+                f"the space allows {list(depths)}",
                 decision="num_layers",
             )
         arch: dict[str, Any] = dict(self.defaults())
