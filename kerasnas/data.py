@@ -600,6 +600,20 @@ def _count(ds: tf.data.Dataset, spec: str, split: str) -> int:
     return n
 
 
+def _not_prepared(name: str, builder: Any) -> str:
+    """What to do about a tfds dataset that is not prepared under the data directory used
+    (``data_dir``, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``)."""
+    base = name.split(":", 1)[0]
+    return (
+        f"tfds dataset {name!r} is not available locally: no prepared data in "
+        f"{builder.data_dir}. Prepare it on a machine with internet access (`tfds build "
+        f"{base}`, or `tensorflow_datasets.load({base!r}, download=True)` in Python), copy "
+        f"the folder {base}/ it makes in ~/tensorflow_datasets into {builder.data_dir_root} "
+        "here (or set TFDS_DATA_DIR to the folder that holds it), then run again; or choose "
+        "another {dataset}"
+    )
+
+
 def _from_tfds(
     spec: str,
     name: str,
@@ -666,11 +680,7 @@ def _from_tfds(
         )
     except Exception as e:
         if not download and not builder.is_prepared():
-            raise DataError(
-                f"tfds dataset {name!r} is not available locally: no prepared data in "
-                f"{builder.data_dir} (data_dir={builder.data_dir_root}); download it with tfds or "
-                "pass download=True / data_dir=..."
-            ) from e
+            raise DataError(_not_prepared(name, builder)) from e
         raise DataError(f"tfds dataset {name!r} could not be read: {_one_line(e)}") from e
 
     def prepare(image, label):

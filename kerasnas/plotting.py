@@ -360,8 +360,10 @@ def _save(fig, path: str | os.PathLike) -> None:
 
 
 def plot_search_curve(records: list[dict[str, Any]], path: str | os.PathLike, title: str) -> None:
-    """Best reward so far against completed trials and against wall-clock seconds; a dot per
-    trial. `records` have ``reward``, ``start_time`` and ``end_time`` (None: not finished)."""
+    """Best reward so far (blue steps) against completed trials and against wall-clock
+    seconds since the first trial started; a grey dot per trial, its own reward where it
+    ended. `records` have ``reward``, ``start_time`` and ``end_time`` (seconds since the
+    epoch; None: not finished)."""
     done = sorted(
         (r for r in records if r["reward"] is not None and r["end_time"] is not None),
         key=lambda r: r["end_time"],
@@ -379,11 +381,14 @@ def plot_search_curve(records: list[dict[str, Any]], path: str | os.PathLike, ti
         )
     ):
         ax = fig.add_subplot(1, 2, k + 1)
-        ax.step(xs, curve, where="post", color="tab:blue")
-        ax.plot(xs, [float(r["reward"]) for r in done], ".", color="tab:gray", alpha=0.6)
+        ax.step(xs, curve, where="post", color="tab:blue", label="best so far")
+        rewards = [float(r["reward"]) for r in done]
+        ax.plot(xs, rewards, ".", color="tab:gray", alpha=0.6, label="one trial")
         ax.set_xlabel(label)
-        ax.set_ylabel("best reward so far")
+        ax.set_ylabel("reward")
         ax.grid(alpha=0.3)
+        if k == 0 and done:
+            ax.legend(loc="lower right")
     fig.suptitle(title)
     _save(fig, path)
 

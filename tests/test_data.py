@@ -365,6 +365,12 @@ def test_tfds_not_available_locally_is_a_quick_data_error(tmp_path):
     assert "'mnist'" in message and "not available locally" in message
     assert str(tmp_path) in message and "\n" not in message
     assert time.monotonic() - start < 20
+    # what a user can do: prepare it elsewhere and copy it here, no options that do not exist
+    assert "tfds build mnist" in message and "TFDS_DATA_DIR" in message
+    assert "download=True /" not in message and "data_dir=..." not in message
+    # a command names its flag: the spec and the alternative are the {dataset} setting
+    flags = info.value.render(lambda path: f"--{path}")
+    assert flags.startswith("--dataset 'tfds:mnist': ") and flags.endswith("another --dataset")
 
 
 @pytest.mark.parametrize("name", ["no_such_dataset_xyz", "mnist:99.0.0"])

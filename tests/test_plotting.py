@@ -174,3 +174,26 @@ def test_op_labels_sit_on_their_edge_away_from_crossings(genotype: Genotype) -> 
         for op, own, other in labels:
             assert own < 2, op  # on its edge
             assert other > 6, (kind, op, other)  # no other edge through its middle
+
+
+def test_search_curve_says_what_its_marks_are(tmp_path, monkeypatch):
+    from kerasnas import plotting
+
+    figures = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, path: figures.append(fig))
+    records = [
+        {"reward": 0.5, "start_time": 100.0, "end_time": 110.0},
+        {"reward": 0.4, "start_time": 105.0, "end_time": 120.0},
+        {"reward": 0.7, "start_time": 111.0, "end_time": 130.0},
+        {"reward": None, "start_time": 121.0, "end_time": None},  # running: not drawn
+    ]
+    plotting.plot_search_curve(records, tmp_path / "curve.png", "random on nasrl")
+    (fig,) = figures
+    trials, seconds = fig.axes
+    legend = trials.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["best so far", "one trial"]
+    best, dots = trials.get_lines()
+    assert list(best.get_ydata()) == [0.5, 0.5, 0.7] and best.get_color() == "tab:blue"
+    assert list(dots.get_ydata()) == [0.5, 0.4, 0.7] and dots.get_color() == "tab:gray"
+    assert list(seconds.get_lines()[1].get_xdata()) == [10.0, 20.0, 30.0]
+    assert trials.get_ylabel() == "reward" and seconds.get_xlabel() == "wall-clock seconds"

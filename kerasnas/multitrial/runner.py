@@ -77,7 +77,23 @@ def trial_seed(seed: int, trial_id: str) -> int:
 
 
 def arch_summary(space: DiscreteSpace, arch: dict[str, Any], width: int = 70) -> str:
-    """A short one-line description of an architecture for progress output."""
+    """A one-line description of an architecture for the per-trial progress line, cut to
+    `width` characters (ending in ``...``); ``space.describe(arch)`` has it in full.
+
+    - ``nasrl``: one ``HxW:F`` per layer, layers numbered from 0: filter height x width,
+      then filters; ``/S`` follows when the stride S is not 1, and ``<i,j`` lists the
+      layers that feed it (concatenated) when that is not just the layer before
+      (``<img``: the image). E.g. ``3x1:24 7x7:48<img 5x5:36<0,1``: a 3x1 conv of 24
+      filters and a 7x7 conv of 48, both on the image, then a 5x5 conv of 36 on both.
+      The classifier concatenates the layers no other layer reads.
+    - ``metaqnn``: MetaQNN's layer strings in order: ``conv_{filters}_{kernel}``,
+      ``pool_{kernel}_{stride}``, ``fc_{units}``, ``gap``, ``softmax``.
+    - ``cell``: ``n: ... | r: ...``, the normal then the reduction cell, one group per
+      intermediate node, each its two ``op<input`` pairs; inputs 0 and 1 are the cell's
+      inputs (the two previous cells' outputs), 2.. the earlier nodes; ops abbreviated
+      (``sep_conv_3x3`` -> ``sep3``, ``dil_conv_5x5`` -> ``dil5``, ``max_pool_3x3`` ->
+      ``max3``, ``skip_connect`` -> ``skip``).
+    """
     desc = space.describe(arch)
     layers = desc.get("layers") if isinstance(desc, dict) else None
     if isinstance(layers, list) and all(isinstance(x, str) for x in layers):
