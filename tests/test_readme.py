@@ -258,27 +258,23 @@ def test_every_budget_rule_applies_to_the_readme():
     assert used == {what for _, _, what in BUDGETS}
 
 
-def test_readme_python_blocks_run(tmp_path):
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    blocks = [b for b in _readme_blocks() if b.language == "python"]
-    outcomes = run_blocks(blocks, workdir)
-    assert len(outcomes) == len(blocks) - len(OPTED_OUT)
-    failures = _failures(outcomes)
-    assert not failures, failures
-    # a reader who ran the quick start keeps its results: no example writes into run/
-    assert not (workdir / "run").exists(), sorted(os.listdir(workdir))
-
-
-def test_readme_runnable_bash_blocks_run(tmp_path):
+def test_readme_blocks_run_in_order(tmp_path):
+    """Every python block and every runnable bash block, in README order, in one working
+    directory (a later block may read what an earlier one wrote, as a reader's would)."""
     workdir = tmp_path / "work"
     for name, make in STAND_INS.items():
         make(workdir / name)
-    blocks = [b for b in _readme_blocks() if b.language == "bash"]
+    before = sorted(str(p.relative_to(workdir)) for p in (workdir / "run").rglob("*"))
+    blocks = [b for b in _readme_blocks() if b.language in ("python", "bash")]
     outcomes = run_blocks(blocks, workdir)
-    assert outcomes
+    python = [b for b in blocks if b.language == "python"]
+    bash = [b for b in blocks if b.language == "bash" and b.runs]
+    assert bash and len(outcomes) == len(python) - len(OPTED_OUT) + len(bash)
     failures = _failures(outcomes)
     assert not failures, failures
+    # a reader who ran the quick start keeps its results: no example writes into run/
+    after = sorted(str(p.relative_to(workdir)) for p in (workdir / "run").rglob("*"))
+    assert after == before, sorted(set(after) - set(before))
 
 
 def test_readme_outputs_are_gitignored():
