@@ -402,7 +402,7 @@ def test_cell_describe_is_the_genotype():
     assert space.from_description(d) == arch  # every decision is active: exact round trip
     assert space.from_genotype(genotype) == arch
     one_input = dict(d, normal=[d["normal"][0][:1], d["normal"][1]])
-    with pytest.raises(SpaceError, match="normal node 0 has 1 inputs"):
+    with pytest.raises(SpaceError, match="normal node 0 has 1 input;"):
         space.from_description(one_input)
 
 
