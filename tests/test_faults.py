@@ -144,6 +144,7 @@ def _hold_lock(path, how="lock_output_dir"):
     return holder
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_same_directory_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -205,6 +206,7 @@ def test_stale_temporaries_are_removed_on_resume(tmp_path):
     assert (out / "metrics.json").exists() and (out / "checkpoints").is_dir()
 
 
+@pytest.mark.slow
 def test_an_output_dir_below_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     out = tmp_path / "file" / "run"
@@ -376,6 +378,7 @@ def test_a_write_that_fails_without_a_file_name_is_given_one(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_failed_export_keeps_the_search_and_exits_non_zero(tmp_path, capsys, monkeypatch):
     from kerasnas.jobs import base
 
@@ -563,6 +566,7 @@ def train_reference(tmp_path_factory):
 TRAIN_ARGS = ["--init_channels=4", "--layers=3", "--epochs=3", "--batch_size=64", "--verbose=0"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "target, count, when",
     [
@@ -592,6 +596,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(train_reference, targe
     assert not leftovers and not (out / io.LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 def test_a_search_killed_inside_keras_tuner_writes_resumes(tmp_path):
     ref, out = tmp_path / "ref", tmp_path / "run"
     assert search.main(["kerasnas-search", f"--output_dir={ref}", *TRIAL_ARGV]) == 0
@@ -607,6 +612,7 @@ def test_a_search_killed_inside_keras_tuner_writes_resumes(tmp_path):
     assert not leftovers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sig, code, how",
     [(signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted")],

@@ -185,6 +185,7 @@ def test_state_round_trip_and_bad_input():
         ENASConfig(controller_op_tanh_reduce=-1.0).validate()
 
 
+@pytest.mark.slow
 def test_enas_trainer_samples_with_the_micro_controller_and_reports_its_entropy():
     bundle = data_lib.load("digits", seed=0, max_examples=128)
     keras.utils.set_random_seed(0)

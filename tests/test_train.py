@@ -91,6 +91,7 @@ def test_training_learns_with_auxiliary_head_drop_path_and_cutout(digits):
     )
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(few_digits, tmp_path):
     """With drop-path and cutout (the random parts); the auxiliary head is left out for speed."""
     digits = few_digits
