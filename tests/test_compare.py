@@ -140,6 +140,7 @@ def test_bad_input_is_one_line_and_writes_nothing(flags, expected, tmp_path, cap
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_failing_run_names_the_run_and_its_log(tmp_path):
     from kerasnas.jobs.compare import run_comparison
 

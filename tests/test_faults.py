@@ -165,6 +165,7 @@ def test_a_second_process_on_the_same_directory_is_refused(tmp_path, capsys):
     io.release_output_dir(str(out))
 
 
+@pytest.mark.slow
 def test_an_export_target_is_locked_and_its_stale_staging_removed(tmp_path, digits):
     from kerasnas.export.exporter import export_model
 
@@ -423,7 +424,17 @@ def test_a_converter_error_becomes_one_line():
 
 
 # -- every candidate op through TFLite -----------------------------------------------------------
-@pytest.mark.parametrize("name", ops.registered_ops())
+# the ops without weights convert in about 2 s, the others in 3-15 s (slow)
+FAST_TFLITE_OPS = ("none", "max_pool_3x3", "avg_pool_3x3")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        n if n in FAST_TFLITE_OPS else pytest.param(n, marks=pytest.mark.slow)
+        for n in ops.registered_ops()
+    ],
+)
 def test_every_op_converts_to_every_tflite_format(name):
     """Each registered op at stride 1 and 2, at two input sizes, converts with builtin ops
     only (float, float16, dynamic range; full int8 at the larger size) and runs."""
@@ -471,6 +482,7 @@ TRIAL_ARGV = [
 ]
 
 
+@pytest.mark.slow
 def test_a_torn_keras_tuner_file_is_named_and_files_are_written_whole(tmp_path, capsys):
     import keras_tuner.src.utils as kt_utils
 

@@ -103,6 +103,7 @@ def test_same_seed_same_result_and_resume_equals_uninterrupted(digits, tmp_path)
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["reparam", "score", "expected"])
 def test_resource_penalty_lowers_expected_params(digits_full, estimator):
     digits = digits_full
@@ -156,6 +157,7 @@ def test_softmax_relaxation_is_rejected(digits):
         SNASTrainer(net, _config(), verbose=0)
 
 
+@pytest.mark.slow
 def test_user_cnn_search_then_plain_model_with_inherited_weights(digits_full):
     """A user's CNN where each layer chooses its kernel size: search, then derive."""
     digits = digits_full
@@ -209,6 +211,7 @@ def test_config_errors_name_the_field(field, value):
         SNASConfig(**{field: value}).validate()
 
 
+@pytest.mark.slow
 def test_jit_compiled_step_matches_the_graph_step(digits):
     """jit_compile=True (XLA) runs the joint step. XLA draws other Gumbel noise from the same
     seed (its own RNG algorithm), so the runs agree closely, not bit for bit."""
