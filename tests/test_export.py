@@ -179,6 +179,7 @@ def test_int8_io_makes_integer_input_and_output(child, digits, tmp_path):
     assert report["formats"]["tflite_int8"]["passed"]
 
 
+@pytest.mark.slow
 def test_a_failed_check_is_an_error_and_writes_nothing(child, digits, tmp_path):
     x, y = digits.numpy("test", 50)
     strict = Tolerances(float_max_abs_diff=-1.0)  # nothing can pass
@@ -195,6 +196,7 @@ def test_a_failed_check_is_an_error_and_writes_nothing(child, digits, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "call, message",
     [
