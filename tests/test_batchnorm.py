@@ -90,6 +90,7 @@ def test_saved_statistics_restores_the_averages():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_weight_sharing_child_scores_per_batch_norm_mode(digits):
     keras.utils.set_random_seed(0)
     space = CellSpace(digits.input_shape, digits.num_classes, 4, 3, 2, OPS)
@@ -121,6 +122,7 @@ def test_weight_sharing_child_scores_per_batch_norm_mode(digits):
         WeightSharingConfig(child_bn="nope").validate()
 
 
+@pytest.mark.slow
 def test_two_children_sharing_weights_are_scored_right_only_with_their_own_statistics(digits):
     """The cause found for weight sharing's chance-level scores once its weights learn: the
     moving averages mix the children's statistics. Two children alternate on one supernet;

@@ -60,6 +60,7 @@ def bundle():
     return data_lib.load("digits", seed=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", sorted(RUNS))
 def test_strategy_end_to_end_writes_the_output_contract(strategy, tmp_path, bundle):
     space, extra = RUNS[strategy]
@@ -99,6 +100,7 @@ def test_strategy_end_to_end_writes_the_output_contract(strategy, tmp_path, bund
     assert 0 <= metrics["best_test_accuracy"] <= 1
 
 
+@pytest.mark.slow
 def test_command_line_subprocess_and_resume_of_a_finished_run(tmp_path):
     out = tmp_path / "run"
     argv = _argv(out, "random", "nasrl")[1:]
@@ -138,6 +140,7 @@ def _settings(out, max_trials, resume=False) -> TrialSettings:
     )
 
 
+@pytest.mark.slow
 def test_stopped_and_resumed_search_has_the_uninterrupted_history(tmp_path):
     whole = run_trial_search(_settings(tmp_path / "whole", 3))
     run_trial_search(_settings(tmp_path / "split", 1))  # stopped after 1 trial
@@ -210,6 +213,7 @@ def test_command_line_lists_every_strategy():
     assert set(RUNS) == set(strategies.names(strategies.TRIAL_BASED))
 
 
+@pytest.mark.slow
 def test_export_of_the_best_child_is_verified(tmp_path):
     """--export works for black-box searches too: the best child, checked, in export/."""
     out = tmp_path / "exp"

@@ -253,6 +253,7 @@ def test_a_real_clock_stops_near_the_budget(digits):
     assert trainer.seconds >= spent and wall >= spent
 
 
+@pytest.mark.slow
 def test_snas_temperature_anneals_over_the_budget(digits):
     keras.utils.set_random_seed(0)
     space = CellSpace(

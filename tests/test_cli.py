@@ -45,6 +45,7 @@ def finished_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_cli_writes_the_output_contract(finished_run):
     out = finished_run
     for name in ("genotype.json", "metrics.json", "child.keras", "cells.png", "history.json"):
@@ -70,6 +71,7 @@ def test_cli_writes_the_output_contract(finished_run):
     assert len(genotype.normal) == 2
 
 
+@pytest.mark.slow
 def test_search_ends_with_verified_tflite_files(finished_run):
     """The default --export: float and int8 TFLite of the child, checked against it."""
     report = json.loads((finished_run / "export" / "export_report.json").read_text())
@@ -83,6 +85,7 @@ def test_search_ends_with_verified_tflite_files(finished_run):
     assert metrics["export"]["tflite_int8"]["passed"] is True
 
 
+@pytest.mark.slow
 def test_child_keras_loads_and_reproduces_reported_accuracy(finished_run):
     child = keras.models.load_model(finished_run / "child.keras")
     assert not kerasnas.mixed_ops(child)
@@ -93,6 +96,7 @@ def test_child_keras_loads_and_reproduces_reported_accuracy(finished_run):
     assert acc == pytest.approx(metrics["child_test_accuracy"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_keeps_its_result(finished_run):
     before = (finished_run / "genotype.json").read_text()
     proc = _cli(f"--output_dir={finished_run}", "--resume", *SMALL)
@@ -100,12 +104,14 @@ def test_resume_of_a_finished_run_keeps_its_result(finished_run):
     assert (finished_run / "genotype.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_non_empty_output_dir_without_resume_is_refused(finished_run):
     proc = _cli(f"--output_dir={finished_run}", *SMALL)
     assert proc.returncode != 0
     assert "--resume" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused(finished_run):
     args = [a for a in SMALL if not a.startswith("--epochs")]
     proc = _cli(f"--output_dir={finished_run}", "--resume", "--epochs=3", *args)
@@ -116,11 +122,12 @@ def test_resume_with_other_settings_is_refused(finished_run):
 @pytest.mark.parametrize(
     "flag, expected",
     [
+        # the fast subset's one run of the real command (a process starts TensorFlow: ~6 s)
         ("--ops=sep_conv_9x9", "--ops"),
-        ("--relaxation=hardest", "--relaxation"),
-        ("--layers=2", "--layers"),
-        ("--resource=watts", "--resource"),
-        ("--export=tflite,onnx", "--export"),
+        pytest.param("--relaxation=hardest", "--relaxation", marks=pytest.mark.slow),
+        pytest.param("--layers=2", "--layers", marks=pytest.mark.slow),
+        pytest.param("--resource=watts", "--resource", marks=pytest.mark.slow),
+        pytest.param("--export=tflite,onnx", "--export", marks=pytest.mark.slow),
     ],
 )
 def test_bad_flags_fail_with_one_clear_line(tmp_path, flag, expected):
@@ -131,6 +138,7 @@ def test_bad_flags_fail_with_one_clear_line(tmp_path, flag, expected):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_missing_npz_dataset_names_the_file_and_writes_nothing(tmp_path):
     out = tmp_path / "never"
     proc = _cli(f"--output_dir={out}", f"--dataset=npz:{tmp_path}/nope.npz", timeout=120)
@@ -139,6 +147,7 @@ def test_missing_npz_dataset_names_the_file_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_run_search_python_api_top2(tmp_path):
     settings = OneShotSettings(
         output_dir=str(tmp_path / "top2"),
@@ -163,6 +172,7 @@ def test_run_search_python_api_top2(tmp_path):
         run_search(OneShotSettings(output_dir=str(tmp_path / "x"), derive="top3"))
 
 
+@pytest.mark.slow
 def test_bfloat16_search_trains_a_mixed_supernet_and_writes_a_float32_child(tmp_path):
     settings = OneShotSettings(
         output_dir=str(tmp_path / "bf16"),
@@ -215,6 +225,7 @@ def test_supernet_params_count_shared_variables_once():
     assert naive > trainable_params(net)
 
 
+@pytest.mark.slow
 def test_child_batch_norm_is_recalibrated_and_nothing_else_changes(tmp_path):
     """recalibrate_child: the same search with and without it writes the same genotype and
     child weights; only the child's batch-norm statistics differ (and they are recorded)."""

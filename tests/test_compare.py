@@ -42,6 +42,7 @@ def finished(tmp_path_factory):
     return out, settings, rows
 
 
+@pytest.mark.slow
 def test_comparison_writes_table_summary_and_three_plots(finished):
     out, settings, rows = finished
     with open(out / "comparison.csv", newline="") as f:
@@ -73,6 +74,7 @@ def test_comparison_writes_table_summary_and_three_plots(finished):
     assert metrics["settings"]["config"]["order"] == 2
 
 
+@pytest.mark.slow
 def test_resumed_comparison_reuses_finished_runs(finished):
     out, settings, rows = finished
     stamp = os.stat(out / "runs" / "snas_seed0" / "search" / "metrics.json").st_mtime_ns
@@ -104,6 +106,7 @@ def _flags(settings):
     ]
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused(finished, capsys):
     out, settings, _ = finished
     flags = [f for f in _flags(settings) if not f.startswith("--epochs")] + ["--epochs=3"]
@@ -137,6 +140,7 @@ def test_bad_input_is_one_line_and_writes_nothing(flags, expected, tmp_path, cap
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_failing_run_names_the_run_and_its_log(tmp_path):
     from kerasnas.jobs.compare import run_comparison
 
@@ -160,6 +164,7 @@ def test_summary_statistics():
 # -- the one-shot strategies through the search pipeline -----------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["darts", "enas", "random_ws"])
 def test_one_shot_strategies_keep_the_search_output_contract(strategy, tmp_path):
     out = tmp_path / strategy
@@ -252,6 +257,7 @@ def test_comparisons_started_before_the_budget_setting_resume(tmp_path):
         Comparison(_tiny_compare(out, resume=True, budget="time")).open_output_dir()
 
 
+@pytest.mark.slow
 def test_time_budget_comparison_end_to_end(tmp_path):
     """Equal seconds for SNAS and random sampling: each stops when its seconds are spent;
     the table, summary and plots say how many epochs and steps each got."""

@@ -50,6 +50,7 @@ def _batches(bundle, n=32):
     return xt[0::2], yt[0::2], xt[1::2], yt[1::2]
 
 
+@pytest.mark.slow
 def test_second_order_gradient_matches_brute_force(digits):
     """f(alpha) = L_val(w - xi (m buf + dL_train(w, alpha)/dw + wd w), alpha), differentiated
     by central differences in float64, equals the trainer's unrolled gradient.
@@ -132,6 +133,7 @@ def test_second_order_gradient_matches_brute_force(digits):
         keras.config.set_dtype_policy("float32")
 
 
+@pytest.mark.slow
 def test_search_moves_logits_and_weights_and_virtual_passes_leave_no_trace(digits):
     net = _supernet(digits)
     trainer = DARTSTrainer(net, _config(epochs=1, order=2), verbose=0)
@@ -171,6 +173,7 @@ def test_search_moves_logits_and_weights_and_virtual_passes_leave_no_trace(digit
     assert max(np.abs(a - b).max() for a, b in zip(compiled, before, strict=True)) > 0
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_and_resume_equals_uninterrupted(digits, tmp_path):
     class Stop(Exception):
         pass

@@ -401,6 +401,7 @@ with tfds.testing.mock_data(num_examples=30):
 """
 
 
+@pytest.mark.slow
 def test_fresh_process_with_op_determinism_reproduces_batches():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(

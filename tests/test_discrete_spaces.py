@@ -115,7 +115,9 @@ def test_decision_names():
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["8x8x1", "32x32x3"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "cell" else n for n in NAMES]
+)
 def test_samples_build_logits(name, shape):
     space = make_space(name, image_size=shape[0])
     x = np.random.default_rng(1).normal(size=(2, *shape)).astype("float32")
@@ -622,6 +624,7 @@ def test_apply_switches_on_random_layers_and_repairs_a_broken_value():
 # -- keras-tuner ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_space_hypermodel_random_search(tmp_path):
     # seeded: an earlier test in this process may have enabled op determinism, under which
     # unseeded random ops (Keras' shuffling, initialisers) raise
@@ -652,6 +655,7 @@ def test_space_hypermodel_random_search(tmp_path):
     assert model(x[:3]).shape == (3, bundle.num_classes)
 
 
+@pytest.mark.slow
 def test_bayesian_oracle_searches_a_space(tmp_path):
     space = make_space("metaqnn")
     oracle = keras_tuner.oracles.BayesianOptimizationOracle(

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEARCH = [
     "--strategy=reinforce",
@@ -66,6 +68,7 @@ def _wait(procs: dict, timeout: float) -> dict:
     return results
 
 
+@pytest.mark.slow
 def test_chief_and_two_workers_finish_and_every_process_exits(tmp_path):
     port, out = _free_port(), tmp_path / "run"
     flags = ("--max_trials=8", "--distributed_timeout=100")
@@ -90,6 +93,7 @@ def test_chief_and_two_workers_finish_and_every_process_exits(tmp_path):
     assert "trial " in results["tuner0"][1] and "trial " in results["tuner1"][1]
 
 
+@pytest.mark.slow
 def test_lone_worker_and_lone_chief_exit_after_their_timeouts(tmp_path):
     procs = {
         "worker": _start("tuner0", _free_port(), tmp_path / "w", "--distributed_timeout=3"),
@@ -110,6 +114,7 @@ def _wait_for_trial(out, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.slow
 def test_a_worker_abandons_its_trial_when_the_chief_dies(tmp_path):
     port, out = _free_port(), tmp_path / "run"
     # a trial of 2,000 epochs takes minutes; the worker checks in after each epoch
@@ -129,6 +134,7 @@ def test_a_worker_abandons_its_trial_when_the_chief_dies(tmp_path):
     assert time.monotonic() - killed < 90  # an epoch and one call's timeout (40 s)
 
 
+@pytest.mark.slow
 def test_the_trial_of_a_dead_worker_is_handed_to_another(tmp_path):
     port, out = _free_port(), tmp_path / "run"
     flags = (
@@ -151,3 +157,39 @@ def test_the_trial_of_a_dead_worker_is_handed_to_another(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and all(r["status"] == "COMPLETED" for r in rows), rows
     assert {r["tuner_id"] for r in rows} == {"tuner1"}
+
+
+def test_the_chief_queues_a_silent_workers_trial_again_and_tells_others_to_wait(tmp_path):
+    """The chief's bookkeeping behind the two tests above, in one process (no gRPC, fast):
+    a trial whose worker has been silent for over the limit goes back to the queue and to
+    the next worker that asks; a worker asking once every trial is out, while others still
+    run theirs, is told to wait instead of to stop."""
+    import keras_tuner
+
+    from kerasnas.multitrial import distributed
+
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("units", [4, 8, 16])
+    oracle = keras_tuner.oracles.RandomSearchOracle(
+        objective="loss", max_trials=2, hyperparameters=hp, seed=0
+    )
+    oracle._set_project_dir(str(tmp_path), "p")
+    lost, kept = oracle.create_trial("tuner0"), oracle.create_trial("tuner1")
+    now = time.monotonic()
+    seen = {lost.trial_id: now - 11, kept.trial_id: now - 9}
+    assert distributed._requeue_silent(oracle, seen, 10) == [lost.trial_id]
+    assert oracle._retry_queue == [lost.trial_id] and "tuner0" not in oracle.tuner_ids
+    assert list(oracle.ongoing_trials) == ["tuner1"]
+
+    again = oracle.create_trial("tuner2")
+    assert again.trial_id == lost.trial_id and again.status == "RUNNING"
+    assert distributed._requeue_silent(oracle, seen | {again.trial_id: now}, 10) == []
+    # both trials out and running: a fourth worker's STOPPED answer becomes "wait"
+    stopped = oracle.create_trial("tuner3")
+    assert stopped.status == "STOPPED"
+    assert distributed._wait_instead_of_stop(oracle, stopped.to_proto())
+    for trial in (kept, again):
+        oracle.update_trial(trial.trial_id, {"loss": 1.0})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert not distributed._wait_instead_of_stop(oracle, stopped.to_proto())

@@ -46,6 +46,7 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+@pytest.mark.slow
 def test_mirrored_first_step_equals_single_device():
     """Weights, logits, BN moving statistics and optimizer state after one step (SNAS,
     DARTS first order) agree to 1e-5 with the single device's; a checkpoint restores
@@ -83,6 +84,7 @@ def _search(out, *flags: str, **env: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_two_workers_on_localhost_finish_and_only_the_chief_writes(tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

@@ -76,6 +76,7 @@ def test_choices_run_the_child_with_inherited_weights(digits):
         np.testing.assert_allclose(supernet_logits, child_logits, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_controller_learns_a_rewarded_op(digits):
     class Synthetic(ENASTrainer):
         def reward(self, arch, batch):
@@ -105,6 +106,7 @@ def test_controller_learns_a_rewarded_op(digits):
     assert trainer.policy_entropy(np.random.default_rng(1)) < start_entropy - 0.01
 
 
+@pytest.mark.slow
 def test_enas_is_deterministic_and_resumes_exactly(digits, tmp_path):
     config = _enas_config(controller_units=8, controller_layers=1, final_samples=2)
     resume_dir = tmp_path / "b" / "checkpoints"
@@ -142,6 +144,7 @@ def test_enas_is_deterministic_and_resumes_exactly(digits, tmp_path):
     assert 0.0 <= accuracy <= 1.0 and len(genotype.normal) == space.nodes
 
 
+@pytest.mark.slow
 def test_random_ws_runs_and_a_weight_step_trains_only_the_child(digits):
     space, net = _supernet(digits)
     trainer = RandomWSTrainer(

@@ -77,6 +77,7 @@ def exported(child, digits, tmp_path_factory):
     return out, report
 
 
+@pytest.mark.slow
 def test_every_format_passes_and_is_reported(exported, digits):
     out, report = exported
     assert report["passed"] is True
@@ -104,6 +105,7 @@ def test_every_format_passes_and_is_reported(exported, digits):
     assert [p.name for p in out.parent.iterdir()] == ["deploy"]
 
 
+@pytest.mark.slow
 def test_tflite_files_on_disk_reproduce_keras(exported, child, digits):
     out, report = exported
     x, y = digits.numpy("test")
@@ -115,6 +117,7 @@ def test_tflite_files_on_disk_reproduce_keras(exported, child, digits):
     assert abs((p8.argmax(-1) == y).mean() - report["formats"]["tflite_int8"]["accuracy"]) < 1e-9
 
 
+@pytest.mark.slow
 def test_saved_model_serves_in_a_fresh_process_without_kerasnas(exported, child, digits, tmp_path):
     out, _ = exported
     x, _ = digits.numpy("test", 100)
@@ -156,6 +159,7 @@ def test_saved_model_serves_in_a_fresh_process_without_kerasnas(exported, child,
     assert np.abs(served - keras_p).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_int8_io_makes_integer_input_and_output(child, digits, tmp_path):
     x, y = digits.numpy("test")
     rep, _ = digits.numpy("train", 100)
@@ -175,6 +179,7 @@ def test_int8_io_makes_integer_input_and_output(child, digits, tmp_path):
     assert report["formats"]["tflite_int8"]["passed"]
 
 
+@pytest.mark.slow
 def test_a_failed_check_is_an_error_and_writes_nothing(child, digits, tmp_path):
     x, y = digits.numpy("test", 50)
     strict = Tolerances(float_max_abs_diff=-1.0)  # nothing can pass
@@ -191,6 +196,7 @@ def test_a_failed_check_is_an_error_and_writes_nothing(child, digits, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "call, message",
     [
@@ -235,6 +241,7 @@ def _cli(*args):
     )
 
 
+@pytest.mark.slow
 def test_cli_bad_inputs_fail_with_one_clear_line(child, tmp_path):
     model = tmp_path / "m.keras"
     child.save(model)

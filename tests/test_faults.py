@@ -144,6 +144,7 @@ def _hold_lock(path, how="lock_output_dir"):
     return holder
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_same_directory_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -164,6 +165,7 @@ def test_a_second_process_on_the_same_directory_is_refused(tmp_path, capsys):
     io.release_output_dir(str(out))
 
 
+@pytest.mark.slow
 def test_an_export_target_is_locked_and_its_stale_staging_removed(tmp_path, digits):
     from kerasnas.export.exporter import export_model
 
@@ -205,6 +207,7 @@ def test_stale_temporaries_are_removed_on_resume(tmp_path):
     assert (out / "metrics.json").exists() and (out / "checkpoints").is_dir()
 
 
+@pytest.mark.slow
 def test_an_output_dir_below_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     out = tmp_path / "file" / "run"
@@ -376,6 +379,7 @@ def test_a_write_that_fails_without_a_file_name_is_given_one(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_failed_export_keeps_the_search_and_exits_non_zero(tmp_path, capsys, monkeypatch):
     from kerasnas.jobs import base
 
@@ -420,7 +424,17 @@ def test_a_converter_error_becomes_one_line():
 
 
 # -- every candidate op through TFLite -----------------------------------------------------------
-@pytest.mark.parametrize("name", ops.registered_ops())
+# the ops without weights convert in about 2 s, the others in 3-15 s (slow)
+FAST_TFLITE_OPS = ("none", "max_pool_3x3", "avg_pool_3x3")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        n if n in FAST_TFLITE_OPS else pytest.param(n, marks=pytest.mark.slow)
+        for n in ops.registered_ops()
+    ],
+)
 def test_every_op_converts_to_every_tflite_format(name):
     """Each registered op at stride 1 and 2, at two input sizes, converts with builtin ops
     only (float, float16, dynamic range; full int8 at the larger size) and runs."""
@@ -468,6 +482,7 @@ TRIAL_ARGV = [
 ]
 
 
+@pytest.mark.slow
 def test_a_torn_keras_tuner_file_is_named_and_files_are_written_whole(tmp_path, capsys):
     import keras_tuner.src.utils as kt_utils
 
@@ -563,6 +578,7 @@ def train_reference(tmp_path_factory):
 TRAIN_ARGS = ["--init_channels=4", "--layers=3", "--epochs=3", "--batch_size=64", "--verbose=0"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "target, count, when",
     [
@@ -592,6 +608,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(train_reference, targe
     assert not leftovers and not (out / io.LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 def test_a_search_killed_inside_keras_tuner_writes_resumes(tmp_path):
     ref, out = tmp_path / "ref", tmp_path / "run"
     assert search.main(["kerasnas-search", f"--output_dir={ref}", *TRIAL_ARGV]) == 0
@@ -607,6 +624,7 @@ def test_a_search_killed_inside_keras_tuner_writes_resumes(tmp_path):
     assert not leftovers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sig, code, how",
     [(signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted")],

@@ -119,6 +119,7 @@ def test_the_probabilities_of_all_children_sum_to_one(settings):
     assert np.exp(logp[~equal]).sum() == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_initial_entropy_is_uniform_without_shaping_and_the_op_prior_favours_convolutions():
     space = DiscreteCellSpace(nodes=3, ops=ENAS_OPS)
     rng = np.random.default_rng(0)
@@ -141,6 +142,7 @@ def test_initial_entropy_is_uniform_without_shaping_and_the_op_prior_favours_con
     assert float(ent.mean()) / len(space) < _uniform_entropy(space) - 0.02
 
 
+@pytest.mark.slow
 def test_reinforce_raises_the_reward_and_lowers_the_entropy():
     space = DiscreteCellSpace(nodes=3, ops=("skip_connect", "max_pool_3x3", "sep_conv_3x3"))
     controller = MicroController(space, seed=0, learning_rate=0.02, **FLAT)
@@ -164,6 +166,7 @@ def test_reinforce_raises_the_reward_and_lowers_the_entropy():
     assert controller.baseline > 0.8
 
 
+@pytest.mark.slow
 def test_state_round_trip_and_bad_input():
     space = DiscreteCellSpace(nodes=2, ops=ENAS_OPS)
     a = MicroController(space, seed=0)
@@ -185,6 +188,7 @@ def test_state_round_trip_and_bad_input():
         ENASConfig(controller_op_tanh_reduce=-1.0).validate()
 
 
+@pytest.mark.slow
 def test_enas_trainer_samples_with_the_micro_controller_and_reports_its_entropy():
     bundle = data_lib.load("digits", seed=0, max_examples=128)
     keras.utils.set_random_seed(0)

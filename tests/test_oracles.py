@@ -72,6 +72,7 @@ ORACLES = {
         epsilon_schedule=[(1.0, 4), (0.5, 100)], replay_size=5, **kw
     ),
 }
+SLOW_KINDS = ("reinforce", "renas")  # over about 3 s on their own (tests/conftest.py)
 
 
 def _search(kind: str, directory, max_trials: int, overwrite: bool, snapshot=None) -> kt.Oracle:
@@ -89,7 +90,10 @@ def _archs(oracle: kt.Oracle) -> list[dict]:
     return [oracle.trials[t].hyperparameters.values for t in oracle.start_order]
 
 
-@pytest.mark.parametrize("kind", sorted(ORACLES))
+@pytest.mark.parametrize(
+    "kind",
+    [pytest.param(k, marks=pytest.mark.slow) if k in SLOW_KINDS else k for k in sorted(ORACLES)],
+)
 def test_stock_tuner_valid_max_trials_and_exact_resume(kind, tmp_path):
     whole = _search(kind, tmp_path / "whole", 9, overwrite=True, snapshot=tmp_path / "split")
     archs = _archs(whole)
@@ -149,6 +153,7 @@ def test_controller_distribution_sums_to_one_with_depth_and_skips():
     assert np.exp(logp).sum() == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_controller_probability_of_best_rises_under_reinforce():
     problem = SyntheticReward(seed=0)
     space = HyperParameterSpace(problem.hyperparameters())
@@ -165,6 +170,7 @@ def test_controller_probability_of_best_rises_under_reinforce():
     assert after > 5 * before
 
 
+@pytest.mark.slow
 def test_reinforce_waits_for_the_batch():
     oracle = ReinforceOracle(hyperparameters=_chain_hp(), batch_size=2, seed=0, learning_rate=0.05)
     first = oracle.populate_space("0")
@@ -286,6 +292,8 @@ SPACES = {
     ),
 }
 SPACE_ORACLES = {**ORACLES, "reinforce": lambda **kw: ReinforceOracle(batch_size=3, **kw)}
+# (space, oracle) pairs over about 3 s on their own (tests/conftest.py)
+SLOW_PAIRS = {("nasrl", "reinforce"), ("cell", "reinforce"), ("nasrl", "renas")}
 
 
 def _twins(space, arch: dict) -> list[dict]:
@@ -306,8 +314,14 @@ def _twins(space, arch: dict) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("kind", sorted(SPACE_ORACLES))
-@pytest.mark.parametrize("name", sorted(SPACES))
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        pytest.param(n, k, id=f"{n}-{k}", marks=[pytest.mark.slow] if (n, k) in SLOW_PAIRS else [])
+        for n in sorted(SPACES)
+        for k in sorted(SPACE_ORACLES)
+    ],
+)
 def test_assignments_of_one_model_are_one_architecture_in_every_oracle(name, kind):
     space = SPACES[name]()
     oracle = SPACE_ORACLES[kind](space=space, max_trials=20, seed=1)
@@ -344,7 +358,9 @@ def test_random_search_exhausts_a_space_in_its_distinct_models(name, tmp_path):
     assert len(archs) == size == len({space.key(a) for a in archs})
 
 
-@pytest.mark.parametrize("name", sorted(SPACES))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "nasrl" else n for n in sorted(SPACES)]
+)
 def test_evolution_and_renas_mutate_active_decisions_only(name):
     space = SPACES[name]()
     for oracle in (

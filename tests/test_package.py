@@ -40,6 +40,7 @@ def _sources() -> dict[str, str]:
     return out
 
 
+@pytest.mark.slow
 def test_import_kerasnas_loads_neither_keras_tuner_nor_the_jobs_and_keeps_the_environment():
     code = (
         "import os, sys\n"

@@ -157,6 +157,7 @@ print(json.dumps([bad, code, type(settings.config).__name__, settings.config.toy
 """
 
 
+@pytest.mark.slow
 def test_a_new_strategy_is_one_registration_plus_its_module(tmp_path):
     (tmp_path / "toy_strategy.py").write_text(textwrap.dedent(TOY))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, str(tmp_path)])}

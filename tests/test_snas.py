@@ -47,6 +47,7 @@ def _arch(model):
     return [keras.ops.convert_to_numpy(v).copy() for v in arch_variables(model)]
 
 
+@pytest.mark.slow
 def test_weights_and_logits_move_together_and_loss_falls(digits_full):
     digits = digits_full
     _, net = _supernet(digits)
@@ -64,6 +65,7 @@ def test_weights_and_logits_move_together_and_loss_falls(digits_full):
     assert "entropy" in history[-1] and "expected_params" in history[-1]
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_and_resume_equals_uninterrupted(digits, tmp_path):
     _, net_a = _supernet(digits)
     SNASTrainer(net_a, _config(), str(tmp_path / "a"), verbose=0).fit(digits)
@@ -101,6 +103,7 @@ def test_same_seed_same_result_and_resume_equals_uninterrupted(digits, tmp_path)
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["reparam", "score", "expected"])
 def test_resource_penalty_lowers_expected_params(digits_full, estimator):
     digits = digits_full
@@ -114,6 +117,7 @@ def test_resource_penalty_lowers_expected_params(digits_full, estimator):
     assert end < 0.7 * start, (start, end)
 
 
+@pytest.mark.slow
 def test_gumbel_hard_trains(digits):
     space, net = _supernet(digits, "gumbel_hard")
     history = SNASTrainer(net, _config(epochs=2), verbose=0).fit(digits)
@@ -123,6 +127,7 @@ def test_gumbel_hard_trains(digits):
     np.testing.assert_allclose(child(x, training=False), net(x, training=False), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_gumbel_hard_step_trains_only_the_sampled_ops(digits):
     _, net = _supernet(digits, "gumbel_hard")
     trainer = SNASTrainer(net, _config(w_weight_decay=1e-2), verbose=0)
@@ -152,6 +157,7 @@ def test_softmax_relaxation_is_rejected(digits):
         SNASTrainer(net, _config(), verbose=0)
 
 
+@pytest.mark.slow
 def test_user_cnn_search_then_plain_model_with_inherited_weights(digits_full):
     """A user's CNN where each layer chooses its kernel size: search, then derive."""
     digits = digits_full
@@ -205,6 +211,7 @@ def test_config_errors_name_the_field(field, value):
         SNASConfig(**{field: value}).validate()
 
 
+@pytest.mark.slow
 def test_jit_compiled_step_matches_the_graph_step(digits):
     """jit_compile=True (XLA) runs the joint step. XLA draws other Gumbel noise from the same
     seed (its own RNG algorithm), so the runs agree closely, not bit for bit."""

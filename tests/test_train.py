@@ -57,6 +57,7 @@ def _weights(model):
     return [keras.ops.convert_to_numpy(v).copy() for v in model.weights]
 
 
+@pytest.mark.slow
 def test_training_learns_with_auxiliary_head_drop_path_and_cutout(digits):
     net = _network(digits)
     trainer = RetrainTrainer(net, _config(), verbose=0)
@@ -91,6 +92,7 @@ def test_training_learns_with_auxiliary_head_drop_path_and_cutout(digits):
     )
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(few_digits, tmp_path):
     """With drop-path and cutout (the random parts); the auxiliary head is left out for speed."""
     digits = few_digits
@@ -179,6 +181,7 @@ def finished_run(tmp_path_factory, genotype_file):
     return out
 
 
+@pytest.mark.slow
 def test_cli_writes_the_output_contract(finished_run, genotype_file):
     out = finished_run
     for name in retrain_job.RESULT_FILES:
@@ -195,6 +198,7 @@ def test_cli_writes_the_output_contract(finished_run, genotype_file):
     assert json.loads((out / "genotype.json").read_text()) == json.loads(genotype_file.read_text())
 
 
+@pytest.mark.slow
 def test_model_keras_loads_clean_and_reproduces_test_accuracy(finished_run):
     model = keras.models.load_model(finished_run / "model.keras")
     assert not drop_path_layers(model)
@@ -205,6 +209,7 @@ def test_model_keras_loads_clean_and_reproduces_test_accuracy(finished_run):
     assert acc == pytest.approx(metrics["test_accuracy"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_used_dir_and_resumes_a_finished_run(finished_run, genotype_file, capsys):
     before = (finished_run / "metrics.json").read_text()
     args = [f"--genotype={genotype_file}", f"--output_dir={finished_run}", "--epochs=1", *TINY]
@@ -251,6 +256,7 @@ def test_cli_bad_input_one_line_and_nothing_written(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_console_entry_point_exit_code(tmp_path):
     out = tmp_path / "o"
     proc = subprocess.run(
