@@ -69,6 +69,7 @@ def test_images(digits, tiny):
     return x, np.asarray(tiny.predict(x, verbose=0))
 
 
+@pytest.mark.slow  # a trained model, converted
 @pytest.mark.parametrize("n", [1, 7])
 def test_float_model_matches_keras_at_any_batch(deploy, test_images, n):
     x, logits = test_images
@@ -83,6 +84,7 @@ def test_float_model_matches_keras_at_any_batch(deploy, test_images, n):
     np.testing.assert_allclose(model.predict(x8, batch_size=3), p, atol=1e-6)
 
 
+@pytest.mark.slow  # a trained model, converted
 @pytest.mark.parametrize("n", [1, 7])
 def test_int8_io_model_is_quantised_for_the_caller(deploy, test_images, n):
     x, logits = test_images
@@ -96,6 +98,7 @@ def test_int8_io_model_is_quantised_for_the_caller(deploy, test_images, n):
     np.testing.assert_array_equal(p, singles)
 
 
+@pytest.mark.slow  # a trained model, converted
 def test_int8_io_top1_agrees_with_keras(deploy, test_images):
     x, logits = test_images
     p = TFLiteModel(deploy / "model_int8.tflite").predict(x)
@@ -119,6 +122,7 @@ def test_int8_io_top1_agrees_with_keras(deploy, test_images):
     assert (unquantised.argmax(-1) == logits.argmax(-1)).mean() < 0.5
 
 
+@pytest.mark.slow  # a trained model, converted
 def test_fixed_batch_model_runs_in_padded_chunks(tiny, test_images):
     x, logits = test_images
     spec = tf.TensorSpec((3, *x.shape[1:]), tf.float32)
@@ -132,6 +136,7 @@ def test_fixed_batch_model_runs_in_padded_chunks(tiny, test_images):
     assert model.predict(x[:0]).shape == (0, 10)
 
 
+@pytest.mark.slow  # a trained model, converted
 def test_wrong_input_is_a_clear_error(deploy, tmp_path):
     path = deploy / "model_int8.tflite"
     model = TFLiteModel(path)
@@ -144,6 +149,9 @@ def test_wrong_input_is_a_clear_error(deploy, tmp_path):
         model.predict(np.zeros((8, 8, 1)))
     with pytest.raises(TFLiteError, match="numeric images.*dtype <U1"):
         model.predict(np.full((2, 8, 8, 1), "a"))
+
+
+def test_a_missing_or_foreign_file_is_a_clear_error(tmp_path):
     with pytest.raises(TFLiteError, match=r"'.*missing.tflite': no such file"):
         TFLiteModel(tmp_path / "missing.tflite")
     (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer" * 4)

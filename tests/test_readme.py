@@ -258,6 +258,7 @@ def test_every_budget_rule_applies_to_the_readme():
     assert used == {what for _, _, what in BUDGETS}
 
 
+@pytest.mark.slow  # every README example, about 2 minutes
 def test_readme_blocks_run_in_order(tmp_path):
     """Every python block and every runnable bash block, in README order, in one working
     directory (a later block may read what an earlier one wrote, as a reader's would)."""
