@@ -107,6 +107,7 @@ def _representative(path: str):
 def export_from_flags() -> None:
     """Exports the model of the parsed flags (see the module doc)."""
     from kerasnas import data as data_lib
+    from kerasnas import summary
     from kerasnas.export.exporter import ExportError, export_for_dataset, load_model, parse_formats
 
     log = print if FLAGS.verbose else (lambda *a, **k: None)
@@ -148,7 +149,7 @@ def export_from_flags() -> None:
         source=os.path.abspath(FLAGS.model),
         log=log,
     )
-    log(f"all {len(report['formats'])} formats passed; report: {out}/export_report.json")
+    log("\n" + summary.export(report, FLAGS.output_dir))
 
 
 def main(argv: list[str]) -> int:
