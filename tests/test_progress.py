@@ -298,3 +298,50 @@ def test_the_retrain_and_export_summaries(tmp_path):
         in text
     )
     assert "Interpreter(model_path='deploy/model_int8.tflite')" in text
+
+
+def test_the_trial_based_and_comparison_summaries(tmp_path):
+    metrics = {
+        "best_trial_id": "03",
+        "best_reward": 0.9123,
+        "best_valid_accuracy": 0.9123,
+        "best_test_accuracy": 0.9001,
+        "best_params": 12345,
+        "best_flops": 67890,
+        "best_architecture": {"layers": [{"filters": 16, "kernel": 3}]},
+        "trials": 5,
+        "trials_completed": 4,
+        "trials_failed": 1,
+        "search_seconds": 42.0,
+        "strategy": "random",
+        "search_space": "nasrl",
+        "dataset": "digits",
+    }
+    text = summary.trial_based(metrics, str(tmp_path))
+    assert "id 03: reward 0.9123, valid 0.9123, test 0.9001" in text
+    assert '{"layers":[{"filters":16,"kernel":3}]}' in text
+    assert "4 of 5 trials completed, 1 failed" in text
+    assert f"kerasnas-export --model={tmp_path / 'best.keras'}" in text
+    written = {
+        "seconds": 1234.5,
+        "budget": {"kind": "epochs", "epochs": 10},
+        "strategies": {
+            "snas": {
+                "supernet_valid_accuracy": {"mean": 0.81, "std": 0.02, "n": 2},
+                "child_valid_accuracy": {"mean": 0.95, "std": 0.01, "n": 2},
+                "accuracy_drop": {"mean": -0.14, "std": 0.01, "n": 2},
+                "retrained_test_accuracy": {"mean": 0.975, "std": 0.004, "n": 2},
+                "epochs_done": {"mean": 10, "std": 0, "n": 2},
+                "steps": {"mean": 170, "std": 0, "n": 2},
+            }
+        },
+    }
+    best = {"strategy": "snas", "seed": 1, "retrain_dir": "cmp/runs/snas_seed1/retrain"}
+    text = summary.comparison(written, {"snas": "SNAS"}, best, "cmp")
+    lines = text.splitlines()
+    header = next(line for line in lines if "strategy" in line and "supernet" in line)
+    row = next(line for line in lines if "SNAS" in line and "0.810" in line)
+    assert row.index("0.810") == header.index("supernet")  # the columns line up
+    assert "0.975 +- 0.004" in row and "-0.140" in row
+    assert "10 supernet epochs per search" in text
+    assert "kerasnas-export --model=cmp/runs/snas_seed1/retrain/model.keras" in text

@@ -50,7 +50,8 @@ from kerasnas.trainers.base import LoopConfig
 __all__ = ["OneShotSearch", "OneShotSettings", "default_config", "run_search"]
 
 SUPERNET_EVAL_SAMPLES = 5  # passes averaged for a stochastic supernet's accuracy
-# epochs between validations of the argmax child during a search (and at the last epoch)
+# epochs between validations of the argmax child during a search (and at the last epoch);
+# each pass takes about a second on digits, the first one also traces its graph (once)
 ARGMAX_EVERY = 5
 DEFAULT_EXPORT = ("tflite", "tflite_int8")
 # compute precisions of the supernet (variables, BN statistics and the loss stay float32);
@@ -264,7 +265,7 @@ class OneShotSearch(Job):
             f"{trainable_params(self.supernet):,} trainable params; relaxation {s.relaxation}"
             + ("" if s.mixed_precision == "none" else f"; {s.mixed_precision}")
         )
-        if s.derive == "argmax":  # the child is the supernet's argmax: cheap to validate
+        if s.derive == "argmax":  # the child is the supernet's argmax: validate it per epoch
             self.trainer.argmax_every = ARGMAX_EVERY
         self.log(f"strategy: {entry.summary}")
         if self.strategy is not None:
