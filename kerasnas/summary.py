@@ -360,28 +360,36 @@ def comparison(
 def export(report: dict[str, Any], output_dir: str) -> str:
     """The summary of ``kerasnas-export`` (`report`: its ``export_report.json``)."""
     model = report.get("model", {})
+    formats = report.get("formats", {})
+    names = [(e["file"], fmt) for fmt, e in formats.items()]
+    width = max((len(fmt) for fmt in formats), default=0)
+    path_width = max((len(os.path.join(output_dir, name)) for name, _ in names), default=0)
     lines = []
-    names = []
-    for fmt, e in report.get("formats", {}).items():
+    for fmt, e in formats.items():
         parts = [f"{e['size_bytes']:,} bytes"]
         if e.get("accuracy") is not None:
             parts.append(f"test accuracy {e['accuracy']:.4f}")
         if e.get("latency_ms") is not None:
             parts.append(f"{e['latency_ms']:.3f} ms/image")
         parts.append("passed" if e.get("passed") else "FAILED")
-        lines.append(f"{e['file']}: {fmt}, {', '.join(parts)}")
-        names.append((e["file"], fmt))
+        path = os.path.join(output_dir, e["file"])
+        lines.append(f"{fmt:<{width}}  {path:<{path_width}}  {', '.join(parts)}")
     keras_acc = report.get("keras_accuracy")
+    threads = report.get("latency", {}).get("num_threads")
     rows: list[Row] = [
-        ("model", f"{model.get('source')}: {_count(model.get('params'))} params"),
+        ("model", f"{model.get('source')}: {_count(model.get('params'))} weights (count_params)"),
         (
             "checked on",
             f"{report.get('eval_examples')} test images of {report.get('dataset')}"
-            + ("" if keras_acc is None else f"; Keras model's accuracy {keras_acc:.4f}"),
+            + ("" if keras_acc is None else f"; the Keras model's accuracy {keras_acc:.4f}"),
         ),
         ("formats", lines),
-        ("latency", report.get("latency", {}).get("what", "")),
-        ("files", _files(output_dir, [*names, ("export_report.json", "sizes, checks, latency")])),
+        (
+            "ms/image",
+            "median of one LiteRT Interpreter.invoke"
+            + (f", {threads} thread(s)" if threads else ""),
+        ),
+        ("report", _files(output_dir, [("export_report.json", "sizes, checks, latency")])),
         ("use", _use(output_dir, names)),
     ]
     return render(f"summary: export -> {output_dir}", rows)

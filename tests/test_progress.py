@@ -294,8 +294,8 @@ def test_the_retrain_and_export_summaries(tmp_path):
     }
     text = summary.export(report, "deploy")
     assert (
-        "model_int8.tflite: tflite_int8, 187,880 bytes, test accuracy 0.9610, 0.193 ms/image"
-        in text
+        "tflite_int8  deploy/model_int8.tflite  187,880 bytes, test accuracy 0.9610, "
+        "0.193 ms/image, passed" in text
     )
     assert "Interpreter(model_path='deploy/model_int8.tflite')" in text
 
