@@ -129,8 +129,8 @@ def main() -> None:
         for r in history:
             entropy = f" | policy entropy {r['entropy']:.2f}" if "entropy" in r else ""
             print(
-                f"  epoch {r['epoch']:3d}: train loss {r['loss']:.3f}, accuracy "
-                f"{r['accuracy']:.3f} | valid (one child per batch): moving "
+                f"  epoch {r['epoch']:3d}: train loss {r['train_loss']:.3f}, accuracy "
+                f"{r['train_acc']:.3f} | valid (one child per batch): moving "
                 f"{r['valid_moving']:.3f}, batch {r['valid_batch']:.3f}{entropy}"
             )
         if not args.final:

@@ -82,7 +82,7 @@ def main(kinds: list[str]) -> None:
             "restore_diff": max_diff(values(mirrored), values(restored)),
             "restore_spread": replica_spread(restored),
             "variables": len(values(single)),
-            "loss": [h1[0]["loss"], h2[0]["loss"]],
+            "loss": [h1[0]["train_loss"], h2[0]["train_loss"]],
         }
     print(json.dumps(out))
 

@@ -94,7 +94,7 @@ def test_the_budget_stops_the_run_after_the_step_that_spends_it(digits):
     assert [r["steps"] for r in history[:-1]] == [steps] * (len(history) - 1)
     assert history[-1]["budget_seconds"] == pytest.approx(10.0)
     assert history[-1]["budget_fraction"] == pytest.approx(1.0)
-    assert "valid_accuracy" in history[-1]  # the short last epoch is still validated
+    assert "valid_acc" in history[-1]  # the short last epoch is still validated
     summary = trainer.budget_summary()
     assert summary["epochs_done"] == len(history) and summary["steps"] == 10
     assert summary["stopped_by"] == "time_budget" and summary["time_budget"] == 10.0

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -40,8 +41,10 @@ def _cli(*args, timeout=600):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    proc = _cli(f"--output_dir={out}", *SMALL)
+    # with the default verbosity: stdout is a pipe here, so the progress is plain lines
+    proc = _cli(f"--output_dir={out}", *[a for a in SMALL if not a.startswith("--verbose")])
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (out.parent / "stdout.log").write_text(proc.stdout)
     return out
 
 
@@ -69,6 +72,37 @@ def test_cli_writes_the_output_contract(finished_run):
     assert (out / "cells.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     genotype = Genotype.load(out / "genotype.json")
     assert len(genotype.normal) == 2
+
+
+@pytest.mark.slow
+def test_the_log_is_plain_lines_named_as_history_json_and_ends_with_the_summary(finished_run):
+    log = (finished_run.parent / "stdout.log").read_text()
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", log)  # no \r, no escape codes
+    assert len(log.encode()) < 20_000
+    history = json.loads((finished_run / "history.json").read_text())
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    lines = log.splitlines()
+    assert any(line.startswith("compiling the search step (") for line in lines)
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
+    for line, record in zip(epochs, history, strict=True):
+        for key in ("train_loss", "sampled_supernet_valid_acc", "temperature"):
+            assert re.search(rf"\b{key} ", line), key
+        assert f"train_acc {record['train_acc']:.4f}" in line
+        assert f"sampled_supernet_valid_acc {record['sampled_supernet_valid_acc']:.4f}" in line
+    # the argmax child at the last epoch: what the search returns, before recalibration
+    assert "argmax_child_valid_acc" in history[-1] and "argmax_child_valid_acc" not in history[0]
+    assert f"argmax_child_valid_acc {history[-1]['argmax_child_valid_acc']:.4f}" in epochs[-1]
+    summary = log[log.index("summary: snas search") :]
+    assert (
+        f"valid {metrics['child_valid_accuracy']:.4f}, test {metrics['child_test_accuracy']:.4f}"
+        in summary
+    )
+    assert f"valid {metrics['supernet_valid_accuracy']:.4f}" in summary
+    assert f"{metrics['child_params']:,} params, {metrics['child_flops']:,} mult-adds" in summary
+    int8 = metrics["export"]["tflite_int8"]
+    assert f"tflite_int8: {int8['size_bytes']:,} bytes" in summary
+    assert f"kerasnas-train --genotype={finished_run / 'genotype.json'}" in summary
 
 
 @pytest.mark.slow
@@ -188,7 +222,8 @@ def test_bfloat16_search_trains_a_mixed_supernet_and_writes_a_float32_child(tmp_
     metrics = run_search(settings)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
     history = json.loads((tmp_path / "bf16" / "history.json").read_text())
-    assert history[-1]["loss"] < history[0]["loss"] and np.isfinite(history[-1]["loss"])
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert np.isfinite(history[-1]["train_loss"])
     assert metrics["child_test_accuracy"] > 0.2  # 10 classes: above chance after 2 epochs
     child = keras.models.load_model(tmp_path / "bf16" / "child.keras")
     assert {layer.dtype_policy.name for layer in child.layers} == {"float32"}

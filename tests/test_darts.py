@@ -149,7 +149,7 @@ def test_search_moves_logits_and_weights_and_virtual_passes_leave_no_trace(digit
     ]
     assert np.mean(np.array(moved) > 0) > 0.9
     record = history[-1]
-    for key in ("loss", "accuracy", "valid_loss", "valid_accuracy", "entropy"):
+    for key in ("train_loss", "train_acc", "valid_loss", "softmax_supernet_valid_acc", "entropy"):
         assert np.isfinite(record[key]), key
     assert 0 < record["entropy"] < math.log(len(OPS))
 

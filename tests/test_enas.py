@@ -120,7 +120,9 @@ def test_enas_is_deterministic_and_resumes_exactly(digits, tmp_path):
     space, net_a = _supernet(digits)
     trainer_a = Snapshot(net_a, space, config, str(tmp_path / "a"), verbose=0)
     history_a = trainer_a.fit(digits)
-    assert {"loss", "reward", "entropy", "valid_accuracy", "w_lr"} <= set(history_a[-1])
+    assert {"train_loss", "reward", "entropy", "sampled_supernet_valid_acc", "w_lr"} <= set(
+        history_a[-1]
+    )
     state = json.loads((resume_dir / "state.json").read_text())
     assert state["epochs_done"] == 1 and state["extra"]["controller_baseline"] is not None
 
@@ -153,7 +155,10 @@ def test_random_ws_runs_and_a_weight_step_trains_only_the_child(digits):
     logits_before = _numpy(arch_variables(net))
     history = trainer.fit(digits)
     assert history[-1]["entropy"] == pytest.approx(UNIFORM_ENTROPY)
-    assert np.isfinite(history[-1]["loss"]) and 0.0 <= history[-1]["valid_accuracy"] <= 1.0
+    assert (
+        np.isfinite(history[-1]["train_loss"])
+        and 0.0 <= history[-1]["sampled_supernet_valid_acc"] <= 1.0
+    )
     assert "reward" not in history[-1]
     genotype, accuracy = trainer.best_genotype(digits)
     assert len(genotype.reduce) == space.nodes and 0.0 <= accuracy <= 1.0

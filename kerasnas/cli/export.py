@@ -115,6 +115,7 @@ def _representative(path: str):
 def export_from_flags() -> None:
     """Exports the model of the parsed flags (see the module doc)."""
     from kerasnas import data as data_lib
+    from kerasnas import summary
     from kerasnas.export.exporter import ExportError, export_for_dataset, load_model, parse_formats
 
     log = print if FLAGS.verbose else (lambda *a, **k: None)
@@ -156,9 +157,7 @@ def export_from_flags() -> None:
         source=os.path.abspath(FLAGS.model),
         log=log,
     )
-    passed = list(report["formats"])
-    which = passed[0] if len(passed) == 1 else f"all {len(passed)} formats"
-    log(f"{which} passed; report: {out}/export_report.json")
+    log("\n" + summary.export(report, FLAGS.output_dir))
 
 
 def main(argv: list[str]) -> int:

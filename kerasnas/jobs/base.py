@@ -46,7 +46,11 @@ class JobSettings:
     )
     resume: bool = option(False, "Continue the run in {output_dir} from where it stopped.")
     overwrite: bool = option(False, "Delete what {output_dir} holds and start afresh.")
-    verbose: int = option(1, "0: quiet; 1: progress and a line per epoch or trial.")
+    verbose: int = option(
+        1,
+        "0: quiet; 1: progress (a live line on a terminal, else one line per epoch or trial) "
+        "and a summary at the end; 2: one plain line per epoch, also on a terminal.",
+    )
     deterministic: bool = True  # TensorFlow's op determinism (same seed, same result)
     kind: ClassVar[str | None] = None  # a search's strategy kind (kerasnas.strategies)
     nested: ClassVar[tuple[str, ...]] = ()  # fields holding settings validated under their name
@@ -109,7 +113,6 @@ class Job:
         self.settings = settings
         self.log = print if settings.verbose else quiet
         self.bundle = None
-        self.summary: str | None = None  # the last line logged, after metrics.json
         self._locked: str | None = None  # the output directory this job has locked
 
     def __enter__(self) -> Job:
@@ -222,6 +225,9 @@ class Job:
                 failure = one_line(e)
                 metrics["export"] = {"error": failure}
         io.write_json(os.path.join(self.settings.output_dir, "metrics.json"), metrics)
+        text = self.summary(metrics)
+        if text:
+            self.log("\n" + text)
         if failure is not None:
             path = os.path.join(self.settings.output_dir, source)
             raise ExportFailed(
@@ -229,9 +235,12 @@ class Job:
                 f"{self.settings.output_dir!r}, but the export failed: {failure}; retry the "
                 f"export with kerasnas-export on {path!r} (other formats, or after a fix)"
             )
-        if self.summary:
-            self.log(self.summary)
         return metrics
+
+    def summary(self, metrics: dict[str, Any]) -> str | None:
+        """The table logged at the end (see :mod:`kerasnas.summary`), from the `metrics`
+        written to ``metrics.json``; None: none."""
+        return None
 
     def export_formats(self) -> tuple[str, ...]:
         """The export formats of the settings (none for a job without ``export``)."""

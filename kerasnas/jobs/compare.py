@@ -65,6 +65,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from kerasnas import io, strategies
+from kerasnas import summary as summary_lib
 from kerasnas.errors import RunError, SettingError, within
 from kerasnas.jobs.base import Job, JobSettings
 from kerasnas.names import PRIMITIVES
@@ -111,6 +112,9 @@ COLUMNS: tuple[str, ...] = (
     "final_entropy",  # nats, mean over edges (ENAS: over controller decisions)
 )
 _NOT_SUMMARIZED = ("strategy", "seed", "budget")
+# a search history's per-epoch supernet validation accuracy (kerasnas.progress names; the
+# last: the name of versions before them)
+SUPERNET_VALID_KEYS = ("sampled_supernet_valid_acc", "softmax_supernet_valid_acc", "valid_accuracy")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -455,21 +459,22 @@ class Comparison(Job):
         by_time = s.budget == "time"
         xlabel = "seconds of search (time budget)" if by_time else "search epoch"
 
-        def per_epoch(key: str) -> tuple[dict, dict | None]:
+        def per_epoch(*keys: str) -> tuple[dict, dict | None]:
+            # the first of `keys` a record has (names of older versions last)
             series, xs = {}, {}
             for name in s.strategies:
                 series[name], xs[name] = [], []
                 for r in rows:
                     if r["strategy"] != name:
                         continue
-                    ys = [rec.get(key) for rec in r["history"]]
+                    ys = [next((rec[k] for k in keys if k in rec), None) for rec in r["history"]]
                     ts = [rec.get("budget_seconds") for rec in r["history"]]
                     if ys and all(v is not None for v in ys + (ts if by_time else [])):
                         series[name].append(ys)
                         xs[name].append(ts)
             return series, (xs if by_time else None)
 
-        accuracy, accuracy_xs = per_epoch("valid_accuracy")
+        accuracy, accuracy_xs = per_epoch(*SUPERNET_VALID_KEYS)
         plot_curves(
             accuracy,
             styles,
@@ -500,28 +505,20 @@ class Comparison(Job):
             os.path.join(out, "entropy_vs_epoch.png"),
             xs=entropy_xs,
         )
-        io.write_json(
-            os.path.join(out, "summary.json"),
-            {
-                "seconds": round(time.perf_counter() - t0, 1),
-                "budget": self.budget_summary(),
-                "strategies": summary,
-            },
-        )
-        for name, stats in summary.items():
-            self.log(
-                f"{label(name, s)}: supernet {stats['supernet_valid_accuracy']['mean']:.3f}, "
-                f"child without retraining {stats['child_valid_accuracy']['mean']:.3f} "
-                f"(drop {stats['accuracy_drop']['mean']:+.3f}), retrained test "
-                f"{stats['retrained_test_accuracy']['mean']:.3f} "
-                f"+- {stats['retrained_test_accuracy']['std']:.3f}, "
-                f"{count(stats['epochs_done']['mean'], 'epoch', spec='.3g')}"
-                + (
-                    f", {count(stats['steps']['mean'], 'step', spec='.0f')}"
-                    if "steps" in stats
-                    else ""
-                )
-            )
+        written = {
+            "seconds": round(time.perf_counter() - t0, 1),
+            "budget": self.budget_summary(),
+            "strategies": summary,
+        }
+        io.write_json(os.path.join(out, "summary.json"), written)
+        best = max(rows, key=lambda r: r["retrained_test_accuracy"], default=None)
+        if best is not None:
+            best = {
+                **best,
+                "retrain_dir": os.path.join(run_dir(s, best["strategy"], best["seed"]), "retrain"),
+            }
+        labels = {name: label(name, s) for name in s.strategies}
+        self.log("\n" + summary_lib.comparison(written, labels, best, out))
         return rows
 
     def budget_summary(self) -> dict[str, Any]:

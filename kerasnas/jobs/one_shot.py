@@ -36,7 +36,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from kerasnas import distribute, io, resource, strategies
+from kerasnas import distribute, io, resource, strategies, summary
 from kerasnas.batchnorm import Recalibrator
 from kerasnas.evaluate import accuracy
 from kerasnas.jobs.base import Job, quiet
@@ -48,6 +48,9 @@ from kerasnas.wording import count
 __all__ = ["OneShotSearch", "OneShotSettings", "default_config", "run_search"]
 
 SUPERNET_EVAL_SAMPLES = 5  # passes averaged for a stochastic supernet's accuracy
+# epochs between validations of the argmax child during a search (and at the last epoch);
+# each pass takes about a second on digits, the first one also traces its graph (once)
+ARGMAX_EVERY = 5
 
 
 @contextlib.contextmanager
@@ -110,6 +113,8 @@ class OneShotSearch(Job):
             f"{trainable_params(self.supernet):,} trainable params; relaxation {s.relaxation}"
             + ("" if s.mixed_precision == "none" else f"; {s.mixed_precision}")
         )
+        if s.derive == "argmax":  # the child is the supernet's argmax: validate it per epoch
+            self.trainer.argmax_every = ARGMAX_EVERY
         self.log(f"strategy: {entry.summary}")
         if self.strategy is not None:
             self.log(
@@ -189,12 +194,13 @@ class OneShotSearch(Job):
             ),
         )
         io.write_json(os.path.join(out, "history.json"), history)
-        self.summary = (
-            f"supernet valid {metrics['supernet_valid_accuracy']:.4f} | child valid "
-            f"{metrics['child_valid_accuracy']:.4f}, test {metrics['child_test_accuracy']:.4f}, "
-            f"{metrics['child_params']:,} params, {metrics['child_flops']:,} mult-adds -> {out}"
-        )
+        self.genotype = genotype
         return metrics, child, "child.keras"
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        return summary.one_shot(
+            metrics, self.genotype.to_dict(), self.settings.output_dir, SUPERNET_EVAL_SAMPLES
+        )
 
 
 def run_search(settings: OneShotSettings) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasnas import io, resource
+from kerasnas import io, resource, summary
 from kerasnas.errors import SettingError
 from kerasnas.evaluate import accuracy
 from kerasnas.genotype import Genotype
@@ -136,8 +136,8 @@ class Retrain(Job):
             "epochs": cfg.epochs,
             "seed": cfg.seed,
             "dataset": bundle.name,
-            "final_train_loss": history[-1]["loss"] if history else None,
-            "final_train_accuracy": history[-1]["accuracy"] if history else None,
+            "final_train_loss": history[-1]["train_loss"] if history else None,
+            "final_train_accuracy": history[-1]["train_acc"] if history else None,
             "genotype": self.genotype.to_dict(),
             "settings": {**dataclasses.asdict(s), "retrain": dataclasses.asdict(cfg)},
         }
@@ -146,11 +146,10 @@ class Retrain(Job):
             clean.save(tmp)
         self.genotype.save(os.path.join(out, "genotype.json"))
         io.write_json(os.path.join(out, "history.json"), history)
-        self.summary = (
-            f"valid {metrics['valid_accuracy']:.4f}, test {metrics['test_accuracy']:.4f}, "
-            f"{metrics['params']:,} params, {metrics['flops']:,} mult-adds -> {out}"
-        )
         return metrics, None, "model.keras"
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        return summary.retrain(metrics, self.settings.output_dir)
 
 
 def run_train(settings: RetrainSettings) -> dict[str, Any]:

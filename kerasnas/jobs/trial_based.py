@@ -45,7 +45,7 @@ from typing import Any
 
 import keras
 
-from kerasnas import io, strategies
+from kerasnas import io, strategies, summary
 from kerasnas.errors import RunError, within
 from kerasnas.evaluate import accuracy
 from kerasnas.genotype import Genotype
@@ -228,14 +228,10 @@ class TrialSearch(Job):
             f"{s.strategy} on {s.search_space} / {bundle.name}: "
             f"best reward {metrics['best_reward']:.4f}",
         )
-        self.summary = (
-            f"best: trial {int(best.trial_id) + 1} (id {best.trial_id}), reward "
-            f"{metrics['best_reward']:.4f}, valid "
-            f"{metrics['best_valid_accuracy']:.4f}, test {metrics['best_test_accuracy']:.4f}, "
-            f"{metrics['best_params']:,} params | {count(len(completed), 'trial')} in "
-            f"{metrics['search_seconds']:.0f} s -> {out}"
-        )
         return metrics, model, "best.keras"
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        return summary.trial_based(metrics, self.settings.output_dir)
 
 
 def history_csv(records: list[dict[str, Any]]) -> str:

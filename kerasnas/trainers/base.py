@@ -40,7 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasnas import distribute, io
+from kerasnas import distribute, io, progress
 from kerasnas.errors import RunError, SettingError
 from kerasnas.evaluate import top1
 from kerasnas.layers import arch_variables, mixed_ops, set_inference, weight_variables
@@ -48,6 +48,9 @@ from kerasnas.trainers.config import LoopConfig, TrainerConfig
 from kerasnas.trainers.optim import MomentumSGD
 
 _ARRAYS = re.compile(r"ckpt-\d+\.npz")  # a checkpoint's array file
+# epoch-record names of older versions (a resumed history is renamed; see rename_legacy)
+LEGACY_KEYS = {"loss": "train_loss", "accuracy": "train_acc"}
+ARGMAX_CHILD = "argmax_child_valid_acc"  # OneShotTrainer.validate
 
 
 class DivergedError(RunError):
@@ -102,11 +105,15 @@ class Trainer:
         entry is (e.g. ``[logits, aux_logits]``).
       config: a :class:`LoopConfig` (or subclass).
       output_dir: where ``tensorboard/`` and ``checkpoints/`` go; None keeps nothing.
-      verbose: 0 silent, 1 a progress bar per epoch and an epoch summary line.
+      verbose: 0 silent; 1 progress (a live line on a terminal, else one line per epoch);
+        2 one line per epoch (see :mod:`kerasnas.progress`).
       strategy: a ``tf.distribute.Strategy`` whose scope `model` was built in, or None.
     """
 
     name = "trainer"
+    step_name = "training step"  # what the compiling message calls the compiled step
+    # how long compiling the step takes, for that message
+    compile_note = "tracing and graph optimisation, once per run"
 
     def __init__(
         self,
@@ -143,29 +150,48 @@ class Trainer:
         # start-up: seconds of first calls of compiled functions (see startup), all runs
         self.setup_seconds = 0.0
         self._started: set[str] = set()
+        self._validated: set[str] = set()  # validation passes run (traced) in this process
         self.steps_done: int | None = 0
         self.clock = time.perf_counter  # what the loop times with (tests may replace it)
         self._step_fn = None
         self._eval_fns: dict[str, object] = {}
         self._writer = None
+        self.progress: progress.Progress | None = None  # during fit
 
-    def startup(self, key: str):
+    @property
+    def valid_key(self) -> str:
+        """The epoch record's name of the per-epoch validation accuracy."""
+        return "valid_acc"
+
+    def startup(self, key: str, what: str | None = None, note: str | None = None):
         """Context manager around a call of a compiled function (or work that makes its
         first call); the first time in this process that `key` runs, its seconds are
         start-up (tracing, graph optimisation and the one call): added to
-        :attr:`setup_seconds` and not counted by a time budget. Later runs count."""
+        :attr:`setup_seconds` and not counted by a time budget (nor by the progress
+        output's step times). Later runs count. With `what`, the first run prints
+        ``compiling <what> (<note>) ...`` before and its seconds after (`note` default:
+        :attr:`compile_note`)."""
         if key in self._started:
             return contextlib.nullcontext()
         self._started.add(key)
-        return self._timed_setup()
+        return self._timed_setup(what, self.compile_note if note is None else note)
 
     @contextlib.contextmanager
-    def _timed_setup(self):
+    def _timed_setup(self, what: str | None = None, note: str = ""):
         t = self.clock()
+        shown = (
+            self.progress.compiling(what, note)
+            if what and self.progress is not None
+            else contextlib.nullcontext()
+        )
         try:
-            yield
+            with shown:
+                yield
         finally:
-            self.setup_seconds += self.clock() - t
+            seconds = self.clock() - t
+            self.setup_seconds += seconds
+            if self.progress is not None:
+                self.progress.exclude(seconds)
 
     def scope(self):
         """The strategy's scope (create variables in it), or a no-op without a strategy."""
@@ -308,6 +334,36 @@ class Trainer:
         """Top-1 accuracy of the model on batches ``(x, y)``, in inference mode."""
         return top1(self._inference_fn("inference"), dataset)
 
+    def validate(self, data, epoch: int, last: bool) -> dict[str, float]:
+        """The per-epoch validation figures of `epoch` (0-based; `last`: the run's last
+        epoch), by default :attr:`valid_key`: :meth:`evaluate` on the validation split."""
+        with self.first_pass(self.valid_key, "the validation pass"):
+            return {self.valid_key: self.evaluate(data.valid(self.config.batch_size))}
+
+    @contextlib.contextmanager
+    def first_pass(self, key: str, what: str):
+        """Context manager around a validation pass; the first one of `key` in this process
+        traces its function: the progress output says so (``compiling <what> ...``) and
+        leaves its seconds out of its estimates. Validation is not start-up: a time budget
+        does not count it either way, and :attr:`setup_seconds` does not include it."""
+        if key in self._validated or self.progress is None:
+            yield
+            return
+        self._validated.add(key)
+        t = self.clock()
+        try:
+            with self.progress.compiling(what, "tracing, once per run"):
+                yield
+        finally:
+            if self.progress is not None:
+                self.progress.exclude(self.clock() - t)
+
+    def rename_legacy(self, record: dict[str, Any]) -> dict[str, Any]:
+        """An epoch record of an older version (a resumed checkpoint's history) with the
+        names records have now."""
+        legacy = {**LEGACY_KEYS, "valid_accuracy": self.valid_key}
+        return {legacy.get(k, k): v for k, v in record.items()}
+
     # -- the loop -----------------------------------------------------------------------------
     def fit(self, data, resume: bool = False) -> list[dict[str, Any]]:
         """Trains on `data` (a :class:`kerasnas.data.DataBundle`) for ``config.epochs``, or
@@ -322,6 +378,24 @@ class Trainer:
         ``budget_fraction``, and the schedules' values logged are those of its last step.
         """
         cfg = self.config
+        budget = cfg.time_budget
+        steps = self.steps_per_epoch(data)
+        self.progress = progress.Progress(
+            cfg.epochs,
+            steps,
+            progress.choose_mode(self.verbose),
+            time_budget=budget,
+            clock=self.clock,
+        )
+        try:
+            return self._fit(data, resume, steps)
+        finally:
+            if self.progress is not None:
+                self.progress.clear()
+            self.progress = None
+
+    def _fit(self, data, resume: bool, steps: int) -> list[dict[str, Any]]:
+        cfg, show = self.config, self.progress
         budget = cfg.time_budget
         start_epoch = 0
         if resume:
@@ -339,7 +413,6 @@ class Trainer:
                 jit_compile=cfg.jit_compile,
                 input_signature=self.step_signature(),
             )
-        steps = self.steps_per_epoch(data)
         if self.steps_done is None:  # a checkpoint older than the step count
             self.steps_done = start_epoch * steps
         for epoch in range(start_epoch, cfg.epochs):
@@ -354,7 +427,7 @@ class Trainer:
                 return spent + self.clock() - t0 - (self.setup_seconds - setup0)
 
             sched = self.on_epoch_begin(epoch)
-            bar = keras.utils.Progbar(steps, verbose=self.verbose, unit_name="step")
+            show.begin_epoch(epoch)
             sums: dict[str, float] = {}
             n = 0
             with self.startup("train_batches"):
@@ -362,7 +435,8 @@ class Trainer:
             for batch in batches:
                 if budget is not None:
                     sched = self.set_schedules(epoch, self.budget_fraction(counted()))
-                with self.startup("train_step"):
+                traced = "train_step" not in self._started
+                with self.startup("train_step", f"the {self.step_name}"):
                     logs = {k: float(v) for k, v in self._step_fn(*batch).items()}
                 if not math.isfinite(logs.get("loss", 0.0)):
                     kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no epoch ended"
@@ -374,12 +448,14 @@ class Trainer:
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n += 1
-                bar.update(n, list(logs.items()))
-                if budget is not None and counted() >= budget:
-                    if n < steps:
-                        bar.update(n, finalize=True)
+                used = counted() if budget is not None else None
+                means = {k: v / n for k, v in sums.items()}
+                show.step(n, means, timed=not traced, budget_spent=used)
+                if used is not None and used >= budget:
                     break
-            record = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}, **sched}
+            # running means over the epoch's steps, named for what they are (train_loss...)
+            means = {progress.STEP_NAMES.get(k, k): v / max(n, 1) for k, v in sums.items()}
+            record = {"epoch": epoch + 1, **means, **sched}
             record.update(self.on_epoch_end(data, epoch))
             self.steps_done += n
             self.budget_seconds = counted()
@@ -388,21 +464,17 @@ class Trainer:
                 record["budget_seconds"] = self.budget_seconds
                 record["budget_fraction"] = self.budget_fraction()
                 record["setup_seconds"] = self.setup_seconds
-            record["valid_accuracy"] = self.evaluate(data.valid(cfg.batch_size))
-            self.seconds += self.clock() - t0
+            last = epoch + 1 == cfg.epochs or (budget is not None and self.budget_seconds >= budget)
+            record.update(self.validate(data, epoch, last))
+            seconds = self.clock() - t0
+            self.seconds += seconds
             record["seconds"] = self.seconds
             record.update(self.epoch_extras())
             self.history.append(record)
             self._log(record)
-            if self.verbose:
-                shown = ", ".join(
-                    f"{k} {v:.4g}"
-                    for k, v in record.items()
-                    if "/" not in k and k not in ("epoch",)
-                )
-                of = f"/{cfg.epochs}" if budget is None else f" (at most {cfg.epochs})"
-                print(f"epoch {epoch + 1}{of}: {shown}", flush=True)
             self.checkpoint(epoch + 1)
+            of = f"/{cfg.epochs}" if budget is None else ""
+            show.end_epoch(record, of, seconds)
         if self._writer is not None:
             self._writer.flush()
         return self.history
@@ -448,7 +520,7 @@ class Trainer:
         with self._writer.as_default():
             for k, v in record.items():
                 if k != "epoch" and isinstance(v, (int, float)):
-                    tf.summary.scalar(k, v, step=record["epoch"])
+                    tf.summary.scalar(progress.tensorboard_tag(k), v, step=record["epoch"])
         self._writer.flush()
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -562,7 +634,7 @@ class Trainer:
                     f"checkpoint {a.shape}"
                 )
             v.assign(a)
-        self.history = list(state["history"])
+        self.history = [self.rename_legacy(r) for r in state["history"]]
         self.seconds = float(state["search_seconds"])
         self.budget_seconds = float(state.get("budget_seconds", self.seconds))
         self.setup_seconds = float(state.get("setup_seconds", 0.0))
@@ -582,12 +654,21 @@ class OneShotTrainer(Trainer):
       config: a :class:`TrainerConfig` (or subclass); a plain :class:`LoopConfig` for
         trainers that do not learn the logits (no ``a_opt``).
       output_dir: where ``tensorboard/`` and ``checkpoints/`` go; None keeps nothing.
-      verbose: 0 silent, 1 a progress bar per epoch and an epoch summary line.
+      verbose: as :class:`Trainer`.
       strategy: a ``tf.distribute.Strategy`` whose scope `model` was built in, or None.
+
+    Per epoch it validates the supernet as it searches (:attr:`valid_key`:
+    ``sampled_supernet_valid_acc``, one pass with new samples per batch, or
+    ``softmax_supernet_valid_acc`` for a softmax mixture) and, every :attr:`argmax_every`
+    epochs and at the last one (0: never), the argmax child (``argmax_child_valid_acc``:
+    the supernet with every edge's most likely op, its batch-norm averages as they are).
     """
 
     name = "oneshot"
+    step_name = "search step"
+    compile_note = "tracing and graph optimisation, once per run: 1-3 min for a supernet on 2 cores"
     relaxations: tuple[str, ...] = ()  # the MixedOp relaxations a subclass trains (): any)
+    argmax_every = 0  # epochs between argmax-child validations (0: none)
 
     def __init__(self, model: keras.Model, config: LoopConfig, *args: Any, **kwargs: Any):
         self.mixed = mixed_ops(model)
@@ -680,6 +761,20 @@ class OneShotTrainer(Trainer):
 
     def epoch_extras(self) -> dict[str, float]:
         return self.arch_summary()
+
+    @property
+    def valid_key(self) -> str:
+        if all(m.relaxation == "softmax" for m in self.mixed):
+            return "softmax_supernet_valid_acc"  # deterministic: the mixture
+        return "sampled_supernet_valid_acc"  # one pass, new samples (children) per batch
+
+    def validate(self, data, epoch: int, last: bool) -> dict[str, float]:
+        out = super().validate(data, epoch, last)
+        every = self.argmax_every
+        if every and (last or (epoch + 1) % every == 0):
+            with self.first_pass(ARGMAX_CHILD, "the argmax child's validation pass"):
+                out[ARGMAX_CHILD] = self.evaluate(data.valid(self.config.batch_size), "argmax")
+        return out
 
     def evaluate(self, dataset: tf.data.Dataset, mode: str = "sample", repeats: int = 1) -> float:
         """Accuracy of the supernet on `dataset` with batch norm in inference mode and

@@ -427,7 +427,7 @@ class ENASTrainer(WeightSharingTrainer):
         rewards, losses = [], []
         for _ in range(c.controller_steps):
             # the first update traces the child scorer and the controller's update
-            with self.startup("controller_update"):
+            with self.startup("controller_update", "the controller's update", "tracing, once"):
                 tokens, counted = self.controller.sample(c.controller_batch, rng)
                 batch_rewards = [self.reward(a, next(batches)) for a in self._archs(tokens)]
                 losses.append(self.controller.train(tokens, counted, batch_rewards))
