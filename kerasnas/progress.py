@@ -353,12 +353,12 @@ class Progress:
     def _status(self, means: dict[str, float]) -> str:
         of = f"/{self.epochs}" if self.time_budget is None else ""
         parts = [f"epoch {self._epoch + 1}{of}", f"step {self._steps}/{self.steps_per_epoch}"]
-        parts += [_value(STEP_NAMES.get(k, k), v) for k, v in means.items()]
         t = self.step_seconds
-        if t is not None:
+        if t is not None:  # before the figures: a narrow terminal cuts the line's end
             parts.append(f"{t:.2f} s/step")
             epoch, run = self.eta()
             parts.append(f"epoch ETA {format_duration(epoch)}, run ETA {format_duration(run)}")
+        parts += [_value(STEP_NAMES.get(k, k), v) for k, v in means.items()]
         return "  ".join(parts)
 
     def _write_tty(self, text: str) -> None:
