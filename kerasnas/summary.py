@@ -80,21 +80,23 @@ def _size(metrics: dict[str, Any], prefix: str = "") -> str:
     return ", ".join(parts)
 
 
+def _format_figures(entry: dict[str, Any]) -> list[str]:
+    """One exported format's file size, test accuracy and latency, as far as measured."""
+    parts = [f"{entry['size_bytes']:,} bytes"]
+    if entry.get("accuracy") is not None:
+        parts.append(f"test accuracy {entry['accuracy']:.4f}")
+    if entry.get("latency_ms") is not None:
+        parts.append(f"{entry['latency_ms']:.3f} ms/image")
+    return parts
+
+
 def _latency(export: dict[str, Any] | None) -> list[str]:
     """Per exported format: file size, accuracy and latency (``metrics.json``'s export)."""
     if not export:
         return []
     if "error" in export:
         return [f"export failed: {export['error']}"]
-    lines = []
-    for fmt, e in export.items():
-        parts = [f"{e['size_bytes']:,} bytes"]
-        if e.get("accuracy") is not None:
-            parts.append(f"test accuracy {e['accuracy']:.4f}")
-        if e.get("latency_ms") is not None:
-            parts.append(f"{e['latency_ms']:.3f} ms/image")
-        lines.append(f"{fmt}: {', '.join(parts)}")
-    return lines
+    return [f"{fmt}: {', '.join(_format_figures(e))}" for fmt, e in export.items()]
 
 
 def _files(output_dir: str, entries: Sequence[tuple[str, str]]) -> list[str]:
@@ -366,12 +368,7 @@ def export(report: dict[str, Any], output_dir: str) -> str:
     path_width = max((len(os.path.join(output_dir, name)) for name, _ in names), default=0)
     lines = []
     for fmt, e in formats.items():
-        parts = [f"{e['size_bytes']:,} bytes"]
-        if e.get("accuracy") is not None:
-            parts.append(f"test accuracy {e['accuracy']:.4f}")
-        if e.get("latency_ms") is not None:
-            parts.append(f"{e['latency_ms']:.3f} ms/image")
-        parts.append("passed" if e.get("passed") else "FAILED")
+        parts = [*_format_figures(e), "passed" if e.get("passed") else "FAILED"]
         path = os.path.join(output_dir, e["file"])
         lines.append(f"{fmt:<{width}}  {path:<{path_width}}  {', '.join(parts)}")
     keras_acc = report.get("keras_accuracy")
