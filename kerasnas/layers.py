@@ -27,10 +27,11 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops as K
 
+from kerasnas import edge_functions, resource
 from kerasnas import ops as ops_lib
-from kerasnas import resource
 
 RELAXATIONS: tuple[str, ...] = ("gumbel", "gumbel_hard", "softmax", "controlled")
 INFERENCE_MODES: tuple[str, ...] = ("argmax", "sample", "softmax")
@@ -238,26 +239,38 @@ class MixedOp(keras.layers.Layer):
             return K.switch(index, [functools.partial(b, scale=None) for b in branches], x)
         return K.switch(index, branches, x, scale)
 
+    def _mix(self, x, body, weights, index, training):
+        """Runs `body` (``sum``: weighted sum of every op; ``one``: op `index`;
+        ``one_scaled``: ``weights[index] * op_index(x)``), inside a ``tf.function`` through
+        the function its kind of edge shares (see :mod:`kerasnas.edge_functions`)."""
+        if tf.inside_function() and edge_functions.enabled():
+            y = edge_functions.call(self, x, body, weights, index, bool(training))
+            if y is not None:
+                return y
+        if body == "sum":
+            return self._weighted_sum(x, weights, training)
+        return self._one_op(x, index, weights if body == "one_scaled" else None, training)
+
     def call(self, x, training=None):
         mode = self.relaxation if training else self.inference
         if mode == "argmax":
-            return self._one_op(x, K.argmax(self.arch_logits), None, training)
+            return self._mix(x, "one", None, K.argmax(self.arch_logits), training)
         if mode == "softmax":
-            return self._weighted_sum(x, self.probabilities(), training)
+            return self._mix(x, "sum", self.probabilities(), None, training)
         if mode == "sample":
             mode = self.relaxation
             if mode == "softmax":
-                return self._weighted_sum(x, self.probabilities(), training)
+                return self._mix(x, "sum", self.probabilities(), None, training)
         if mode == "controlled":
-            return self._one_op(x, self.owner().choice, None, training)
+            return self._mix(x, "one", None, self.owner().choice, training)
         soft = self._draw()
         if mode == "gumbel":
-            return self._weighted_sum(x, soft, training)
+            return self._mix(x, "sum", soft, None, training)
         # gumbel_hard: straight-through one-hot; only the sampled op runs
         index = self.sampled_index()
         hard = K.one_hot(index, self.num_candidates, dtype=soft.dtype)
         st = hard + soft - K.stop_gradient(soft)
-        return self._one_op(x, index, st, training)
+        return self._mix(x, "one_scaled", st, index, training)
 
     def get_config(self):
         config = super().get_config()
