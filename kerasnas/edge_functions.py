@@ -14,7 +14,8 @@ also happen once per kind.
 The maths is the same as the layer's own ``call``: inside the function the layer's code
 runs with its variables mapped to the inputs (``keras.StatelessScope``): the trainable ones
 as values read by the caller, so the gradients reach the edge's own variables; the others
-(batch-norm moving averages) as the edge's variables themselves, read and assigned inside.
+(batch-norm moving averages) as the resource handles of the edge's variables, read and
+assigned inside.
 
 Used only inside a ``tf.function`` (eager calls run the layer directly), for MixedOps whose
 candidates are all op names (layers passed in by the user are run directly). Set the
@@ -106,7 +107,10 @@ def _make(template, body: str, training: bool) -> dict[str, Any]:
         statistics) to the edge's `handles`, read and, where ``compute`` updates them,
         assigned here."""
         trainable, fixed = _split(edge_variables(template_ref()))
-        reads = [tf.convert_to_tensor(h) for h in handles]
+        reads = [
+            tf.ensure_shape(tf.raw_ops.ReadVariableOp(resource=h, dtype=v.dtype), v.shape)
+            for h, v in zip(handles, fixed, strict=True)
+        ]
         mapping = list(zip(trainable, values, strict=True)) + list(zip(fixed, reads, strict=True))
         with keras.StatelessScope(state_mapping=mapping) as scope:
             y = compute()
@@ -117,7 +121,7 @@ def _make(template, body: str, training: bool) -> dict[str, Any]:
             raise RuntimeError(f"{template_ref().name}: an op assigned a trainable variable")
         for handle, a, b in zip(handles, after[n:], before[n:], strict=True):
             if a is not b:
-                handle.assign(a)
+                tf.raw_ops.AssignVariableOp(resource=handle, value=a)
         return y
 
     def fn(x, weights, index, values, handles):
@@ -151,9 +155,11 @@ def _split(variables: list) -> tuple[list, list]:
 
 
 def _handle(variable):
-    """The ``tf.Variable`` behind a Keras variable, or None."""
+    """The resource handle (a tensor) of the ``tf.Variable`` behind a Keras variable, or None.
+    Handles, not variables, are passed: a function traced with variable arguments keeps
+    weak references to them and refuses to run once they are gone, even for other edges."""
     inner = getattr(variable, "_value", None)
-    return inner if isinstance(inner, tf.Variable) else None
+    return inner.handle if isinstance(inner, tf.Variable) else None
 
 
 def call(layer, x, body: str, weights, index, training: bool):

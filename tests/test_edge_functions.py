@@ -121,3 +121,22 @@ def test_cache_keeps_no_model_alive(monkeypatch):
     y = tf.function(lambda x: net(x, training=True))(tf.zeros((2, 12, 12, 3)))
     assert y.shape == (2, 10)
     assert all(e["template"]() is not None for e in edge_functions._CACHE.values())
+
+
+def test_a_function_outlives_the_models_that_called_it(monkeypatch):
+    """Model B calls the function model A traced, B is dropped, A and a new model C still
+    run it (a function traced with variable arguments would refuse once B's are gone)."""
+    monkeypatch.setenv("KERASNAS_SHARED_EDGES", "1")
+    edge_functions.clear()
+    x = tf.zeros((2, 12, 12, 3))
+    a = _space().build_supernet("controlled", seed=0)
+    run_a = tf.function(lambda x: a(x, training=True))
+    run_a(x)
+    b = _space().build_supernet("controlled", seed=1)
+    run_b = tf.function(lambda x, b=b: b(x, training=True))
+    run_b(x)
+    del b, run_b
+    gc.collect()
+    assert run_a(x).shape == (2, 10)
+    c = _space().build_supernet("controlled", seed=2)
+    assert tf.function(lambda x: c(x, training=False))(x).shape == (2, 10)

@@ -296,11 +296,13 @@ def test_ops_none_alone_is_refused(tmp_path, capsys):
 # -- training health -----------------------------------------------------------------------------
 def test_a_diverging_loss_stops_the_run_and_keeps_the_last_checkpoint(digits, tmp_path):
     class Poisoned(RetrainTrainer):
-        """Turns the weights to NaN during epoch 2, as a too-large learning rate does."""
+        """Turns weights to NaN during epoch 2, as a too-large learning rate does: the output
+        layer's bias (a NaN in the first kernel can be squashed by the ReLU after it, which
+        some CPU kernels compute as max(x, 0) = 0 for NaN)."""
 
         def on_epoch_begin(self, epoch):
             if epoch == 1:
-                self.model.weights[0].assign(np.full(self.model.weights[0].shape, np.nan))
+                self.model.weights[-1].assign(np.full(self.model.weights[-1].shape, np.nan))
             return super().on_epoch_begin(epoch)
 
     config = RetrainConfig(epochs=4, batch_size=32, drop_path=0.0, seed=0)

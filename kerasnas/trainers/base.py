@@ -410,7 +410,6 @@ class Trainer:
         if self._step_fn is None and self.strategy is None:
             self._step_fn = tf.function(
                 self.train_step,
-                autograph=False,  # the steps have no tensor-dependent Python control flow
                 jit_compile=cfg.jit_compile,
                 input_signature=self.step_signature(),
             )
