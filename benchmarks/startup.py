@@ -185,7 +185,8 @@ def run_row(spec: dict) -> dict:
 
 def _fmt(row: dict) -> str:
     if "error" in row:
-        return f"{row['strategy']:<14} {row['C']:>3} {row['L']:>2} {row['batch']:>5}  error: {row['error']}"
+        head = f"{row['strategy']:<14} {row['C']:>3} {row['L']:>2} {row['batch']:>5}"
+        return f"{head}  error: {row['error']}"
     cells = [f"{row.get(f'{p}_s', ''):>10}" for p in PHASES]
     return (
         f"{row['strategy']:<14} {row['C']:>3} {row['L']:>2} {row['batch']:>5} "

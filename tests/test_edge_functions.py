@@ -106,6 +106,7 @@ def test_user_layers_run_inline(monkeypatch):
     assert not edge_functions._CACHE
 
 
+@pytest.mark.slow
 def test_cache_keeps_no_model_alive(monkeypatch):
     monkeypatch.setenv("KERASNAS_SHARED_EDGES", "1")
     edge_functions.clear()
@@ -123,6 +124,7 @@ def test_cache_keeps_no_model_alive(monkeypatch):
     assert all(e["template"]() is not None for e in edge_functions._CACHE.values())
 
 
+@pytest.mark.slow
 def test_a_function_outlives_the_models_that_called_it(monkeypatch):
     """Model B calls the function model A traced, B is dropped, A and a new model C still
     run it (a function traced with variable arguments would refuse once B's are gone)."""
