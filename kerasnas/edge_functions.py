@@ -5,11 +5,12 @@ candidates, channels, stride and input shape. Traced one by one, each adds its c
 ops and their gradients to the step's graph (about 41,000 nodes at 8 channels and 5 cells),
 and TensorFlow spends most of a search's start-up tracing, optimising and instantiating
 that graph. Here the first MixedOp of a kind traces a ``tf.function`` of its forward pass
-that takes the layer's variables as inputs, and every
-MixedOp of the same kind calls that function with its own variables: the step's graph holds
-one call op per edge and one function body (and one gradient body) per kind. The bodies
-are not inlined into the step (``_noinline``), so graph optimisation and kernel creation
-also happen once per kind.
+that takes the layer's variables as inputs, and every MixedOp of the same kind calls that
+function with its own variables: Python traces one body (and one gradient body) per kind.
+One-op bodies (``gumbel_hard``, ``controlled``, ``argmax`` inference: a switch over the
+candidates) are not inlined into the step (``_noinline``), so graph optimisation and kernel
+creation also happen once per kind; weighted sums (``gumbel``, ``softmax``) are inlined,
+because not inlined they run slower (``benchmarks/README.md``, ``startup.py``).
 
 The maths is the same as the layer's own ``call``: inside the function the layer's code
 runs with its variables mapped to the inputs (``keras.StatelessScope``): the trainable ones
@@ -47,7 +48,7 @@ def enabled() -> bool:
 
 
 def clear() -> None:
-    """Forgets every shared function (they hold references to their template layers)."""
+    """Forgets every shared function (the next call of each kind traces anew)."""
     _CACHE.clear()
 
 
