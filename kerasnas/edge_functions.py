@@ -9,8 +9,10 @@ that takes the layer's variables as inputs, and every MixedOp of the same kind c
 function with its own variables: Python traces one body (and one gradient body) per kind.
 One-op bodies (``gumbel_hard``, ``controlled``, ``argmax`` inference: a switch over the
 candidates) are not inlined into the step (``_noinline``), so graph optimisation and kernel
-creation also happen once per kind; weighted sums (``gumbel``, ``softmax``) are inlined,
-because not inlined they run slower (``benchmarks/README.md``, ``startup.py``).
+creation also happen once per kind. MixedOp sends only those here: weighted sums
+(``gumbel``, ``softmax``) are traced inline, as before, because shared they made the step
+slower (not inlined 1.6x; inlined 6-22%: ``benchmarks/README.md``); :func:`call` still
+accepts them (inlined).
 
 The maths is the same as the layer's own ``call``: inside the function the layer's code
 runs with its variables mapped to the inputs (``keras.StatelessScope``): the trainable ones

@@ -241,9 +241,10 @@ class MixedOp(keras.layers.Layer):
 
     def _mix(self, x, body, weights, index, training):
         """Runs `body` (``sum``: weighted sum of every op; ``one``: op `index`;
-        ``one_scaled``: ``weights[index] * op_index(x)``), inside a ``tf.function`` through
-        the function its kind of edge shares (see :mod:`kerasnas.edge_functions`)."""
-        if tf.inside_function() and edge_functions.enabled():
+        ``one_scaled``: ``weights[index] * op_index(x)``); inside a ``tf.function`` the
+        one-op bodies go through the function their kind of edge shares (see
+        :mod:`kerasnas.edge_functions`); weighted sums are traced inline."""
+        if body != "sum" and tf.inside_function() and edge_functions.enabled():
             y = edge_functions.call(self, x, body, weights, index, bool(training))
             if y is not None:
                 return y
