@@ -11,8 +11,8 @@ One-op bodies (``gumbel_hard``, ``controlled``, ``argmax`` inference: a switch o
 candidates) are not inlined into the step (``_noinline``), so graph optimisation and kernel
 creation also happen once per kind. MixedOp sends only those here: weighted sums
 (``gumbel``, ``softmax``) are traced inline, as before, because shared they made the step
-slower (not inlined 1.6x; inlined 6-22%: ``benchmarks/README.md``); :func:`call` still
-accepts them (inlined).
+slower (not inlined 1.6x; inlined 6-22%: ``benchmarks/README.md``); :func:`call` returns
+None for them.
 
 The maths is the same as the layer's own ``call``: inside the function the layer's code
 runs with its variables mapped to the inputs (``keras.StatelessScope``): the trainable ones
@@ -38,9 +38,9 @@ import tensorflow as tf
 
 from kerasnas import ops as ops_lib
 
-# body kinds: "sum" (weights (k,): sum_k w_k op_k(x)), "one" (index: op_index(x)),
-# "one_scaled" (index and weights (k,): weights[index] * op_index(x))
-BODIES = ("sum", "one", "one_scaled")
+# body kinds: "one" (index: op_index(x)), "one_scaled" (index and weights (k,):
+# weights[index] * op_index(x)); weighted sums are not shared (see the module doc)
+BODIES = ("one", "one_scaled")
 _CACHE: dict[tuple, dict[str, Any]] = {}
 
 
@@ -129,8 +129,6 @@ def _make(template, body: str, training: bool) -> dict[str, Any]:
 
     def fn(x, weights, index, values, handles):
         template = template_ref()
-        if body == "sum":
-            return run(values, handles, lambda: template._weighted_sum(x, weights, training))
         scale = weights if body == "one_scaled" else None
 
         def branch(i):
@@ -139,16 +137,15 @@ def _make(template, body: str, training: bool) -> dict[str, Any]:
         k = template.num_candidates
         return tf.switch_case(index, [functools.partial(branch, i) for i in range(k)])
 
-    # a one-op body (a switch over the candidates and its gradient) is optimised and
-    # instantiated once per kind and called per edge; a weighted sum is inlined into the
-    # step, where it runs 1.6x faster (measured at 8 channels, 5 cells: 780 vs 1,390 ms)
+    # not inlined: the switch over the candidates and its gradient are optimised and
+    # instantiated once per kind and called per edge
     return {
         "template": template_ref,
         "fn": tf.function(
             fn,
             autograph=False,
             reduce_retracing=False,
-            experimental_attributes={"_noinline": body != "sum"},
+            experimental_attributes={"_noinline": True},
         ),
     }
 
@@ -168,6 +165,8 @@ def _handle(variable):
 def call(layer, x, body: str, weights, index, training: bool):
     """`layer`'s forward pass (a MixedOp's `body`, see :data:`BODIES`) through its kind's
     shared function; None when the layer cannot share one (the caller runs it directly)."""
+    if body not in BODIES:
+        return None
     key = _key(layer, x, body, training)
     if key is None:
         return None

@@ -244,7 +244,7 @@ class MixedOp(keras.layers.Layer):
         ``one_scaled``: ``weights[index] * op_index(x)``); inside a ``tf.function`` the
         one-op bodies go through the function their kind of edge shares (see
         :mod:`kerasnas.edge_functions`); weighted sums are traced inline."""
-        if body != "sum" and tf.inside_function() and edge_functions.enabled():
+        if tf.inside_function() and edge_functions.enabled():
             y = edge_functions.call(self, x, body, weights, index, bool(training))
             if y is not None:
                 return y
