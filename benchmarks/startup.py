@@ -8,7 +8,8 @@ Each row runs in a fresh process, so its times and its peak are its own. Phases,
 since the parent started the process (``first step`` is the time to first step):
 
 - ``import``: Python start and ``import tensorflow, keras, kerasnas``;
-- ``data``: one random batch (B, 32, 32, 3) and labels, as tensors;
+- ``data``: one random batch (B, H, W, channels), ``--image``, default 32,32,3, and labels,
+  as tensors;
 - ``build``: the cell supernet (N=4 nodes, the 8 DARTS/SNAS ops) and its trainer;
 - ``trace``: Python tracing of the training step, gradients included
   (``get_concrete_function``);
@@ -27,6 +28,10 @@ of this repository). With it, and PyTorch installed, a ``darts-pytorch`` row per
 their network's weight step (SGD with momentum 0.9, weight decay 3e-4, gradient clipping at
 5, as their ``train_search.py``) on the same inputs and threads, with the same phases
 (``trace`` empty); ratios to it are printed below the table.
+
+Threads: the kerasnas rows run ``--intra_op_threads`` threads per op (default 1, as the jobs
+do; see ``kerasnas/threads.py``) and ``--threads`` ops at once; the reference runs
+``--threads`` threads per op (PyTorch runs one op at a time). Both use ``--threads`` cores.
 """
 
 from __future__ import annotations
@@ -43,33 +48,37 @@ import time
 STRATEGIES = ("gumbel", "gumbel_hard", "darts1", "darts2", "enas", "random")
 REFERENCE = "darts-pytorch"
 PHASES = ("import", "data", "build", "trace", "first_step")
+_IMAGE = (32, 32, 3)  # (H, W, channels) of the inputs; --image
 
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _tf_row(strategy: str, c: int, layers: int, batch: int, steps: int, threads: int, t0: float):
+def _tf_row(
+    strategy: str, c: int, layers: int, batch: int, steps: int, threads: int, intra: int, t0: float
+):
     """One kerasnas configuration, in this (fresh) process; returns its row."""
     marks = {}
     import keras  # noqa: F401
     import tensorflow as tf
 
     import kerasnas  # noqa: F401
+    from kerasnas import threads as pools
+    from kerasnas.graph_options import lean_function
     from kerasnas.search_spaces.cell import CellSpace
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    pools.configure(intra_op_threads=intra, inter_op_threads=threads)
     marks["import"] = time.time() - t0
 
     import numpy as np
 
     rng = np.random.default_rng(0)
-    x = tf.constant(rng.normal(size=(batch, 32, 32, 3)).astype("float32"))
+    x = tf.constant(rng.normal(size=(batch, *_IMAGE)).astype("float32"))
     y = tf.constant(rng.integers(0, 10, size=batch).astype("int32"))
     marks["data"] = time.time() - t0
 
-    space = CellSpace((32, 32, 3), 10, init_channels=c, layers=layers, nodes=4)
+    space = CellSpace(_IMAGE, 10, init_channels=c, layers=layers, nodes=4)
     args = (x, y)
     if strategy in ("gumbel", "gumbel_hard"):
         from kerasnas.trainers import SNASConfig, SNASTrainer
@@ -95,7 +104,8 @@ def _tf_row(strategy: str, c: int, layers: int, batch: int, steps: int, threads:
         archs = trainer.sample_archs(1, np.random.default_rng(0))
         args = (x, y, tf.constant(trainer.choice_vectors(archs)[0]))
     trainer.on_epoch_begin(0)
-    step = tf.function(trainer.train_step, input_signature=trainer.step_signature())
+    # as the trainer compiles it (kerasnas.graph_options: one grappler pass, see its docs)
+    step = lean_function(tf.function(trainer.train_step, input_signature=trainer.step_signature()))
     marks["build"] = time.time() - t0
 
     step.get_concrete_function(*trainer.step_signature())
@@ -126,7 +136,7 @@ def _torch_row(darts_dir: str, c: int, layers: int, batch: int, steps: int, thre
 
     marks["import"] = time.time() - t0
     torch.manual_seed(0)
-    x = torch.randn(batch, 3, 32, 32)
+    x = torch.randn(batch, _IMAGE[2], _IMAGE[0], _IMAGE[1])
     y = torch.randint(0, 10, (batch,))
     marks["data"] = time.time() - t0
     criterion = nn.CrossEntropyLoss()
@@ -155,12 +165,14 @@ def _torch_row(darts_dir: str, c: int, layers: int, batch: int, steps: int, thre
 
 
 def child(spec: dict) -> dict:
+    global _IMAGE
     t0 = spec["t0"]
+    _IMAGE = tuple(spec.get("image", _IMAGE))
     size = (spec["C"], spec["L"], spec["batch"], spec["steps"], spec["threads"])
     if spec["strategy"] == REFERENCE:
         marks, times = _torch_row(spec["darts_dir"], *size, t0)
     else:
-        marks, times = _tf_row(spec["strategy"], *size, t0)
+        marks, times = _tf_row(spec["strategy"], *size, spec.get("intra", 1), t0)
     return {
         **{k: spec[k] for k in ("strategy", "C", "L", "batch", "threads")},
         **{f"{k}_s": round(v, 2) for k, v in marks.items()},
@@ -200,7 +212,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="8,5,32;16,8,64", help="C,L,batch;C,L,batch...")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--steps", type=int, default=3, help="steady steps timed per row")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=2, help="TF: ops at once; PyTorch: threads per op"
+    )
+    parser.add_argument(
+        "--intra_op_threads", type=int, default=1, help="TF: threads per op (the jobs' default)"
+    )
+    parser.add_argument("--image", default="32,32,3", help="H,W,channels of the inputs")
     parser.add_argument("--darts_dir", default=None, help="the DARTS authors' cnn/ folder")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -215,6 +233,14 @@ def main() -> None:
     if args.darts_dir and not os.path.isfile(os.path.join(args.darts_dir, "model_search.py")):
         parser.error(f"--darts_dir: no model_search.py in {args.darts_dir}")
     sizes = [tuple(int(v) for v in s.split(",")) for s in args.sizes.split(";") if s]
+    try:
+        image = [int(v) for v in args.image.split(",")]
+    except ValueError:
+        image = []
+    if len(image) != 3 or min(image) < 1:
+        parser.error(f"--image: expected H,W,channels (e.g. 8,8,1), got {args.image!r}")
+    if args.darts_dir and image[2] != 3:
+        parser.error("--image: the DARTS reference (--darts_dir) takes 3 channels")
     print(
         f"{'strategy':<14} {'C':>3} {'L':>2} {'batch':>5} "
         + " ".join(f"{p + ' s':>10}" for p in PHASES)
@@ -227,6 +253,8 @@ def main() -> None:
         for name in names:
             spec = {"strategy": name, "C": c, "L": layers, "batch": batch}
             spec.update(steps=args.steps, threads=args.threads, darts_dir=args.darts_dir)
+            spec["intra"] = args.intra_op_threads
+            spec["image"] = image
             row = run_row(spec)
             rows.append(row)
             print(_fmt(row), flush=True)

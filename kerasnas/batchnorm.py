@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 import keras
 import tensorflow as tf
 
+from kerasnas.graph_options import lean_graph_optimization
 from kerasnas.ops import BatchNorm
 
 __all__ = ["STATISTICS", "Recalibrator", "batch_norms", "statistics_mode", "saved_statistics"]
@@ -103,7 +104,7 @@ class Recalibrator:
             return [v.value for v in stats]
 
         fn = tf.function(step, input_signature=list(input_signature))
-        with statistics_mode(model, "replace"):
+        with statistics_mode(model, "replace"), lean_graph_optimization():
             self._step = fn.get_concrete_function()
         self._stats = stats
 
@@ -112,7 +113,8 @@ class Recalibrator:
         total = None
         count = 0
         for batch in batches:
-            values = self._step(batch[0], *extra)
+            with lean_graph_optimization():
+                values = self._step(batch[0], *extra)
             arrays = [v.numpy() for v in values]
             total = arrays if total is None else [t + a for t, a in zip(total, arrays, strict=True)]
             count += 1

@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from kerasnas.errors import SettingError
+from kerasnas.graph_options import lean_function
 from kerasnas.names import DISTRIBUTIONS
 
 _SUM = tf.distribute.ReduceOp.SUM
@@ -127,4 +128,6 @@ def distribute_step(strategy: tf.distribute.Strategy, step, jit_compile: bool, s
         logs = strategy.run(step, args=batch)
         return {k: strategy.reduce(_SUM, v, axis=None) for k, v in logs.items()}
 
-    return tf.function(global_step, jit_compile=jit_compile, input_signature=signature)
+    return lean_function(
+        tf.function(global_step, jit_compile=jit_compile, input_signature=signature)
+    )

@@ -22,6 +22,12 @@ from __future__ import annotations
 
 import pytest
 
+from kerasnas import threads
+
+# the jobs' thread pools (one thread per op, see kerasnas.threads), set before any test runs
+# an op, so that in-process runs compute as the command lines' subprocesses do
+threads.configure(intra_op_threads=1)
+
 SLOW_SECONDS = 3.0  # the rule above; the note below uses it
 
 _unmarked: dict[str, float] = {}

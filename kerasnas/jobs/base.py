@@ -51,6 +51,15 @@ class JobSettings:
         "0: quiet; 1: progress (a live line on a terminal, else one line per epoch or trial) "
         "and a summary at the end; 2: one plain line per epoch, also on a terminal.",
     )
+    intra_op_threads: int = option(
+        1,
+        "Threads per TensorFlow op (0: TensorFlow's default, one per core). 1 is fastest for "
+        "a supernet's many small ops on a few cores (kerasnas.threads).",
+        at_least=0,
+    )
+    inter_op_threads: int = option(
+        0, "TensorFlow ops run at once (0: TensorFlow's default, one per core).", at_least=0
+    )
     deterministic: bool = True  # TensorFlow's op determinism (same seed, same result)
     kind: ClassVar[str | None] = None  # a search's strategy kind (kerasnas.strategies)
     nested: ClassVar[tuple[str, ...]] = ()  # fields holding settings validated under their name
@@ -105,7 +114,9 @@ class Job:
     """
 
     settings_file: str | None = None
-    resumable: frozenset[str] = frozenset({"output_dir", "resume", "overwrite", "verbose"})
+    resumable: frozenset[str] = frozenset(
+        {"output_dir", "resume", "overwrite", "verbose", "intra_op_threads", "inter_op_threads"}
+    )
     # settings added after output directories may have been started: the value those had
     legacy: ClassVar[dict[str, Any]] = {}
 
@@ -146,9 +157,15 @@ class Job:
 
     # -- the steps -----------------------------------------------------------------------------
     def seed_everything(self) -> None:
-        """Seeds Python, numpy and TensorFlow; turns on op determinism when asked."""
+        """Sets TensorFlow's thread pools (:mod:`kerasnas.threads`), seeds Python, numpy and
+        TensorFlow; turns on op determinism when asked."""
         import keras
         import tensorflow as tf
+
+        from kerasnas import threads
+
+        _, line = threads.configure(self.settings.intra_op_threads, self.settings.inter_op_threads)
+        self.log(line)
 
         keras.utils.set_random_seed(self.settings.seed)
         if self.settings.deterministic:

@@ -43,6 +43,7 @@ import tensorflow as tf
 from kerasnas import distribute, io, progress
 from kerasnas.errors import RunError, SettingError
 from kerasnas.evaluate import top1
+from kerasnas.graph_options import lean_function
 from kerasnas.layers import arch_variables, mixed_ops, set_inference, weight_variables
 from kerasnas.trainers.config import LoopConfig, TrainerConfig
 from kerasnas.trainers.optim import MomentumSGD
@@ -324,9 +325,11 @@ class Trainer:
     # -- evaluation ---------------------------------------------------------------------------
     def _inference_fn(self, key: str):
         if key not in self._eval_fns:
-            self._eval_fns[key] = tf.function(
-                lambda x: self.logits_of(self.model(x, training=False)),
-                input_signature=[tf.TensorSpec((None, *self.model.inputs[0].shape[1:]))],
+            self._eval_fns[key] = lean_function(
+                tf.function(
+                    lambda x: self.logits_of(self.model(x, training=False)),
+                    input_signature=[tf.TensorSpec((None, *self.model.inputs[0].shape[1:]))],
+                )
             )
         return self._eval_fns[key]
 
@@ -408,10 +411,12 @@ class Trainer:
                     flush=True,
                 )
         if self._step_fn is None and self.strategy is None:
-            self._step_fn = tf.function(
-                self.train_step,
-                jit_compile=cfg.jit_compile,
-                input_signature=self.step_signature(),
+            self._step_fn = lean_function(
+                tf.function(
+                    self.train_step,
+                    jit_compile=cfg.jit_compile,
+                    input_signature=self.step_signature(),
+                )
             )
         if self.steps_done is None:  # a checkpoint older than the step count
             self.steps_done = start_epoch * steps

@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from kerasnas.batchnorm import Recalibrator, saved_statistics, statistics_mode
 from kerasnas.genotype import Genotype
+from kerasnas.graph_options import lean_function
 from kerasnas.layers import MixedOp, mixed_ops, set_inference
 from kerasnas.multitrial.micro_controller import MicroController, MicroControllerConfig
 from kerasnas.search_spaces.base import Arch
@@ -264,7 +265,7 @@ class WeightSharingTrainer(OneShotTrainer):
                 hit = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y)
                 return tf.reduce_sum(tf.cast(hit, tf.int32))
 
-            fn = tf.function(correct, input_signature=self.step_signature())
+            fn = lean_function(tf.function(correct, input_signature=self.step_signature()))
             # read once, when traced: the chosen op; batch statistics left alone
             set_inference(self.model, "sample")
             try:
