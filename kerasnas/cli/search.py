@@ -88,6 +88,7 @@ for _name in TRIAL_BASED:
     _settings = TrialSettings(output_dir="", strategy=_name)
     COMMAND.add_settings(_settings, [_name], hide=("strategy",))
     COMMAND.add_settings(_settings.trial, [_name], prefix="trial.")
+    COMMAND.add_settings(_settings.estimation, [_name], prefix="estimation.")
     COMMAND.add_settings(_settings.config, [_name], prefix="config.")
 
 # the discrete spaces' constructor arguments, from flags: flag -> space -> arguments it sets

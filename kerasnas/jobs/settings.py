@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from kerasnas import strategies
 from kerasnas.errors import SettingError
+from kerasnas.estimation.settings import EstimationSettings
 from kerasnas.jobs.base import JobSettings
 from kerasnas.multitrial.settings import OracleSettings, TrialConfig
 from kerasnas.names import DISTRIBUTIONS, EXPORT_FORMATS, PRIMITIVES, SEARCH_SPACES
@@ -187,7 +188,7 @@ class TrialSettings(JobSettings):
     **space_args)``; the metaqnn space's ``image_size`` defaults to the data's). `config` is
     the strategy's settings (the registry's ``settings`` class; None: its defaults);
     `trial` the budget and reward of one trial, whose ``seed`` seeds the data split, the
-    oracle and every trial.
+    oracle and every trial; `estimation` how each trial is scored (:mod:`kerasnas.estimation`).
     """
 
     output_dir: str = option(
@@ -202,6 +203,7 @@ class TrialSettings(JobSettings):
     )
     max_trials: int = option(20, "Trials (children trained).", at_least=1)
     trial: TrialConfig = dataclasses.field(default_factory=TrialConfig)
+    estimation: EstimationSettings = dataclasses.field(default_factory=EstimationSettings)
     space_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     config: OracleSettings | None = None
     export: tuple[str, ...] = option(
@@ -223,7 +225,7 @@ class TrialSettings(JobSettings):
     )
 
     kind: ClassVar[str] = strategies.TRIAL_BASED
-    nested: ClassVar[tuple[str, ...]] = ("trial",)
+    nested: ClassVar[tuple[str, ...]] = ("trial", "estimation")
     seed_of: ClassVar[str] = "trial"
 
     def __post_init__(self):

@@ -12,7 +12,9 @@ strategy's settings are ``TrialSettings.config`` (its class is the registry's
 - ``best.keras``: the best trial's trained child (loadable after ``import kerasnas``; raw
   images in, logits out);
 - ``history.csv``: one row per trial (id, status, tuner, reward, validation accuracy,
-  params, FLOPs, seconds, epochs, end time since the search began, architecture JSON);
+  params, FLOPs, seconds, epochs, end time since the search began, what the estimator did:
+  its name, epochs trained, stopped early or not, predicted accuracy and its standard
+  deviation, the trial the weights were inherited from; architecture JSON);
 - ``search_curve.png``: best reward so far against trials and against wall-clock time;
 - ``metrics.json``: the best trial, its validation and test accuracy, costs, seconds,
   settings;
@@ -53,7 +55,7 @@ from kerasnas.jobs.base import Job
 from kerasnas.jobs.settings import TrialSettings
 from kerasnas.multitrial import distributed
 from kerasnas.multitrial.distributed import DistributedError
-from kerasnas.multitrial.runner import MODEL_FILE, ArchTuner
+from kerasnas.multitrial.runner import ESTIMATE_FIELDS, MODEL_FILE, ArchTuner
 from kerasnas.plotting import plot_search_curve
 from kerasnas.search_spaces import DiscreteSpace, get_space
 from kerasnas.wording import count
@@ -72,6 +74,7 @@ HISTORY_COLUMNS = (
     "seconds",
     "epochs",
     "end_seconds",
+    *ESTIMATE_FIELDS,
     "architecture",
 )
 
@@ -111,6 +114,7 @@ class TrialSearch(Job):
             f"{s.strategy} over {self.space!r}: {count(s.max_trials, 'trial')} of "
             f"{count(s.trial.epochs, 'epoch')}" + (" | chief" if role == "chief" else "")
         )
+        self.log(f"estimator {s.estimation.make(s.trial.seed).describe()}")
         metrics, model, source = self.execute()
         return self.finish(metrics, model, source)
 
@@ -141,6 +145,7 @@ class TrialSearch(Job):
             project_name=PROJECT,
             timeout=s.distributed_timeout,
             silence=s.worker_timeout,
+            estimator=s.estimation.make(s.trial.seed),
         )
 
     def execute(self) -> tuple[dict[str, Any], Any, str]:

@@ -37,6 +37,7 @@ import keras_tuner
 
 from kerasnas import io
 from kerasnas.data import DataBundle
+from kerasnas.estimation.base import Estimator, FullTraining, TrialContext
 from kerasnas.evaluate import accuracy
 from kerasnas.multitrial import distributed
 from kerasnas.multitrial.distributed import ChiefUnreachable
@@ -57,6 +58,15 @@ REWARD = "reward"
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.keras"
 RESOURCES = TRIAL_RESOURCES
+# what each trial's estimate adds to its record (Estimate.record, less the curve)
+ESTIMATE_FIELDS = (
+    "estimator",
+    "epochs_trained",
+    "stopped_early",
+    "predicted_accuracy",
+    "predicted_std",
+    "inherited_from",
+)
 OPTIMIZERS = TRIAL_OPTIMIZERS
 
 
@@ -145,6 +155,8 @@ class ArchTuner(keras_tuner.Tuner):
       poll: seconds between a worker's requests while the oracle answers IDLE.
       silence: distributed mode: seconds without word from a worker (a heartbeat after every
         epoch of its trial) before the chief hands its trial to another worker.
+      estimator: how a trial's architecture is scored (:mod:`kerasnas.estimation`; default
+        :class:`~kerasnas.estimation.base.FullTraining`).
     """
 
     def __init__(
@@ -161,8 +173,12 @@ class ArchTuner(keras_tuner.Tuner):
         grace: float = 10.0,
         poll: float = 0.2,
         silence: float = 120.0,
+        estimator: Estimator | None = None,
     ):
         config.validate()
+        if estimator is not None and not isinstance(estimator, Estimator):
+            raise ValueError(f"ArchTuner: estimator must be an Estimator, got {estimator!r}")
+        self.estimator = estimator or FullTraining()
         self.space = space
         self.bundle = bundle
         self.config = config
@@ -203,18 +219,48 @@ class ArchTuner(keras_tuner.Tuner):
 
     # -- one trial ---------------------------------------------------------------------------
 
-    def train_child(self, hp: keras_tuner.HyperParameters, trial_id: str, epochs: int):
-        """The model of `hp` trained for `epochs` epochs, seeded by the trial id."""
+    def build_child(self, arch: dict[str, Any], trial_id: str) -> keras.Model:
+        """A fresh compiled model of `arch`, seeded by the trial id (Keras' session cleared)."""
         keras.backend.clear_session()
         keras.utils.set_random_seed(trial_seed(self.config.seed, trial_id))
-        model = self.hypermodel.build(hp.copy())
+        hp = self.space.hyperparameters()
+        hp.values.update(self.space.validate(arch))
+        return self.hypermodel.build(hp)
+
+    def train_epoch(self, model: keras.Model, epoch: int, trial_id: str, dataset=None) -> None:
+        """One epoch of `model` on the train split (or `dataset`), then a heartbeat to a
+        distributed chief."""
+        if dataset is None:
+            dataset = self.bundle.train(epoch, self.config.batch_size)
         with warnings.catch_warnings():  # Keras: "shuffle=True ... ignored" for a Dataset
             warnings.simplefilter("ignore", UserWarning)
-            for epoch in range(epochs):
-                model.fit(self.bundle.train(epoch, self.config.batch_size), epochs=1, verbose=0)
-                if self.is_worker:  # the chief may be gone: stop now, not after the trial
-                    self.oracle.heartbeat(trial_id)
+            model.fit(dataset, epochs=1, verbose=0)
+        if self.is_worker:  # the chief may be gone: stop now, not after the trial
+            self.oracle.heartbeat(trial_id)
+
+    def train_child(self, hp: keras_tuner.HyperParameters, trial_id: str, epochs: int):
+        """The model of `hp` trained for `epochs` epochs, seeded by the trial id."""
+        model = self.build_child(self.space.from_hyperparameters(hp), trial_id)
+        for epoch in range(epochs):
+            self.train_epoch(model, epoch, trial_id)
         return model
+
+    def trial_context(self, trial_id: str, arch: dict[str, Any], epochs: int) -> TrialContext:
+        """What the estimator sees of one trial (see :class:`TrialContext`)."""
+        batch = self.config.batch_size
+        return TrialContext(
+            trial_id=trial_id,
+            arch=arch,
+            space=self.space,
+            bundle=self.bundle,
+            epochs=epochs,
+            batch_size=batch,
+            best_accuracy=self._best_accuracy(),
+            completed=self._completed_results(),
+            build=lambda a: self.build_child(a, trial_id),
+            train_epoch=lambda m, e, dataset=None: self.train_epoch(m, e, trial_id, dataset),
+            evaluate=lambda m: accuracy(m, self.bundle.valid(batch)),
+        )
 
     def reward(self, val_accuracy: float, params: int, flops: int) -> float:
         """The trial's reward (see :class:`TrialConfig`)."""
@@ -231,13 +277,13 @@ class ArchTuner(keras_tuner.Tuner):
         hp = trial.hyperparameters
         arch = self.space.from_hyperparameters(hp)
         epochs = int(hp.values.get("tuner/epochs", self.config.epochs))
-        model = self.train_child(hp, trial.trial_id, epochs)
-        val_acc = accuracy(model, self.bundle.valid(self.config.batch_size))
+        estimate = self.estimator.estimate(self.trial_context(trial.trial_id, arch, epochs))
+        model, val_acc = estimate.model, float(estimate.val_accuracy)
         cost = self.space.cost(arch, self.bundle.input_shape, self.bundle.num_classes)
         reward = self.reward(val_acc, int(cost.params), int(cost.flops))
         best = self._best_known()
         trial_dir = self.get_trial_dir(trial.trial_id)
-        saved = reward >= best
+        saved = reward >= best and model is not None
         if saved:
             with io.atomic_path(os.path.join(trial_dir, MODEL_FILE)) as tmp:
                 model.save(tmp)
@@ -252,6 +298,8 @@ class ArchTuner(keras_tuner.Tuner):
             "flops": int(cost.flops),
             "seconds": round(seconds, 3),
             "epochs": epochs,
+            "estimator": self.estimator.name,
+            **estimate.record(),
             "start_time": start_wall,
             "end_time": time.time(),
             "model_saved": saved,
@@ -277,7 +325,9 @@ class ArchTuner(keras_tuner.Tuner):
     def records(self) -> list[dict[str, Any]]:
         """One dict per trial of the oracle, in trial id order: trial_id, status, tuner_id,
         architecture (``space.describe``), epochs, start_time, end_time (wall clock, s),
-        reward, val_accuracy, params, flops, seconds (None where unknown)."""
+        reward, val_accuracy, params, flops, seconds, and the estimator's estimator,
+        epochs_trained, stopped_early, predicted_accuracy, predicted_std, inherited_from
+        (None where unknown)."""
         records = []
         for trial_id in sorted(self.oracle.trials):
             trial = self.oracle.trials[trial_id]
@@ -295,6 +345,7 @@ class ArchTuner(keras_tuner.Tuner):
                 "epochs": result.get("epochs"),
                 "start_time": result.get("start_time"),
                 "end_time": result.get("end_time"),
+                **{name: result.get(name) for name in ESTIMATE_FIELDS},
             }
             for name in ("reward", "val_accuracy", "params", "flops", "seconds"):
                 value = result.get(name)
@@ -303,6 +354,23 @@ class ArchTuner(keras_tuner.Tuner):
                 row[name] = value
             records.append(row)
         return records
+
+    def _completed_results(self) -> list[dict[str, Any]]:
+        """``result.json`` of every trial that has one in the project directory (shared by a
+        distributed search's processes), oldest first."""
+        results = []
+        if os.path.isdir(self.project_dir):
+            for name in os.listdir(self.project_dir):
+                path = os.path.join(self.project_dir, name, RESULT_FILE)
+                if name.startswith("trial_") and os.path.exists(path):
+                    with open(path, encoding="utf-8") as f:
+                        results.append(json.load(f))
+        return sorted(results, key=lambda r: (r.get("end_time") or 0.0, r["trial_id"]))
+
+    def _best_accuracy(self) -> float:
+        """The best validation accuracy among completed trials (-inf before the first)."""
+        values = [r["val_accuracy"] for r in self._completed_results() if "val_accuracy" in r]
+        return max(values, default=float("-inf"))
 
     def _best_known(self) -> float:
         best = self._best

@@ -1,0 +1,20 @@
+"""Performance-estimation strategies for trial-based search (the NAS survey's third part):
+ways to score a trial's architecture more cheaply than training it to the end.
+
+- :mod:`~kerasnas.estimation.base`: :class:`Estimator`, what it gets
+  (:class:`TrialContext`) and returns (:class:`Estimate`); :class:`FullTraining`.
+- :mod:`~kerasnas.estimation.proxy`: lower fidelity (fewer epochs, part of the data).
+- :mod:`~kerasnas.estimation.lc`: learning-curve extrapolation with early stopping
+  (Domhan, Springenberg and Hutter, 2015), on the curve model of
+  :mod:`~kerasnas.estimation.curves` (numpy only).
+- :mod:`~kerasnas.estimation.morphism`: function-preserving network morphisms of the
+  ``nasrl`` space (widen, deepen, skip, kernel) and the weights a child inherits.
+- :mod:`~kerasnas.estimation.settings`: the ``kerasnas-search`` flags that choose one.
+
+A trial-based search takes one (``ArchTuner(..., estimator=...)``, ``--estimator``); the
+oracles are unchanged. None of these modules imports TensorFlow itself.
+"""
+
+from kerasnas.estimation.base import Estimate, Estimator, FullTraining, TrialContext
+
+__all__ = ["Estimate", "Estimator", "FullTraining", "TrialContext"]

@@ -1,0 +1,59 @@
+"""The estimator of a trial-based search as settings (``kerasnas-search`` flags), and the
+:class:`~kerasnas.estimation.base.Estimator` they make. TensorFlow-free."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kerasnas import options
+from kerasnas.errors import SettingError
+from kerasnas.options import option
+
+__all__ = ["ESTIMATORS", "EstimationSettings"]
+
+ESTIMATORS = ("full", "proxy", "lc")
+
+
+@dataclasses.dataclass
+class EstimationSettings:
+    """How each trial is scored: ``full`` training (the trial's epochs, from scratch),
+    ``proxy`` (lower fidelity: `proxy_epochs` epochs on `proxy_data_fraction` of the
+    training data) or ``lc`` (full training, stopped when the extrapolated learning curve is
+    unlikely to beat the best trial; Domhan et al. 2015)."""
+
+    estimator: str = option("full", "How each trial is scored.", choices=ESTIMATORS)
+    proxy_epochs: int = option(1, "proxy: epochs of training per child.", at_least=1)
+    proxy_data_fraction: float = option(
+        0.5, "proxy: fraction of the training data (1/n: 0.5, 0.333, ...).", above=0
+    )
+    lc_threshold: float = option(
+        0.05, "lc: stop when P(final accuracy > best so far) is below this.", above=0, below=1
+    )
+    lc_min_fraction: float = option(
+        0.3, "lc: first check after this fraction of the trial's epochs.", above=0, below=1
+    )
+    lc_every: int = option(1, "lc: epochs between checks after the first.", at_least=1)
+
+    def validate(self) -> None:
+        """Raises SettingError naming the first bad field."""
+        options.validate(self)
+        if self.proxy_data_fraction > 1:
+            raise SettingError(
+                f"{{proxy_data_fraction}} must be in (0, 1], got {self.proxy_data_fraction}"
+            )
+
+    def make(self, seed: int = 0):
+        """The :class:`~kerasnas.estimation.base.Estimator` of these settings."""
+        if self.estimator == "proxy":
+            from kerasnas.estimation.proxy import LowFidelity
+
+            return LowFidelity(self.proxy_epochs, self.proxy_data_fraction)
+        if self.estimator == "lc":
+            from kerasnas.estimation.lc import LearningCurveStopping
+
+            return LearningCurveStopping(
+                self.lc_min_fraction, self.lc_every, self.lc_threshold, seed=seed
+            )
+        from kerasnas.estimation.base import FullTraining
+
+        return FullTraining()
