@@ -1,7 +1,9 @@
-"""Performance estimators against the truth: the ground-truth set (stage ``truth``).
+"""Performance estimators against the truth: the ground-truth set (stage ``truth``) and the
+rank correlation of the estimates read off it (stage ``rank``).
 
     python benchmarks/estimators.py truth                       # 40 nasrl archs, 20 epochs
     python benchmarks/estimators.py truth --space=cell --n=30 --epochs=15
+    python benchmarks/estimators.py rank                        # after truth, same flags
 
 ``truth`` trains `--n` architectures of one space (sampled uniformly with a seeded
 generator, duplicates skipped) fully on digits, as a trial-based search's ``full``
@@ -115,18 +117,120 @@ def truth(args: argparse.Namespace) -> None:
         )
 
 
+def kendall_tau(a, b) -> float:
+    """Kendall's tau-b of two score lists (ties in either count as neither concordant nor
+    discordant, with the tau-b normalisation)."""
+    import numpy as np
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    da = np.sign(a[:, None] - a[None, :])
+    db = np.sign(b[:, None] - b[None, :])
+    upper = np.triu_indices(len(a), 1)
+    s = float(np.sum(da[upper] * db[upper]))
+    na, nb = float(np.sum(da[upper] != 0)), float(np.sum(db[upper] != 0))
+    return s / np.sqrt(na * nb) if na and nb else float("nan")
+
+
+def _ranks(x):
+    import numpy as np
+
+    x = np.asarray(x, float)
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=float)
+    for v in np.unique(x):  # ties: their mean rank
+        ranks[x == v] = ranks[x == v].mean()
+    return ranks
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation (Pearson on the ranks, ties averaged)."""
+    import numpy as np
+
+    ra, rb = _ranks(a), _ranks(b)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def regret(scores, truth, k: int) -> float:
+    """Best true value minus the best true value among the `k` top-scored architectures."""
+    import numpy as np
+
+    top = np.argsort(-np.asarray(scores, float), kind="stable")[:k]
+    return float(max(truth) - max(truth[i] for i in top))
+
+
+def rank(args: argparse.Namespace) -> None:
+    """Estimates read off the cached curves: validation accuracy after k epochs (the
+    ``proxy`` estimator with all the data: the same training, stopped early) and the
+    learning-curve model's prediction of the last epoch from the first `lc_fraction`."""
+    import json
+
+    import numpy as np
+
+    from kerasnas.estimation.curves import LearningCurveModel
+
+    cache = args.cache or os.path.join(
+        os.path.dirname(__file__), "cache", f"truth_{args.space}.json"
+    )
+    with open(cache, encoding="utf-8") as f:
+        archs = json.load(f)["archs"]
+    if len(archs) < 3:
+        sys.exit(f"--cache: {cache} holds {len(archs)} architectures; run the truth stage")
+    truth = [a["val_curve"][-1] for a in archs]
+    test = [a["test_accuracy"] for a in archs]
+    epochs = len(archs[0]["val_curve"])
+    full_seconds = float(np.mean([sum(a["epoch_seconds"]) for a in archs]))
+    rows = []
+    for k in sorted({1, 2, max(1, epochs // 4), max(1, epochs // 2)}):
+        scores = [a["val_curve"][k - 1] for a in archs]
+        cost = float(np.mean([sum(a["epoch_seconds"][:k]) for a in archs])) / full_seconds
+        rows.append((f"proxy: {k} of {epochs} epochs", scores, cost, None))
+    n = max(2, int(np.ceil(args.lc_fraction * epochs)))
+    preds, stds, fit_seconds = [], [], []
+    for i, a in enumerate(archs):
+        t0 = time.perf_counter()
+        p = LearningCurveModel(seed=i).fit(a["val_curve"][:n], epochs)
+        fit_seconds.append(time.perf_counter() - t0)
+        preds.append(float(p.mean[-1]))
+        stds.append(float(p.std[-1]))
+    cost = float(np.mean([sum(a["epoch_seconds"][:n]) for a in archs]) + np.mean(fit_seconds))
+    rows.append((f"lc: first {n} of {epochs} epochs", preds, cost / full_seconds, stds))
+    print(
+        f"{len(archs)} architectures of {args.space}, {epochs} epochs of full training "
+        f"({full_seconds:.1f} s each on average); truth: final validation accuracy"
+    )
+    print(
+        f"{'estimator':<28} {'tau':>6} {'rho':>6} {'tau test':>8} "
+        f"{'top1':>7} {'top5':>7} {'cost':>6}"
+    )
+    for name, scores, cost, _ in rows:
+        print(
+            f"{name:<28} {kendall_tau(scores, truth):6.3f} {spearman(scores, truth):6.3f} "
+            f"{kendall_tau(scores, test):8.3f} {regret(scores, truth, 1):7.4f} "
+            f"{regret(scores, truth, 5):7.4f} {cost:6.3f}"
+        )
+    err = np.asarray(preds) - np.asarray(truth)
+    inside = np.abs(err) <= 2 * np.asarray(stds)
+    print(
+        f"lc from {n} of {epochs} epochs: MAE {np.mean(np.abs(err)):.4f}, mean error "
+        f"{np.mean(err):+.4f}, truth within 2 std in {int(inside.sum())}/{len(err)}, "
+        f"fit {np.mean(fit_seconds):.2f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=("truth",))
+    parser.add_argument("stage", choices=("truth", "rank"))
     parser.add_argument("--space", default="nasrl", choices=("nasrl", "metaqnn", "cell"))
     parser.add_argument("--n", type=int, default=40, help="architectures")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of full training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=None)
+    parser.add_argument("--lc_fraction", type=float, default=0.3, help="rank: lc's epochs seen")
     args = parser.parse_args()
     if args.n < 2 or args.epochs < 2:
         parser.error("--n and --epochs must be at least 2")
-    truth(args)
+    truth(args) if args.stage == "truth" else rank(args)
 
 
 if __name__ == "__main__":
