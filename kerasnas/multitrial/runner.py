@@ -248,6 +248,8 @@ class ArchTuner(keras_tuner.Tuner):
     def trial_context(self, trial_id: str, arch: dict[str, Any], epochs: int) -> TrialContext:
         """What the estimator sees of one trial (see :class:`TrialContext`)."""
         batch = self.config.batch_size
+        completed = self._completed_results()
+        accuracies = [r["val_accuracy"] for r in completed if "val_accuracy" in r]
         return TrialContext(
             trial_id=trial_id,
             arch=arch,
@@ -255,8 +257,8 @@ class ArchTuner(keras_tuner.Tuner):
             bundle=self.bundle,
             epochs=epochs,
             batch_size=batch,
-            best_accuracy=self._best_accuracy(),
-            completed=self._completed_results(),
+            best_accuracy=max(accuracies, default=float("-inf")),
+            completed=completed,
             build=lambda a: self.build_child(a, trial_id),
             train_epoch=lambda m, e, dataset=None: self.train_epoch(m, e, trial_id, dataset),
             evaluate=lambda m: accuracy(m, self.bundle.valid(batch)),
@@ -366,11 +368,6 @@ class ArchTuner(keras_tuner.Tuner):
                     with open(path, encoding="utf-8") as f:
                         results.append(json.load(f))
         return sorted(results, key=lambda r: (r.get("end_time") or 0.0, r["trial_id"]))
-
-    def _best_accuracy(self) -> float:
-        """The best validation accuracy among completed trials (-inf before the first)."""
-        values = [r["val_accuracy"] for r in self._completed_results() if "val_accuracy" in r]
-        return max(values, default=float("-inf"))
 
     def _best_known(self) -> float:
         best = self._best
