@@ -203,3 +203,50 @@ def test_a_search_with_an_estimator_writes_what_it_did(estimator, tmp_path):
             assert float(r["epochs_trained"]) in ((2.0, 3.0) if stopped else (4.0,))
             if stopped:
                 assert float(r["val_accuracy"]) == float(r["predicted_accuracy"])
+
+
+def _budget_argv(out, *extra):
+    return [
+        "kerasnas-search",
+        f"--output_dir={out}",
+        "--strategy=random",
+        "--search_space=nasrl",
+        "--max_layers=2",
+        "--num_filters=4,8",
+        "--filter_sizes=1,3",
+        "--max_trials=50",
+        "--trial_epochs=1",
+        "--batch_size=128",
+        "--verbose=0",
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_a_time_budget_ends_the_search_and_resumes_with_a_bigger_one(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    assert search.main(_budget_argv(out, "--time_budget=0.01")) == 0
+    with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
+        metrics = json.load(f)
+    # the first trial starts (nothing spent yet), then the budget is gone
+    assert metrics["trials"] == 1 and metrics["budget_spent"] is True
+    first = metrics["trial_seconds"]
+    budget = 2.5 * first  # room for one or two more trials of about the same length
+    assert search.main(_budget_argv(out, f"--time_budget={budget}", "--resume")) == 0
+    with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
+        metrics = json.load(f)
+    assert 2 <= metrics["trials"] < 50 and metrics["budget_spent"] is True
+    with open(os.path.join(out, "history.csv"), encoding="utf-8") as f:
+        seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+    assert sum(seconds[:-1]) < budget <= sum(seconds)  # the last trial began under it
+
+
+def test_a_time_budget_is_refused_in_distributed_mode(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
+    code = search.main(_budget_argv(tmp_path / "run", "--time_budget=10"))
+    assert code != 0
+    assert "--time_budget" in capsys.readouterr().err

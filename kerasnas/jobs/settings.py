@@ -202,6 +202,13 @@ class TrialSettings(JobSettings):
         choices=SEARCH_SPACES,
     )
     max_trials: int = option(20, "Trials (children trained).", at_least=1)
+    time_budget: float | None = option(
+        None,
+        "Seconds of trials (their summed wall-clock time, the estimator's work included) "
+        "after which no new trial starts; {max_trials} still caps the count (None: no "
+        "budget). One-process searches only.",
+        above=0,
+    )
     trial: TrialConfig = dataclasses.field(default_factory=TrialConfig)
     estimation: EstimationSettings = dataclasses.field(default_factory=EstimationSettings)
     space_args: dict[str, Any] = dataclasses.field(default_factory=dict)

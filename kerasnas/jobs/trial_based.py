@@ -48,7 +48,7 @@ from typing import Any
 import keras
 
 from kerasnas import io, strategies, summary
-from kerasnas.errors import RunError, within
+from kerasnas.errors import RunError, SettingError, within
 from kerasnas.evaluate import accuracy
 from kerasnas.genotype import Genotype
 from kerasnas.jobs.base import Job
@@ -88,12 +88,22 @@ class TrialSearch(Job):
     """The trial-based search job (see the module doc)."""
 
     settings_file = "search_settings.json"
-    resumable = Job.resumable | {"max_trials", "distributed_timeout", "worker_timeout"}
+    resumable = Job.resumable | {
+        "max_trials",
+        "time_budget",
+        "distributed_timeout",
+        "worker_timeout",
+    }
 
     def run(self) -> dict[str, Any]:
         s = self.settings
         s.validate()
         role = distributed.role()
+        if role and s.time_budget is not None:
+            raise SettingError(
+                "{time_budget} works in one-process searches only; distributed mode "
+                "(KERASTUNER_* variables set) counts trials with {max_trials}"
+            )
         distributed.safe_state_files()
         self.seed_everything()
         import tensorflow as tf
@@ -112,7 +122,9 @@ class TrialSearch(Job):
         self.open_output_dir()
         self.log(
             f"{s.strategy} over {self.space!r}: {count(s.max_trials, 'trial')} of "
-            f"{count(s.trial.epochs, 'epoch')}" + (" | chief" if role == "chief" else "")
+            f"{count(s.trial.epochs, 'epoch')}"
+            + ("" if s.time_budget is None else f" at most, within {s.time_budget:g} s of trials")
+            + (" | chief" if role == "chief" else "")
         )
         self.log(f"estimator {s.estimation.make(s.trial.seed).describe()}")
         metrics, model, source = self.execute()
@@ -146,6 +158,7 @@ class TrialSearch(Job):
             timeout=s.distributed_timeout,
             silence=s.worker_timeout,
             estimator=s.estimation.make(s.trial.seed),
+            time_budget=s.time_budget,
         )
 
     def execute(self) -> tuple[dict[str, Any], Any, str]:
@@ -157,6 +170,11 @@ class TrialSearch(Job):
             if "consecutive failures" not in str(e):
                 raise
             raise RunError(f"trials keep failing: {_last_line(str(e))}") from None
+        if tuner.budget_spent:
+            self.log(
+                f"time budget spent: {tuner.spent_seconds():.0f} s of trials (budget "
+                f"{s.time_budget:g} s); no new trial started"
+            )
         if tuner.timed_out:
             done = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
             message = f"chief: timed out after {{}}={s.distributed_timeout:g} s"
@@ -215,6 +233,8 @@ class TrialSearch(Job):
             "seed": s.trial.seed,
             "workers": sorted({r["tuner_id"] for r in records if r["tuner_id"]}),
             "timed_out": tuner.timed_out,
+            "time_budget": s.time_budget,
+            "budget_spent": tuner.budget_spent,
             "settings": s.to_json(),
         }
         if s.search_space == "cell":

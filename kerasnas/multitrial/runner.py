@@ -137,6 +137,10 @@ def _short(op: str) -> str:
     return head + tail if tail.isdigit() else head
 
 
+class _BudgetSpent(Exception):
+    """Raised before a new trial when the time budget is spent; ends :meth:`ArchTuner.search`."""
+
+
 class ArchTuner(keras_tuner.Tuner):
     """Runs the trials of any oracle over a :class:`DiscreteSpace` (see the module doc).
 
@@ -157,6 +161,9 @@ class ArchTuner(keras_tuner.Tuner):
         epoch of its trial) before the chief hands its trial to another worker.
       estimator: how a trial's architecture is scored (:mod:`kerasnas.estimation`; default
         :class:`~kerasnas.estimation.base.FullTraining`).
+      time_budget: seconds of trials (the sum of the completed trials' ``seconds``, read from
+        their ``result.json``, so a resumed search counts the earlier ones) after which no new
+        trial starts; None: no budget. ``budget_spent`` tells whether it ended the search.
     """
 
     def __init__(
@@ -174,8 +181,13 @@ class ArchTuner(keras_tuner.Tuner):
         poll: float = 0.2,
         silence: float = 120.0,
         estimator: Estimator | None = None,
+        time_budget: float | None = None,
     ):
         config.validate()
+        if time_budget is not None and not time_budget > 0:
+            raise ValueError(f"ArchTuner: time_budget must be > 0 or None, got {time_budget!r}")
+        self.time_budget = None if time_budget is None else float(time_budget)
+        self.budget_spent = False
         if estimator is not None and not isinstance(estimator, Estimator):
             raise ValueError(f"ArchTuner: estimator must be an Estimator, got {estimator!r}")
         self.estimator = estimator or FullTraining()
@@ -369,6 +381,14 @@ class ArchTuner(keras_tuner.Tuner):
                         results.append(json.load(f))
         return sorted(results, key=lambda r: (r.get("end_time") or 0.0, r["trial_id"]))
 
+    def spent_seconds(self) -> float:
+        """Seconds of the completed trials (the sum of their ``seconds``)."""
+        return float(sum(r.get("seconds") or 0.0 for r in self._completed_results()))
+
+    def pre_create_trial(self) -> None:
+        if self.time_budget is not None and self.spent_seconds() >= self.time_budget:
+            raise _BudgetSpent
+
     def _best_known(self) -> float:
         best = self._best
         for trial in self.oracle.get_best_trials(1):
@@ -390,6 +410,8 @@ class ArchTuner(keras_tuner.Tuner):
             return
         try:
             super().search(*args, **kwargs)
+        except _BudgetSpent:
+            self.budget_spent = True
         except (grpc.RpcError, distributed.ChiefLost) as e:
             if not self.is_worker:
                 raise
