@@ -7,8 +7,10 @@ ways to score a trial's architecture more cheaply than training it to the end.
 - :mod:`~kerasnas.estimation.lc`: learning-curve extrapolation with early stopping
   (Domhan, Springenberg and Hutter, 2015), on the curve model of
   :mod:`~kerasnas.estimation.curves` (numpy only).
-- :mod:`~kerasnas.estimation.morphism`: function-preserving network morphisms of the
-  ``nasrl`` space (widen, deepen, skip, kernel) and the weights a child inherits.
+- :mod:`~kerasnas.estimation.morphism`: function-preserving network morphisms and the
+  weights a child inherits: the ``nasrl`` space (widen, deepen, skip, kernel), ``metaqnn``
+  (:mod:`~kerasnas.estimation.morphism_metaqnn`: widen, deepen, kernel) and ``cell``
+  (:mod:`~kerasnas.estimation.morphism_cell`: kernel growth of an edge's op).
 - :mod:`~kerasnas.estimation.settings`: the ``kerasnas-search`` flags that choose one.
 
 A trial-based search takes one (``ArchTuner(..., estimator=...)``, ``--estimator``); the

@@ -1,8 +1,13 @@
-"""Network morphisms of the ``nasrl`` chain space: a child that computes what its trained
-parent computes, before its own training (Chen et al. 2016, Net2Net; Wei et al. 2016;
-Elsken et al. 2017, NASH).
+"""Network morphisms: a child that computes what its trained parent computes, before its
+own training (Chen et al. 2016, Net2Net; Wei et al. 2016; Elsken et al. 2017, NASH).
 
-Operators (each one change of the architecture, each function-preserving):
+:func:`morphisms`, :func:`apply` and :func:`inherit` dispatch on the space: ``nasrl`` (this
+module), ``metaqnn`` (:mod:`~kerasnas.estimation.morphism_metaqnn`: widen, deepen, kernel)
+and ``cell`` (:mod:`~kerasnas.estimation.morphism_cell`: kernel growth of an edge's op);
+any other space is a ValueError naming the supported ones.
+
+Operators of the ``nasrl`` chain space (each one change of the architecture, each
+function-preserving):
 
 - ``widen`` layer n to more filters (Net2WiderNet): the new filters copy randomly chosen old
   ones (conv kernel and batch norm); every consumer of layer n (later layers' convs, the
@@ -40,9 +45,11 @@ KINDS = ("widen", "deepen", "skip", "kernel")
 
 @dataclasses.dataclass(frozen=True)
 class Morphism:
-    """One operator: `kind` (:data:`KINDS`), the `layer` it changes (for ``deepen``: the layer
-    the new one follows) and its `value`: new filters (``widen``), the source layer
-    (``skip``), the new (height, width) (``kernel``), None (``deepen``)."""
+    """One operator: `kind` (:data:`KINDS`; metaqnn and cell: their modules' ``KINDS``), the
+    `layer` it changes (for ``deepen``: the layer the new one follows; cell: the index of an
+    op decision) and its `value`: new filters or units (``widen``), the source layer
+    (``skip``), the new (height, width) (``kernel``; cell: the new op's name), None
+    (``deepen``)."""
 
     kind: str
     layer: int
@@ -55,6 +62,8 @@ class Morphism:
             return f"deepen after L{self.layer}"
         if self.kind == "skip":
             return f"skip L{self.value} -> L{self.layer}"
+        if isinstance(self.value, str):  # the cell space: an op decision's new op
+            return f"op decision {self.layer} to {self.value}"
         return f"kernel of L{self.layer} to {self.value[0]}x{self.value[1]}"
 
 
@@ -84,16 +93,76 @@ def _aligned(size: int, stride: int, k0: int, k1: int) -> bool:
     return before(k1) - before(k0) == (k1 - k0) // 2
 
 
+# -- the public functions: dispatch on the space --------------------------------------------
+
+SPACES = ("nasrl", "metaqnn", "cell")
+
+
+def _module(space, where: str):
+    """The module of `space`'s operators: None for this one (nasrl), morphism_metaqnn or
+    morphism_cell."""
+    name = getattr(space, "name", None)
+    if name == "nasrl":
+        return None
+    if name == "metaqnn":
+        from kerasnas.estimation import morphism_metaqnn
+
+        return morphism_metaqnn
+    if name == "cell":
+        from kerasnas.estimation import morphism_cell
+
+        return morphism_cell
+    raise ValueError(
+        f"{where}: the {name!r} space has no network morphisms; supported spaces: "
+        f"{', '.join(SPACES)} (got {space!r})"
+    )
+
+
+def morphisms(space, arch: Mapping[str, Any], image_hw: tuple[int, int]) -> list[Morphism]:
+    """Every operator that applies to `arch` within `space` (a ``NASRLSpace``,
+    ``MetaQNNSpace`` or ``DiscreteCellSpace``; ValueError for others) and yields one of its
+    architectures, for inputs of (height, width) `image_hw`."""
+    module = _module(space, "morphisms")
+    if module is None:
+        return _nasrl_morphisms(space, arch, image_hw)
+    return module.morphisms(space, arch, image_hw)
+
+
+def apply(space, arch: Mapping[str, Any], m: Morphism) -> dict[str, Any]:
+    """The child architecture of `arch` under `m` (canonical)."""
+    module = _module(space, "apply")
+    if module is None:
+        return _nasrl_apply(space, arch, m)
+    return module.apply(space, arch, m)
+
+
+def inherit(
+    space,
+    parent_arch: Mapping[str, Any],
+    parent,
+    m: Morphism,
+    child,
+    rng: np.random.Generator,
+) -> None:
+    """Sets the weights of `child` (the built model of ``apply(space, parent_arch, m)``)
+    from the trained `parent` (the model of `parent_arch`) so that both compute the same
+    logits at inference. `rng` picks the filters (units) ``widen`` copies."""
+    module = _module(space, "inherit")
+    if module is None:
+        _nasrl_inherit(space, parent_arch, parent, m, child, rng)
+    else:
+        module.inherit(space, parent_arch, parent, m, child, rng)
+
+
+# -- nasrl ---------------------------------------------------------------------------------
+
+
 def _outputs(layers: list[dict]) -> list[int]:
     consumed = {j for layer in layers for j in layer["inputs"]}
     return [j for j in range(len(layers)) if j not in consumed]
 
 
-def morphisms(space, arch: Mapping[str, Any], image_hw: tuple[int, int]) -> list[Morphism]:
-    """Every operator that applies to `arch` within `space` (a ``NASRLSpace``), for inputs
-    of (height, width) `image_hw`."""
-    if getattr(space, "name", None) != "nasrl":
-        raise ValueError(f"morphisms: only the nasrl space is supported, got {space!r}")
+def _nasrl_morphisms(space, arch: Mapping[str, Any], image_hw: tuple[int, int]) -> list[Morphism]:
     layers = space.layers(arch)
     sizes = _sizes(layers, image_hw)
     heads = set(_outputs(layers))
@@ -166,8 +235,7 @@ def _child_layers(space, arch: Mapping[str, Any], m: Morphism) -> list[dict]:
     return layers
 
 
-def apply(space, arch: Mapping[str, Any], m: Morphism) -> dict[str, Any]:
-    """The child architecture of `arch` under `m` (canonical)."""
+def _nasrl_apply(space, arch: Mapping[str, Any], m: Morphism) -> dict[str, Any]:
     layers = _child_layers(space, arch, m)
     return space.from_description({"space": space.name, "layers": layers})
 
@@ -216,7 +284,7 @@ def _searched(name: str) -> bool:
     return name == "classifier" or (name.startswith("L") and "_" in name and name[1].isdigit())
 
 
-def inherit(
+def _nasrl_inherit(
     space,
     parent_arch: Mapping[str, Any],
     parent,
@@ -224,9 +292,6 @@ def inherit(
     child,
     rng: np.random.Generator,
 ) -> None:
-    """Sets the weights of `child` (the built model of ``apply(space, parent_arch, m)``)
-    from the trained `parent` (the model of `parent_arch`) so that both compute the same
-    logits at inference. `rng` picks the filters ``widen`` copies."""
     p_layers = space.layers(parent_arch)
     c_layers = _child_layers(space, parent_arch, m)
     # child layer -> parent layer (None: the new layer of deepen)
