@@ -9,6 +9,9 @@ ways to score a trial's architecture more cheaply than training it to the end.
   :mod:`~kerasnas.estimation.curves` (numpy only).
 - :mod:`~kerasnas.estimation.morphism`: function-preserving network morphisms of the
   ``nasrl`` space (widen, deepen, skip, kernel) and the weights a child inherits.
+- :mod:`~kerasnas.estimation.inheritance`: children of morphisms inherit their trained
+  parent's weights and train briefly (NASH, LEMONADE; ``--estimator=morphism``,
+  ``--morphism_epochs``), the lineage carried in the trial's hyperparameter values.
 - :mod:`~kerasnas.estimation.settings`: the ``kerasnas-search`` flags that choose one.
 
 A trial-based search takes one (``ArchTuner(..., estimator=...)``, ``--estimator``); the
