@@ -219,3 +219,43 @@ def test_settings_make_the_morphism_estimator():
     made = EstimationSettings(estimator="morphism", morphism_epochs=2).make(seed=4)
     assert isinstance(made, MorphismInheritance) and made.epochs == 2 and made.seed == 4
     assert made.keeps_models
+
+
+@pytest.mark.slow
+def test_a_nash_search_writes_who_inherited_from_whom(tmp_path):
+    import csv
+
+    from kerasnas.cli import search
+
+    out = tmp_path / "nash"
+    argv = [
+        "kerasnas-search",
+        f"--output_dir={out}",
+        "--strategy=nash",
+        "--search_space=nasrl",
+        "--max_layers=3",
+        "--min_layers=1",
+        "--num_filters=4,8",
+        "--filter_sizes=1,3",
+        "--estimator=morphism",
+        "--n_neigh=2",
+        "--n_nm=1",
+        "--max_trials=5",
+        "--trial_epochs=2",
+        "--morphism_epochs=1",
+        "--batch_size=128",
+        "--verbose=0",
+    ]
+    assert search.main(argv) == 0
+    with open(out / "history.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["trial_id"] for r in rows] == ["0", "1", "2", "3", "4"]
+    assert all(r["estimator"] == "morphism" and r["status"] == "COMPLETED" for r in rows)
+    assert rows[0]["inherited_from"] == "" and float(rows[0]["epochs_trained"]) == 2
+    for r in rows[1:]:  # steps of 2: a child of the best, the best trained further
+        assert r["inherited_from"] in [x["trial_id"] for x in rows if x["trial_id"] < r["trial_id"]]
+        assert float(r["epochs_trained"]) == 1
+    assert rows[1]["inherited_from"] == rows[2]["inherited_from"] == "0"
+    assert rows[2]["architecture"] == rows[0]["architecture"]  # the parent trained further
+    for t in range(5):  # every trial's model kept
+        assert (out / "tuner" / f"trial_{t}" / "model.keras").exists()
