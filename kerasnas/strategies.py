@@ -13,7 +13,8 @@ Kinds:
 - ``trial_based``: an oracle proposes architectures of a discrete space and every trial
   trains one child (:mod:`kerasnas.jobs.trial_based`). ``settings`` is the strategy's
   settings class (a dataclass of :func:`~kerasnas.options.option` fields), ``factory`` a
-  callable ``(settings, space, max_trials=, seed=, max_epochs=) -> keras_tuner.Oracle``.
+  callable ``(settings, space, max_trials=, seed=, max_epochs=) -> keras_tuner.Oracle``
+  (also ``input_shape=, num_classes=`` when the settings class sets ``needs_data``).
 
 Adding a strategy: write its module (trainer or oracle, and its settings class) and add one
 :func:`register` call below; its options become ``kerasnas-search`` flags.
@@ -200,6 +201,14 @@ for _name, _settings, _label, _color, _summary in (
     ("random", "Random", "random", "tab:olive", "random search, no architecture twice"),
     ("bayesian", "Bayesian", "Bayesian", "tab:cyan", "keras-tuner's Bayesian optimisation"),
     ("hyperband", "Hyperband", "Hyperband", "black", "keras-tuner's Hyperband"),
+    ("nash", "NASH", "NASH", "tab:red", "hill climbing with network morphisms (NASH)"),
+    (
+        "lemonade",
+        "Lemonade",
+        "LEMONADE",
+        "tab:blue",
+        "Pareto-front evolution with network morphisms (LEMONADE)",
+    ),
 ):
     register(
         Strategy(

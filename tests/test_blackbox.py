@@ -35,6 +35,8 @@ RUNS = {  # strategy -> (space, extra flags); every strategy, every space at lea
     "metaqnn": ("metaqnn", ["--epsilon_explore=1"]),
     "bayesian": ("nasrl", ["--reward_target=300"]),  # MnasNet reward on params
     "hyperband": ("metaqnn", ["--trial_epochs=2"]),
+    "nash": ("nasrl", ["--estimator=morphism", "--n_neigh=2", "--n_nm=1"]),
+    "lemonade": ("nasrl", ["--estimator=morphism", "--n_init=1", "--n_accept=2"]),
 }
 
 

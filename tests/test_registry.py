@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_every_registered_strategy_resolves():
     names = strategies.names()
-    assert len(names) == len(set(names)) == 11
+    assert len(names) == len(set(names)) == 13
     for entry in strategies.REGISTRY.values():
         assert dataclasses.is_dataclass(entry.settings_class())
         assert entry.label and entry.color and entry.summary

@@ -11,6 +11,9 @@ ways to score a trial's architecture more cheaply than training it to the end.
   weights a child inherits: the ``nasrl`` space (widen, deepen, skip, kernel), ``metaqnn``
   (:mod:`~kerasnas.estimation.morphism_metaqnn`: widen, deepen, kernel) and ``cell``
   (:mod:`~kerasnas.estimation.morphism_cell`: kernel growth of an edge's op).
+- :mod:`~kerasnas.estimation.inheritance`: children of morphisms inherit their trained
+  parent's weights and train briefly (NASH, LEMONADE; ``--estimator=morphism``,
+  ``--morphism_epochs``), the lineage carried in the trial's hyperparameter values.
 - :mod:`~kerasnas.estimation.settings`: the ``kerasnas-search`` flags that choose one.
 
 A trial-based search takes one (``ArchTuner(..., estimator=...)``, ``--estimator``); the

@@ -9,6 +9,9 @@ that every estimator trains a child exactly as full training does unless it mean
 
 :class:`FullTraining` is the survey's baseline: ``epochs`` epochs from scratch, then the
 validation accuracy.
+
+An estimator that builds on earlier trials' trained weights (``keeps_models``) has the
+runner save every trial's model and reads them back with :attr:`TrialContext.load_model`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ if TYPE_CHECKING:
     from kerasnas.search_spaces.base import Arch, DiscreteSpace
 
 __all__ = ["Estimate", "Estimator", "FullTraining", "TrialContext"]
+
+
+def _no_model(trial_id: str) -> None:
+    return None
 
 
 @dataclasses.dataclass
@@ -80,6 +87,12 @@ class TrialContext:
       train_epoch: ``train_epoch(model, epoch, dataset=None)`` trains one epoch on the
         train split (or `dataset`) and tells a distributed chief the trial is alive.
       evaluate: ``evaluate(model)`` -> validation accuracy.
+      values: the trial's hyperparameter values as the oracle issued them: the
+        architecture's decisions and any extra entries (e.g. ``tuner/epochs``, or the
+        ``morphism/*`` lineage of :mod:`~kerasnas.estimation.inheritance`).
+      load_model: ``load_model(trial_id)`` -> the trained model of a completed trial, or
+        None when it was not kept (the runner keeps every trial's model only for an
+        estimator with ``keeps_models``; otherwise only models that were best so far).
     """
 
     trial_id: str
@@ -93,14 +106,20 @@ class TrialContext:
     build: Callable[[Arch], keras.Model]
     train_epoch: Callable[..., None]
     evaluate: Callable[[keras.Model], float]
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)
+    load_model: Callable[[str], keras.Model | None] = _no_model
 
 
 class Estimator:
     """Estimates how good an architecture is (see the module doc). Subclasses set ``name``
     and implement :meth:`estimate`; settings are constructor arguments, validated there with
-    a ``ValueError`` that names the argument."""
+    a ``ValueError`` that names the argument.
+
+    ``keeps_models``: when True the runner saves every trial's trained model (not only the
+    best so far) in its trial directory, for :attr:`TrialContext.load_model`."""
 
     name: ClassVar[str] = ""
+    keeps_models: ClassVar[bool] = False
 
     def estimate(self, trial: TrialContext) -> Estimate:
         raise NotImplementedError

@@ -11,7 +11,7 @@ from kerasnas.options import option
 
 __all__ = ["ESTIMATORS", "EstimationSettings"]
 
-ESTIMATORS = ("full", "proxy", "lc")
+ESTIMATORS = ("full", "proxy", "lc", "morphism")
 
 
 @dataclasses.dataclass
@@ -19,7 +19,10 @@ class EstimationSettings:
     """How each trial is scored: ``full`` training (the trial's epochs, from scratch),
     ``proxy`` (lower fidelity: `proxy_epochs` epochs on `proxy_data_fraction` of the
     training data) or ``lc`` (full training, stopped when the extrapolated learning curve is
-    unlikely to beat the best trial; Domhan et al. 2015)."""
+    unlikely to beat the best trial; Domhan et al. 2015) or ``morphism`` (a child an oracle
+    made by network morphisms of a completed trial, ``nash`` or ``lemonade``, starts from
+    that trial's weights and trains `morphism_epochs` epochs; other trials train in full;
+    every trial's model is kept in its trial directory)."""
 
     estimator: str = option("full", "How each trial is scored.", choices=ESTIMATORS)
     proxy_epochs: int = option(1, "proxy: epochs of training per child.", at_least=1)
@@ -33,6 +36,9 @@ class EstimationSettings:
         0.3, "lc: first check after this fraction of the trial's epochs.", above=0, below=1
     )
     lc_every: int = option(1, "lc: epochs between checks after the first.", at_least=1)
+    morphism_epochs: int = option(
+        1, "morphism: epochs of a child trained from its parent's weights.", at_least=1
+    )
 
     def validate(self) -> None:
         """Raises SettingError naming the first bad field."""
@@ -54,6 +60,10 @@ class EstimationSettings:
             return LearningCurveStopping(
                 self.lc_min_fraction, self.lc_every, self.lc_threshold, seed=seed
             )
+        if self.estimator == "morphism":
+            from kerasnas.estimation.inheritance import MorphismInheritance
+
+            return MorphismInheritance(self.morphism_epochs, seed=seed)
         from kerasnas.estimation.base import FullTraining
 
         return FullTraining()

@@ -3,14 +3,16 @@ a discrete space, :class:`~kerasnas.multitrial.runner.ArchTuner` trains each one
 
 This is what ``kerasnas-search`` runs for the trial-based strategies of
 :mod:`kerasnas.strategies` (``reinforce``, ``metaqnn``, ``evolution``, ``renas``, ``random``,
-``bayesian``, ``hyperband``); :func:`run_trial_search` is the Python entry point. The
-strategy's settings are ``TrialSettings.config`` (its class is the registry's
-``settings``). Output directory (every file written atomically, ``metrics.json`` last):
+``bayesian``, ``hyperband``, ``nash``, ``lemonade``); :func:`run_trial_search` is the
+Python entry point. The strategy's settings are ``TrialSettings.config`` (its class is the
+registry's ``settings``). Output directory (every file written atomically, ``metrics.json`` last):
 
 - ``architecture.json`` (``nasrl``, ``metaqnn``: ``space.describe`` of the best trial) or
   ``genotype.json`` (``cell``: a :class:`kerasnas.Genotype`);
 - ``best.keras``: the best trial's trained child (loadable after ``import kerasnas``; raw
   images in, logits out);
+- ``tuner/trial_<id>/model.keras``: the trial's trained child when it was the best so far,
+  or every trial's with ``--estimator=morphism`` (children inherit from them);
 - ``history.csv``: one row per trial (id, status, tuner, reward, validation accuracy,
   params, FLOPs, seconds, epochs, end time since the search began, what the estimator did:
   its name, epochs trained, stopped early or not, predicted accuracy and its standard
@@ -136,6 +138,9 @@ class TrialSearch(Job):
         if s.search_space == "metaqnn":
             args.setdefault("image_size", int(min(bundle.input_shape[:2])))
         self.space: DiscreteSpace = get_space(s.search_space, **args)
+        data = {}
+        if getattr(s.config, "needs_data", False):
+            data = {"input_shape": tuple(bundle.input_shape), "num_classes": bundle.num_classes}
         with within("config"):
             self.oracle = strategies.get(s.strategy).make(
                 s.config,
@@ -143,6 +148,7 @@ class TrialSearch(Job):
                 max_trials=s.max_trials,
                 seed=s.trial.seed,
                 max_epochs=s.trial.epochs,
+                **data,
             )
 
     def tuner(self) -> ArchTuner:

@@ -11,7 +11,9 @@ the validation accuracy, or MnasNet's resource-aware reward
 metrics hold ``reward``, ``val_accuracy``, ``params``, ``flops`` (``space.cost``) and
 ``seconds``; ``trial_<id>/result.json`` holds them exactly plus the architecture, the tuner
 that ran it and wall-clock times. A model that is at least as good as every trial completed
-before it is saved as ``trial_<id>/model.keras``, so the best trial's model always exists.
+before it is saved as ``trial_<id>/model.keras``, so the best trial's model always exists;
+with an estimator whose ``keeps_models`` is set (``morphism``) every trial's model is saved,
+and :meth:`ArchTuner.load_model` reads a completed trial's back.
 
 Determinism: each trial resets Keras' session and seeds from ``(seed, trial_id)``, and the
 data order is a function of the data seed and the epoch, so a trial gives the same reward
@@ -257,8 +259,23 @@ class ArchTuner(keras_tuner.Tuner):
             self.train_epoch(model, epoch, trial_id)
         return model
 
-    def trial_context(self, trial_id: str, arch: dict[str, Any], epochs: int) -> TrialContext:
-        """What the estimator sees of one trial (see :class:`TrialContext`)."""
+    def load_model(self, trial_id: str) -> keras.Model | None:
+        """The trained model of completed trial `trial_id` (None when it was not kept)."""
+        trial_dir = os.path.join(self.project_dir, f"trial_{trial_id}")
+        path = os.path.join(trial_dir, MODEL_FILE)
+        if not (os.path.exists(path) and os.path.exists(os.path.join(trial_dir, RESULT_FILE))):
+            return None
+        return keras.models.load_model(path, compile=False)
+
+    def trial_context(
+        self,
+        trial_id: str,
+        arch: dict[str, Any],
+        epochs: int,
+        values: dict[str, Any] | None = None,
+    ) -> TrialContext:
+        """What the estimator sees of one trial (see :class:`TrialContext`); `values`: the
+        trial's hyperparameter values."""
         batch = self.config.batch_size
         completed = self._completed_results()
         accuracies = [r["val_accuracy"] for r in completed if "val_accuracy" in r]
@@ -274,6 +291,8 @@ class ArchTuner(keras_tuner.Tuner):
             build=lambda a: self.build_child(a, trial_id),
             train_epoch=lambda m, e, dataset=None: self.train_epoch(m, e, trial_id, dataset),
             evaluate=lambda m: accuracy(m, self.bundle.valid(batch)),
+            values=dict(values or {}),
+            load_model=self.load_model,
         )
 
     def reward(self, val_accuracy: float, params: int, flops: int) -> float:
@@ -291,13 +310,14 @@ class ArchTuner(keras_tuner.Tuner):
         hp = trial.hyperparameters
         arch = self.space.from_hyperparameters(hp)
         epochs = int(hp.values.get("tuner/epochs", self.config.epochs))
-        estimate = self.estimator.estimate(self.trial_context(trial.trial_id, arch, epochs))
+        context = self.trial_context(trial.trial_id, arch, epochs, dict(hp.values))
+        estimate = self.estimator.estimate(context)
         model, val_acc = estimate.model, float(estimate.val_accuracy)
         cost = self.space.cost(arch, self.bundle.input_shape, self.bundle.num_classes)
         reward = self.reward(val_acc, int(cost.params), int(cost.flops))
         best = self._best_known()
         trial_dir = self.get_trial_dir(trial.trial_id)
-        saved = reward >= best and model is not None
+        saved = model is not None and (reward >= best or self.estimator.keeps_models)
         if saved:
             with io.atomic_path(os.path.join(trial_dir, MODEL_FILE)) as tmp:
                 model.save(tmp)

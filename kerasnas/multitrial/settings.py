@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from kerasnas import options
 from kerasnas.names import TRIAL_OPTIMIZERS, TRIAL_RESOURCES
@@ -28,7 +28,9 @@ __all__ = [
     "BayesianSettings",
     "EvolutionSettings",
     "HyperbandSettings",
+    "LemonadeSettings",
     "MetaQNNSettings",
+    "NASHSettings",
     "OracleSettings",
     "RENASSettings",
     "RandomSettings",
@@ -83,7 +85,10 @@ class TrialConfig:
 
 @dataclasses.dataclass
 class OracleSettings:
-    """Base of a trial-based strategy's settings (none of its own)."""
+    """Base of a trial-based strategy's settings (none of its own). ``needs_data``: the
+    factory also takes ``input_shape=`` and ``num_classes=`` (the data's)."""
+
+    needs_data: ClassVar[bool] = False
 
     def validate(self) -> None:
         """Raises SettingError naming the first bad field."""
@@ -240,3 +245,59 @@ class HyperbandSettings(OracleSettings):
         )
         oracle.max_trials = max_trials  # Hyperband has no trial budget of its own
         return oracle
+
+
+@dataclasses.dataclass
+class NASHSettings(OracleSettings):
+    """NASH's hill climbing with network morphisms (Elsken et al. 2017): children per step
+    and morphisms per child. The paper's 8 and 5 (CIFAR-10, 8 steps) are scaled down for
+    the digits budgets (16-20 trials): 4 trials per step gives 3-4 steps, and 2 morphisms
+    per child keep a 2-6 layer space from filling up (widest filters, deepest net) within
+    those steps. Use with ``--estimator=morphism``."""
+
+    n_neigh: int = option(
+        4, "nash: trials per step (children, and the best trained further).", at_least=2
+    )
+    n_nm: int = option(2, "nash: random morphisms per child.", at_least=1)
+
+    needs_data: ClassVar[bool] = True
+
+    def make_oracle(self, space, *, max_trials, seed, max_epochs, input_shape, num_classes):
+        from kerasnas.multitrial.morphing import NASHOracle
+
+        return NASHOracle(
+            n_neigh=self.n_neigh,
+            n_nm=self.n_nm,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            **self.common(space, max_trials, seed),
+        )
+
+
+@dataclasses.dataclass
+class LemonadeSettings(OracleSettings):
+    """LEMONADE's evolution over the Pareto front of (reward, parameters) (Elsken et al.
+    2019): initial networks, children generated and accepted per generation, morphisms per
+    child. Scaled for digits budgets: 3 initial networks and 4 trained children per
+    generation give 3-4 generations in 16-20 trials (the paper generates and accepts
+    hundreds per generation over many generations). Use with ``--estimator=morphism``."""
+
+    n_init: int = option(3, "lemonade: initial networks.", at_least=1)
+    n_children: int = option(16, "lemonade: children generated per generation.", at_least=1)
+    n_accept: int = option(4, "lemonade: children trained per generation.", at_least=1)
+    max_morphisms: int = option(3, "lemonade: most random morphisms per child.", at_least=1)
+
+    needs_data: ClassVar[bool] = True
+
+    def make_oracle(self, space, *, max_trials, seed, max_epochs, input_shape, num_classes):
+        from kerasnas.multitrial.morphing import LemonadeOracle
+
+        return LemonadeOracle(
+            n_init=self.n_init,
+            n_children=self.n_children,
+            n_accept=self.n_accept,
+            n_nm=self.max_morphisms,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            **self.common(space, max_trials, seed),
+        )
