@@ -4,6 +4,7 @@ rank correlation of the estimates read off it (stage ``rank``).
     python benchmarks/estimators.py truth                       # 40 nasrl archs, 20 epochs
     python benchmarks/estimators.py truth --space=cell --n=30 --epochs=15
     python benchmarks/estimators.py rank                        # after truth, same flags
+    python benchmarks/estimators.py lc_stop --orders=20         # lc's stopping rule
 
 ``truth`` trains `--n` architectures of one space (sampled uniformly with a seeded
 generator, duplicates skipped) fully on digits, as a trial-based search's ``full``
@@ -218,19 +219,101 @@ def rank(args: argparse.Namespace) -> None:
     )
 
 
+def lc_stop(args: argparse.Namespace) -> None:
+    """The ``lc`` estimator's stopping rule replayed on the cached curves, over `--orders`
+    random trial orders: each trial is checked after every epoch from the first
+    ``ceil(lc_fraction * epochs)`` (at least 2) on, stopped when P(final > best so far) <
+    `--lc_threshold` and then reports the predicted mean, as
+    :class:`~kerasnas.estimation.lc.LearningCurveStopping` does in a search (the first trial
+    of an order runs in full; the best so far counts the stopped trials' reports too). A fit
+    depends on the architecture and the epochs seen only (seeded by them), so fits are
+    shared between orders. Prints whether the trial that ends up best was ever stopped, the
+    regret of the architecture the search would return, and the epochs trained."""
+    import json
+    import math
+
+    import numpy as np
+
+    from kerasnas.estimation.curves import LearningCurveModel
+
+    cache = args.cache or os.path.join(
+        os.path.dirname(__file__), "cache", f"truth_{args.space}.json"
+    )
+    with open(cache, encoding="utf-8") as f:
+        archs = json.load(f)["archs"]
+    curves = [a["val_curve"] for a in archs]
+    truth = np.array([c[-1] for c in curves])
+    m = len(curves[0])
+    first = max(2, math.ceil(args.lc_fraction * m))
+    fits: dict[tuple[int, int], object] = {}
+    t0 = time.perf_counter()
+
+    def prediction(i: int, n: int):
+        if (i, n) not in fits:
+            fits[(i, n)] = LearningCurveModel(seed=1000 * i + n).fit(curves[i][:n], m)
+        return fits[(i, n)]
+
+    regrets, best_stopped, tied_stopped, epochs_used, stops_of_good = [], 0, [], [], 0
+    for order_seed in range(args.orders):
+        order = np.random.default_rng(order_seed).permutation(len(curves))
+        best, reports, stopped, used = -math.inf, {}, set(), 0
+        for i in order:
+            value, n_used = curves[i][-1], m
+            if math.isfinite(best):
+                for n in range(first, m):
+                    p = prediction(int(i), n)
+                    if p.prob_greater(best) < args.lc_threshold:
+                        value, n_used = float(p.mean[-1]), n
+                        stopped.add(int(i))
+                        break
+            reports[int(i)] = value
+            used += n_used
+            best = max(best, value)
+        returned = max(reports, key=reports.get)
+        top = truth.max()
+        eventual = next(int(i) for i in order if truth[i] == top)
+        regrets.append(float(top - truth[returned]))
+        best_stopped += eventual in stopped
+        tied_stopped.append(sum(truth[i] == top for i in stopped))
+        stops_of_good += sum(truth[i] >= top - 0.01 for i in stopped)
+        epochs_used.append(used / (m * len(curves)))
+        print(
+            f"order {order_seed}: stopped {len(stopped)}/{len(curves)}, epochs "
+            f"{epochs_used[-1]:.3f} of full, regret {regrets[-1]:.4f}, "
+            f"{len(fits)} fits so far ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
+    print(
+        f"lc stopping rule, threshold {args.lc_threshold:g}, checks from epoch {first} of {m}, "
+        f"{args.orders} trial orders of {len(curves)} {args.space} architectures:"
+    )
+    print(
+        f"  the trial that ends up best (the first of the order at the top truth, "
+        f"{top:.4f}) stopped in {best_stopped}/{args.orders} orders; architectures tied at "
+        f"the top stopped: {sum(tied_stopped)} in all; within 0.01 of the top: {stops_of_good}"
+    )
+    print(
+        f"  regret of the returned architecture: mean {np.mean(regrets):.4f}, max "
+        f"{np.max(regrets):.4f}; epochs trained: {np.mean(epochs_used):.3f} of full "
+        f"(range {np.min(epochs_used):.3f}-{np.max(epochs_used):.3f})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=("truth", "rank"))
+    parser.add_argument("stage", choices=("truth", "rank", "lc_stop"))
     parser.add_argument("--space", default="nasrl", choices=("nasrl", "metaqnn", "cell"))
     parser.add_argument("--n", type=int, default=40, help="architectures")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of full training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=None)
     parser.add_argument("--lc_fraction", type=float, default=0.3, help="rank: lc's epochs seen")
+    parser.add_argument("--lc_threshold", type=float, default=0.05, help="lc_stop: threshold")
+    parser.add_argument("--orders", type=int, default=20, help="lc_stop: trial orders")
     args = parser.parse_args()
     if args.n < 2 or args.epochs < 2:
         parser.error("--n and --epochs must be at least 2")
-    truth(args) if args.stage == "truth" else rank(args)
+    {"truth": truth, "rank": rank, "lc_stop": lc_stop}[args.stage](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,149 @@
+"""Trial-based search end to end: full training against each cheaper estimator, at a fixed
+wall-clock budget, several seeds (issue 19's comparison).
+
+    python benchmarks/end_to_end.py                       # full 240 s, the others 120 s
+    python benchmarks/end_to_end.py --budget=300 --seeds=0,1,2 --only=full,proxy
+    python benchmarks/end_to_end.py --report              # the table of the finished runs
+
+Every run is one ``kerasnas-search`` process on the nasrl space and digits (a subprocess,
+so each pays TensorFlow's start-up as a user does), timed from start to exit. ``full`` gets
+``--budget`` seconds of trials (``--time_budget``); every other estimator gets half of it,
+and the half includes its own overheads: the hypernetwork's training happens inside the
+first trial, and ``--retrain_top`` (the final full training of the best estimates, for the
+estimators whose best model is not fully trained) runs after the search, so it is counted in
+the wall time but not in ``--time_budget``. Each run's ``metrics.json`` gives the best
+child's test accuracy (of the retrained child where there is one). Results go to
+``--out`` (one directory per run; a finished run is not run again) and the table is
+printed at the end: mean and range over the seeds of the test accuracy, the wall time and
+the trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+COMMON = [
+    "--search_space=nasrl",
+    "--trial_epochs=10",
+    "--max_trials=10000",  # the time budget ends the search
+    "--verbose=1",
+]
+# name -> (strategy, extra flags, budget factor)
+CONFIGS = {
+    "full": ("evolution", ["--estimator=full"], 1.0),
+    "proxy": (
+        "evolution",
+        ["--estimator=proxy", "--proxy_epochs=2", "--proxy_data_fraction=1", "--retrain_top=3"],
+        0.5,
+    ),
+    "lc": ("evolution", ["--estimator=lc"], 0.5),
+    "morphism": ("lemonade", ["--estimator=morphism", "--morphism_epochs=2"], 0.5),
+    "hypernet": ("evolution", ["--estimator=hypernet", "--retrain_top=3"], 0.5),
+}
+
+
+def _run(name: str, seed: int, budget: float, out: str) -> dict:
+    run_dir = os.path.join(out, f"{name}_s{seed}")
+    done = os.path.join(run_dir, "run.json")
+    if os.path.exists(done):
+        with open(done, encoding="utf-8") as f:
+            return json.load(f)
+    strategy, flags, factor = CONFIGS[name]
+    argv = [
+        "kerasnas-search",
+        f"--strategy={strategy}",
+        *COMMON,
+        *flags,
+        f"--time_budget={budget * factor:g}",
+        f"--seed={seed}",
+        f"--output_dir={os.path.join(run_dir, 'search')}",
+        "--overwrite",
+    ]
+    os.makedirs(run_dir, exist_ok=True)
+    print(" ".join(argv), flush=True)
+    t0 = time.perf_counter()
+    with open(os.path.join(run_dir, "log.txt"), "w", encoding="utf-8") as log:
+        code = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    if code:
+        sys.exit(f"{name} seed {seed} failed (exit {code}): see {run_dir}/log.txt")
+    with open(os.path.join(run_dir, "search", "metrics.json"), encoding="utf-8") as f:
+        metrics = json.load(f)
+    row = {
+        "name": name,
+        "seed": seed,
+        "argv": argv,
+        "wall_seconds": round(wall, 1),
+        "test_accuracy": metrics.get("retrained_test_accuracy", metrics["best_test_accuracy"]),
+        "search_test_accuracy": metrics["best_test_accuracy"],
+        "trials": metrics["trials"],
+        "trial_seconds": metrics["trial_seconds"],
+        "params": metrics["best_params"],
+    }
+    with open(done, "w", encoding="utf-8") as f:
+        json.dump(row, f, indent=1)
+    print(
+        f"  {name} seed {seed}: test {row['test_accuracy']:.4f}, {row['trials']} trials, "
+        f"{wall:.0f} s",
+        flush=True,
+    )
+    return row
+
+
+def _report(rows: list[dict]) -> None:
+    import numpy as np
+
+    by = {}
+    for r in rows:
+        by.setdefault(r["name"], []).append(r)
+    print(
+        f"{'estimator':<10} {'seeds':>5} {'test acc mean':>13} {'range':>15} "
+        f"{'wall s mean':>11} {'trials mean':>11}"
+    )
+    for name, rs in by.items():
+        acc = np.array([r["test_accuracy"] for r in rs])
+        wall = np.array([r["wall_seconds"] for r in rs])
+        trials = np.array([r["trials"] for r in rs])
+        print(
+            f"{name:<10} {len(rs):>5} {acc.mean():>13.4f} "
+            f"{f'{acc.min():.4f}-{acc.max():.4f}':>15} {wall.mean():>11.0f} {trials.mean():>11.1f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--budget", type=float, default=240.0, help="full's seconds of trials")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--only", default=",".join(CONFIGS), help="estimators, comma separated")
+    parser.add_argument("--out", default="end_to_end_runs")
+    parser.add_argument("--report", action="store_true", help="only print the table")
+    args = parser.parse_args()
+    names = [n for n in args.only.split(",") if n]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        parser.error(f"--only: unknown estimator {unknown[0]!r}; known: {', '.join(CONFIGS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    from kerasnas.latency import cpu_model
+
+    print(f"{cpu_model()} ({platform.machine()}), python {platform.python_version()}")
+    rows = []
+    for seed in seeds:
+        for name in names:
+            if args.report:
+                path = os.path.join(args.out, f"{name}_s{seed}", "run.json")
+                if os.path.exists(path):
+                    with open(path, encoding="utf-8") as f:
+                        rows.append(json.load(f))
+            else:
+                rows.append(_run(name, seed, args.budget, args.out))
+    _report(rows)
+
+
+if __name__ == "__main__":
+    main()
