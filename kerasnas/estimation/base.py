@@ -80,6 +80,8 @@ class TrialContext:
       train_epoch: ``train_epoch(model, epoch, dataset=None)`` trains one epoch on the
         train split (or `dataset`) and tells a distributed chief the trial is alive.
       evaluate: ``evaluate(model)`` -> validation accuracy.
+      directory: a directory of the search where an estimator may keep files that a
+        resumed search reads again (the keras-tuner project), or None.
     """
 
     trial_id: str
@@ -93,6 +95,7 @@ class TrialContext:
     build: Callable[[Arch], keras.Model]
     train_epoch: Callable[..., None]
     evaluate: Callable[[keras.Model], float]
+    directory: str | None = None
 
 
 class Estimator:

@@ -11,15 +11,18 @@ from kerasnas.options import option
 
 __all__ = ["ESTIMATORS", "EstimationSettings"]
 
-ESTIMATORS = ("full", "proxy", "lc")
+ESTIMATORS = ("full", "proxy", "lc", "hypernet")
 
 
 @dataclasses.dataclass
 class EstimationSettings:
     """How each trial is scored: ``full`` training (the trial's epochs, from scratch),
     ``proxy`` (lower fidelity: `proxy_epochs` epochs on `proxy_data_fraction` of the
-    training data) or ``lc`` (full training, stopped when the extrapolated learning curve is
-    unlikely to beat the best trial; Domhan et al. 2015)."""
+    training data), ``lc`` (full training, stopped when the extrapolated learning curve is
+    unlikely to beat the best trial; Domhan et al. 2015) or ``hypernet`` (the ``nasrl`` space
+    only: a SMASH-style hypernetwork, trained once for `hypernet_steps` minibatches of
+    sampled architectures, scores every trial with generated weights; no trial is trained,
+    the best is trained when the search ends; Brock et al. 2018)."""
 
     estimator: str = option("full", "How each trial is scored.", choices=ESTIMATORS)
     proxy_epochs: int = option(1, "proxy: epochs of training per child.", at_least=1)
@@ -33,6 +36,17 @@ class EstimationSettings:
         0.3, "lc: first check after this fraction of the trial's epochs.", above=0, below=1
     )
     lc_every: int = option(1, "lc: epochs between checks after the first.", at_least=1)
+    hypernet_steps: int = option(
+        1000,
+        "hypernet: training minibatches of the hypernetwork (one sampled arch each).",
+        at_least=1,
+    )
+    hypernet_seed: int | None = option(
+        None,
+        "hypernet: seed of its weights, sampling and data order (default: the search's).",
+        at_least=0,
+    )
+    hypernet_lr: float = option(1e-3, "hypernet: Adam's learning rate.", above=0)
 
     def validate(self) -> None:
         """Raises SettingError naming the first bad field."""
@@ -53,6 +67,14 @@ class EstimationSettings:
 
             return LearningCurveStopping(
                 self.lc_min_fraction, self.lc_every, self.lc_threshold, seed=seed
+            )
+        if self.estimator == "hypernet":
+            from kerasnas.estimation.hypernet import HyperNetEstimator
+
+            return HyperNetEstimator(
+                self.hypernet_steps,
+                seed if self.hypernet_seed is None else self.hypernet_seed,
+                self.hypernet_lr,
             )
         from kerasnas.estimation.base import FullTraining
 

@@ -262,6 +262,7 @@ class ArchTuner(keras_tuner.Tuner):
             build=lambda a: self.build_child(a, trial_id),
             train_epoch=lambda m, e, dataset=None: self.train_epoch(m, e, trial_id, dataset),
             evaluate=lambda m: accuracy(m, self.bundle.valid(batch)),
+            directory=self.project_dir,
         )
 
     def reward(self, val_accuracy: float, params: int, flops: int) -> float:
