@@ -470,7 +470,9 @@ class HyperNetEstimator(Estimator):
     The hypernetwork is trained once, `steps` minibatches of the trial batch size on the
     training split, on the first trial that needs it, and saved to ``hypernet.npz`` in the
     trial's directory (``TrialContext.directory``: the search's ``tuner/`` project), where a
-    resumed search finds it (a file of other settings is retrained and replaced). A trial's
+    resumed search finds it (a file of other settings is retrained and replaced); in a
+    distributed search a worker that finds no file trains its own (the same weights: same
+    seed, same data). A trial's
     ``val_accuracy`` is the validation accuracy of its architecture with generated weights
     (batch norm recalibrated on `calibration_batches` training batches): a ranking score,
     typically below what the architecture reaches when trained. No model is trained
