@@ -4,6 +4,7 @@ rank correlation of the estimates read off it (stage ``rank``).
     python benchmarks/estimators.py truth                       # 40 nasrl archs, 20 epochs
     python benchmarks/estimators.py truth --space=cell --n=30 --epochs=15
     python benchmarks/estimators.py rank                        # after truth, same flags
+    python benchmarks/estimators.py hypernet --hypernet_steps=1500  # nasrl, after truth
     python benchmarks/estimators.py lc_stop --orders=20         # lc's stopping rule
 
 ``truth`` trains `--n` architectures of one space (sampled uniformly with a seeded
@@ -14,6 +15,13 @@ the final test accuracy, params, FLOPs and the seconds of every epoch. The resul
 in ``--cache`` (default ``benchmarks/cache/truth_<space>.json``), written atomically after
 every architecture, so a stopped run continues and a finished one is not run again. Each
 architecture is seeded from (seed, index) alone, so the set does not depend on the order.
+
+``hypernet`` (nasrl only) trains the SMASH-style hypernetwork of
+:mod:`kerasnas.estimation.hypernet` on digits (batch 64, one sampled architecture per
+step) and scores the truth set's architectures with generated weights, after every
+`--hypernet_every` steps: rank correlation, regret and cost against the truth. Its cost is
+also measured against one full training (20 epochs, the truth stage's trainer) of the truth
+set's first architecture, timed in the same run before and after the hypernetwork.
 """
 
 from __future__ import annotations
@@ -219,6 +227,123 @@ def rank(args: argparse.Namespace) -> None:
     )
 
 
+def _full_training_seconds(space, bundle, row: dict, epochs: int) -> float:
+    """Seconds of one full training of the truth architecture `row` as the truth stage
+    trains it (same model, seed, data, per-epoch evaluation)."""
+    import keras
+
+    from kerasnas.evaluate import accuracy
+    from kerasnas.multitrial.hypermodel import SpaceHyperModel
+
+    hypermodel = SpaceHyperModel(
+        space, bundle.input_shape, bundle.num_classes, bundle.normalization_layer()
+    )
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(row["seed"])
+    hp = space.hyperparameters()
+    hp.values.update(row["arch"])
+    model = hypermodel.build(hp)
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        model.fit(bundle.train(epoch, 64), epochs=1, verbose=0)
+        accuracy(model, bundle.valid(64))
+    return time.perf_counter() - t0
+
+
+def hypernet(args: argparse.Namespace) -> None:
+    """The hypernetwork's ranking of the truth set (see the module doc)."""
+    import json
+
+    import numpy as np
+    import tensorflow as tf
+
+    from kerasnas import data, threads
+    from kerasnas.estimation.hypernet import HyperNet
+    from kerasnas.search_spaces import get_space
+
+    if args.space != "nasrl":
+        sys.exit("hypernet: --space must be nasrl")
+    tf.get_logger().setLevel("ERROR")
+    line = threads.configure(intra_op_threads=1)[1]
+    cache = args.cache or os.path.join(
+        os.path.dirname(__file__), "cache", f"truth_{args.space}.json"
+    )
+    with open(cache, encoding="utf-8") as f:
+        archs = json.load(f)["archs"]
+    truth = [a["val_curve"][-1] for a in archs]
+    test = [a["test_accuracy"] for a in archs]
+    epochs = len(archs[0]["val_curve"])
+    cached_total = float(sum(sum(a["epoch_seconds"]) for a in archs))
+    bundle = data.load("digits", seed=args.seed)
+    space = get_space(args.space)
+    x, y = bundle.numpy("train")
+    xv, yv = bundle.numpy("valid")
+    calibration = x[: 4 * 64]
+    print(f"{line}; {len(archs)} truth architectures, {epochs} epochs ({cache})", flush=True)
+    totals = [sum(a["epoch_seconds"]) for a in archs]
+    ref = int(np.argmin(np.abs(np.asarray(totals) - np.mean(totals))))  # a typical one
+    ref_before = _full_training_seconds(space, bundle, archs[ref], epochs)
+    print(f"reference: full training of truth arch {ref}: {ref_before:.1f} s", flush=True)
+    net = HyperNet(
+        space,
+        bundle.input_shape,
+        bundle.num_classes,
+        bundle.mean,
+        bundle.std,
+        args.hypernet_hidden,
+        args.hypernet_seed,
+    )
+    rng = np.random.default_rng(args.hypernet_seed)
+    params = [a["params"] for a in archs]
+    rows, train_seconds, done = [], 0.0, 0
+    while done < args.hypernet_steps:
+        chunk = min(args.hypernet_every, args.hypernet_steps - done)
+        t0 = time.perf_counter()
+        losses = net.train(x, y, chunk, 64, args.hypernet_lr, rng, args.hypernet_schedule)
+        train_seconds += time.perf_counter() - t0
+        done += chunk
+        t0 = time.perf_counter()
+        scores = [net.score(a["arch"], xv, yv, calibration) for a in archs]
+        score_seconds = time.perf_counter() - t0
+        rows.append((done, scores, train_seconds, score_seconds, float(np.mean(losses[-100:]))))
+        print(
+            f"step {done}: loss {rows[-1][4]:.3f}, mean score {np.mean(scores):.3f}, "
+            f"tau {kendall_tau(scores, truth):.3f} ({train_seconds:.0f} s + {score_seconds:.0f} s)",
+            flush=True,
+        )
+    ref_after = _full_training_seconds(space, bundle, archs[ref], epochs)
+    reference = (ref_before + ref_after) / 2
+    load = reference / totals[ref]
+    print(
+        f"reference: full training of truth arch {ref}: {ref_after:.1f} s after, "
+        f"{reference:.1f} s on average ({load:.2f} x its cached {totals[ref]:.1f} s; the set's "
+        f"mean {np.mean(totals):.1f} s)"
+    )
+    print(
+        f"{'estimator':<28} {'tau':>6} {'rho':>6} {'tau test':>8} {'top1':>7} {'top5':>7} "
+        f"{'seconds':>8} {'x full':>6} {'of set':>6} {'tau params':>10}"
+    )
+    print(
+        f"{'params (no training)':<28} {kendall_tau(params, truth):6.3f} "
+        f"{spearman(params, truth):6.3f} {kendall_tau(params, test):8.3f} "
+        f"{regret(params, truth, 1):7.4f} {regret(params, truth, 5):7.4f}"
+    )
+    for steps, scores, train_s, score_s, _ in rows:
+        cost = train_s + score_s
+        print(
+            f"{f'hypernet: {steps} steps':<28} {kendall_tau(scores, truth):6.3f} "
+            f"{spearman(scores, truth):6.3f} {kendall_tau(scores, test):8.3f} "
+            f"{regret(scores, truth, 1):7.4f} {regret(scores, truth, 5):7.4f} "
+            f"{cost:8.1f} {cost / reference:6.2f} {cost / (load * cached_total):6.3f} "
+            f"{kendall_tau(scores, params):10.3f}"
+        )
+    print(
+        f"seconds: hypernet training + scoring the set; x full: in full trainings of truth "
+        f"arch {ref} timed in this run; of set: fraction of the truth set's full training, its "
+        "cached seconds scaled by this run's load factor; tau params: with the parameter count"
+    )
+
+
 def lc_stop(args: argparse.Namespace) -> None:
     """The ``lc`` estimator's stopping rule replayed on the cached curves, over `--orders`
     random trial orders: each trial is checked after every epoch from the first
@@ -301,7 +426,7 @@ def lc_stop(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=("truth", "rank", "lc_stop"))
+    parser.add_argument("stage", choices=("truth", "rank", "hypernet", "lc_stop"))
     parser.add_argument("--space", default="nasrl", choices=("nasrl", "metaqnn", "cell"))
     parser.add_argument("--n", type=int, default=40, help="architectures")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of full training")
@@ -310,10 +435,21 @@ def main() -> None:
     parser.add_argument("--lc_fraction", type=float, default=0.3, help="rank: lc's epochs seen")
     parser.add_argument("--lc_threshold", type=float, default=0.05, help="lc_stop: threshold")
     parser.add_argument("--orders", type=int, default=20, help="lc_stop: trial orders")
+    parser.add_argument("--hypernet_steps", type=int, default=1500)
+    parser.add_argument("--hypernet_every", type=int, default=500, help="steps between scorings")
+    parser.add_argument("--hypernet_lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--hypernet_schedule",
+        default="constant",
+        choices=("constant", "cosine"),
+        help="cosine: decayed to 0 over every --hypernet_every steps (a restart each)",
+    )
+    parser.add_argument("--hypernet_hidden", type=int, default=64)
+    parser.add_argument("--hypernet_seed", type=int, default=0)
     args = parser.parse_args()
     if args.n < 2 or args.epochs < 2:
         parser.error("--n and --epochs must be at least 2")
-    {"truth": truth, "rank": rank, "lc_stop": lc_stop}[args.stage](args)
+    {"truth": truth, "rank": rank, "hypernet": hypernet, "lc_stop": lc_stop}[args.stage](args)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,13 @@ ways to score a trial's architecture more cheaply than training it to the end.
 - :mod:`~kerasnas.estimation.inheritance`: children of morphisms inherit their trained
   parent's weights and train briefly (NASH, LEMONADE; ``--estimator=morphism``,
   ``--morphism_epochs``), the lineage carried in the trial's hyperparameter values.
+- :mod:`~kerasnas.estimation.hypernet`: a SMASH-style hypernetwork of the ``nasrl`` space
+  (Brock et al. 2018), trained once on sampled architectures, that scores every trial with
+  generated weights (imports TensorFlow; loaded only when chosen).
 - :mod:`~kerasnas.estimation.settings`: the ``kerasnas-search`` flags that choose one.
 
 A trial-based search takes one (``ArchTuner(..., estimator=...)``, ``--estimator``); the
-oracles are unchanged. None of these modules imports TensorFlow itself.
+oracles are unchanged. None of these modules but ``hypernet`` imports TensorFlow itself.
 """
 
 from kerasnas.estimation.base import Estimate, Estimator, FullTraining, TrialContext

@@ -93,6 +93,8 @@ class TrialContext:
       load_model: ``load_model(trial_id)`` -> the trained model of a completed trial, or
         None when it was not kept (the runner keeps every trial's model only for an
         estimator with ``keeps_models``; otherwise only models that were best so far).
+      directory: a directory of the search where an estimator may keep files that a
+        resumed search reads again (the keras-tuner project), or None.
     """
 
     trial_id: str
@@ -108,6 +110,7 @@ class TrialContext:
     evaluate: Callable[[keras.Model], float]
     values: dict[str, Any] = dataclasses.field(default_factory=dict)
     load_model: Callable[[str], keras.Model | None] = _no_model
+    directory: str | None = None
 
 
 class Estimator:

@@ -11,18 +11,21 @@ from kerasnas.options import option
 
 __all__ = ["ESTIMATORS", "EstimationSettings"]
 
-ESTIMATORS = ("full", "proxy", "lc", "morphism")
+ESTIMATORS = ("full", "proxy", "lc", "morphism", "hypernet")
 
 
 @dataclasses.dataclass
 class EstimationSettings:
     """How each trial is scored: ``full`` training (the trial's epochs, from scratch),
     ``proxy`` (lower fidelity: `proxy_epochs` epochs on `proxy_data_fraction` of the
-    training data) or ``lc`` (full training, stopped when the extrapolated learning curve is
-    unlikely to beat the best trial; Domhan et al. 2015) or ``morphism`` (a child an oracle
+    training data), ``lc`` (full training, stopped when the extrapolated learning curve is
+    unlikely to beat the best trial; Domhan et al. 2015), ``morphism`` (a child an oracle
     made by network morphisms of a completed trial, ``nash`` or ``lemonade``, starts from
     that trial's weights and trains `morphism_epochs` epochs; other trials train in full;
-    every trial's model is kept in its trial directory)."""
+    every trial's model is kept in its trial directory) or ``hypernet`` (the ``nasrl`` space
+    only: a SMASH-style hypernetwork, trained once for `hypernet_steps` minibatches of
+    sampled architectures, scores every trial with generated weights; no trial is trained,
+    the best is trained when the search ends; Brock et al. 2018)."""
 
     estimator: str = option("full", "How each trial is scored.", choices=ESTIMATORS)
     proxy_epochs: int = option(1, "proxy: epochs of training per child.", at_least=1)
@@ -39,6 +42,17 @@ class EstimationSettings:
     morphism_epochs: int = option(
         1, "morphism: epochs of a child trained from its parent's weights.", at_least=1
     )
+    hypernet_steps: int = option(
+        1000,
+        "hypernet: training minibatches of the hypernetwork (one sampled arch each).",
+        at_least=1,
+    )
+    hypernet_seed: int | None = option(
+        None,
+        "hypernet: seed of its weights, sampling and data order (default: the search's).",
+        at_least=0,
+    )
+    hypernet_lr: float = option(1e-3, "hypernet: Adam's learning rate.", above=0)
 
     def validate(self) -> None:
         """Raises SettingError naming the first bad field."""
@@ -64,6 +78,14 @@ class EstimationSettings:
             from kerasnas.estimation.inheritance import MorphismInheritance
 
             return MorphismInheritance(self.morphism_epochs, seed=seed)
+        if self.estimator == "hypernet":
+            from kerasnas.estimation.hypernet import HyperNetEstimator
+
+            return HyperNetEstimator(
+                self.hypernet_steps,
+                seed if self.hypernet_seed is None else self.hypernet_seed,
+                self.hypernet_lr,
+            )
         from kerasnas.estimation.base import FullTraining
 
         return FullTraining()

@@ -239,6 +239,17 @@ class TrialSettings(JobSettings):
         if self.config is None and self.strategy in strategies.names(strategies.TRIAL_BASED):
             self.config = strategies.get(self.strategy).settings_class()()
 
+    def validate(self) -> None:
+        """Raises SettingError naming the first bad setting."""
+        super().validate()
+        if self.estimation.estimator == "hypernet":
+            strides = self.space_args.get("strides")
+            if self.search_space != "nasrl" or (strides is not None and list(strides) != [1]):
+                raise SettingError(
+                    f"{{estimator}}=hypernet needs {{search_space}}=nasrl with stride 1, "
+                    f"got {self.search_space}" + (f" with strides {strides}" if strides else "")
+                )
+
 
 PUBLISHED = ("DARTS_V1", "DARTS_V2")
 

@@ -293,6 +293,7 @@ class ArchTuner(keras_tuner.Tuner):
             evaluate=lambda m: accuracy(m, self.bundle.valid(batch)),
             values=dict(values or {}),
             load_model=self.load_model,
+            directory=self.project_dir,
         )
 
     def reward(self, val_accuracy: float, params: int, flops: int) -> float:
