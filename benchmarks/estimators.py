@@ -4,6 +4,7 @@ rank correlation of the estimates read off it (stage ``rank``).
     python benchmarks/estimators.py truth                       # 40 nasrl archs, 20 epochs
     python benchmarks/estimators.py truth --space=cell --n=30 --epochs=15
     python benchmarks/estimators.py rank                        # after truth, same flags
+    python benchmarks/estimators.py proxy                       # after truth: proxy configs
     python benchmarks/estimators.py hypernet --hypernet_steps=1500  # nasrl, after truth
     python benchmarks/estimators.py lc_stop --orders=20         # lc's stopping rule
 
@@ -22,6 +23,17 @@ step) and scores the truth set's architectures with generated weights, after eve
 `--hypernet_every` steps: rank correlation, regret and cost against the truth. Its cost is
 also measured against one full training (20 epochs, the truth stage's trainer) of the truth
 set's first architecture, timed in the same run before and after the hypernetwork.
+
+``proxy`` trains every architecture of the truth set again under each lower-fidelity
+configuration of ``PROXY_CONFIGS`` (:class:`~kerasnas.estimation.proxy.LowFidelity`: data
+fraction, resolution, width; a few epochs), seeded as in ``truth``, and ranks the estimates
+against the truth. Its cost is a ratio to a reference timed in the same run, architecture by
+architecture between the configurations (so a loaded machine slows both alike): the
+``full-2`` configuration (all the data, full resolution and width, 2 epochs) gives each
+architecture's build + first epoch + evaluation and its second epoch's seconds, and full
+training is estimated as that plus 18 more second epochs; ``--check_full`` architectures
+are also trained the whole 20 epochs in the run to check that estimate. Cached in
+``proxy_<space>.json`` next to the truth cache after every architecture (resumable).
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 import zlib
 
 
@@ -424,9 +437,203 @@ def lc_stop(args: argparse.Namespace) -> None:
     )
 
 
+# name -> (LowFidelity arguments); every configuration trains 2 epochs
+PROXY_CONFIGS: dict[str, dict] = {
+    "full-2": {"epochs": 2},
+    "data-1/2": {"epochs": 2, "data_fraction": 0.5},
+    "data-1/4": {"epochs": 2, "data_fraction": 0.25},
+    "res-6": {"epochs": 2, "resolution": 6},
+    "res-4": {"epochs": 2, "resolution": 4},
+    "width-0.5": {"epochs": 2, "width_multiplier": 0.5},
+    "data-1/2+res-6+width-0.5": {
+        "epochs": 2,
+        "data_fraction": 0.5,
+        "resolution": 6,
+        "width_multiplier": 0.5,
+    },
+}
+
+
+def _proxy_context(space, bundle, hypermodel, arch, seed, epochs, clock):
+    """A TrialContext as the trial runner makes it (seeded by `seed`, Keras' session
+    cleared per build); `clock` collects the seconds of every training epoch."""
+    import keras
+
+    from kerasnas.estimation import TrialContext
+    from kerasnas.evaluate import accuracy
+
+    def build(a, space_=None, resolution=None):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+        sp = space if space_ is None else space_
+        hp = sp.hyperparameters()
+        hp.values.update(sp.validate(a))
+        return hypermodel.variant(sp, resolution).build(hp)
+
+    def train_epoch(model, epoch, dataset=None):
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():  # Keras: "shuffle=True ... ignored" for a Dataset
+            warnings.simplefilter("ignore", UserWarning)
+            model.fit(bundle.train(epoch, 64) if dataset is None else dataset, epochs=1, verbose=0)
+        clock.append(time.perf_counter() - t0)
+
+    return TrialContext(
+        trial_id="0",
+        arch=arch,
+        space=space,
+        bundle=bundle,
+        epochs=epochs,
+        batch_size=64,
+        best_accuracy=float("-inf"),
+        completed=[],
+        build=lambda a, space=None, resolution=None: build(a, space, resolution),
+        train_epoch=train_epoch,
+        evaluate=lambda m: accuracy(m, bundle.valid(64)),
+    )
+
+
+def proxy(args: argparse.Namespace) -> None:
+    """Trains the truth set under every proxy configuration (see the module doc), then
+    prints Kendall tau, Spearman, top-1/top-5 regret and the cost fraction of each."""
+    import json
+
+    import keras
+    import tensorflow as tf
+
+    from kerasnas import data, io, threads
+    from kerasnas.estimation.proxy import LowFidelity
+    from kerasnas.latency import cpu_model
+    from kerasnas.multitrial.hypermodel import SpaceHyperModel
+    from kerasnas.search_spaces import get_space
+
+    tf.get_logger().setLevel("ERROR")
+    line = threads.configure(intra_op_threads=1)[1]
+    here = os.path.join(os.path.dirname(__file__), "cache")
+    truth_cache = args.cache or os.path.join(here, f"truth_{args.space}.json")
+    with open(truth_cache, encoding="utf-8") as f:
+        truth_set = json.load(f)
+    archs = truth_set["archs"]
+    epochs = len(archs[0]["val_curve"])
+    configs = {k: v for k, v in PROXY_CONFIGS.items() if not args.configs or k in args.configs}
+    name = os.path.basename(truth_cache).replace("truth_", "proxy_", 1)
+    cache = os.path.join(os.path.dirname(truth_cache), name)
+    result = {"configs": {}, "full": {}}
+    if os.path.exists(cache):
+        with open(cache, encoding="utf-8") as f:
+            result = json.load(f)
+    result["meta"] = {
+        "truth": os.path.basename(truth_cache),
+        "epochs_full": epochs,
+        "cpu": f"{cpu_model()} ({platform.machine()})",
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "threads": line,
+        "configs": PROXY_CONFIGS,
+    }
+    bundle = data.load("digits", seed=truth_set["meta"]["seed"])
+    space = get_space(args.space)
+    hypermodel = SpaceHyperModel(
+        space, bundle.input_shape, bundle.num_classes, bundle.normalization_layer()
+    )
+    print(f"{line}; cache {cache}; {len(archs)} architectures x {len(configs)} configs")
+    for i, row in enumerate(archs):
+        for name, kwargs in configs.items():
+            done = result["configs"].setdefault(name, {})
+            if str(i) in done:
+                continue
+            clock: list[float] = []
+            ctx = _proxy_context(space, bundle, hypermodel, row["arch"], row["seed"], 2, clock)
+            t0 = time.perf_counter()
+            estimate = LowFidelity(**kwargs).estimate(ctx)
+            seconds = time.perf_counter() - t0
+            done[str(i)] = {
+                "val_accuracy": float(estimate.val_accuracy),
+                "seconds": round(seconds, 4),
+                "epoch_seconds": [round(t, 4) for t in clock],
+                "params": int(estimate.model.count_params()),
+            }
+        if i < args.check_full and str(i) not in result["full"]:
+            clock = []
+            ctx = _proxy_context(space, bundle, hypermodel, row["arch"], row["seed"], epochs, clock)
+            t0 = time.perf_counter()
+            estimate = LowFidelity(epochs=epochs).estimate(ctx)
+            result["full"][str(i)] = {
+                "val_accuracy": float(estimate.val_accuracy),
+                "seconds": round(time.perf_counter() - t0, 4),
+                "epoch_seconds": [round(t, 4) for t in clock],
+            }
+        io.write_json(cache, result)
+        print(
+            f"{i + 1}/{len(archs)}: "
+            + " ".join(
+                f"{n} {result['configs'][n][str(i)]['val_accuracy']:.3f}"
+                f"/{result['configs'][n][str(i)]['seconds']:.1f}s"
+                for n in configs
+            ),
+            flush=True,
+        )
+    proxy_report(result, archs, list(configs))
+
+
+def _full_estimate(reference: dict, epochs: int) -> float:
+    """Seconds of full training estimated from a 2-epoch reference run: its total (build,
+    first epoch, evaluation, second epoch) plus `epochs` - 2 more second epochs."""
+    return reference["seconds"] + (epochs - 2) * reference["epoch_seconds"][1]
+
+
+def proxy_report(result: dict, archs: list, names: list[str]) -> None:
+    """The table of the ``proxy`` stage (also for a finished cache)."""
+    import numpy as np
+
+    truth = [a["val_curve"][-1] for a in archs]
+    test = [a["test_accuracy"] for a in archs]
+    epochs = result["meta"]["epochs_full"]
+    ref = result["configs"]["full-2"]
+    n = len(archs)
+    full = [_full_estimate(ref[str(i)], epochs) for i in range(n)]
+    print(
+        f"{n} architectures, truth: validation accuracy after {epochs} epochs (full data, "
+        f"resolution and width); cost: seconds (build + training + evaluation) over full "
+        f"training's, estimated in the same run ({np.mean(full):.1f} s each on average)"
+    )
+    for i, r in result.get("full", {}).items():
+        print(
+            f"check: arch {i} trained {epochs} epochs in the run: {r['seconds']:.1f} s, "
+            f"estimate {full[int(i)]:.1f} s; val {r['val_accuracy']:.4f} "
+            f"(truth {truth[int(i)]:.4f})"
+        )
+    curve2 = [a["val_curve"][1] for a in archs]
+    same = sum(abs(ref[str(i)]["val_accuracy"] - curve2[i]) < 1e-9 for i in range(n))
+    print(f"full-2 equals the truth run's epoch-2 accuracy for {same}/{n} architectures")
+    print(
+        f"{'config (2 epochs each)':<26} {'tau':>6} {'rho':>6} {'tau test':>8} "
+        f"{'top1':>7} {'top5':>7} {'cost':>6} {'cost chk':>8} {'mean acc':>8}"
+    )
+    checked = sorted(int(i) for i in result.get("full", {}))
+    full_real = [result["full"][str(i)]["seconds"] for i in checked]
+    for name in names:
+        rows = result["configs"][name]
+        scores = [rows[str(i)]["val_accuracy"] for i in range(n)]
+        cost = float(np.mean([rows[str(i)]["seconds"] for i in range(n)]) / np.mean(full))
+        check = (
+            float(np.mean([rows[str(i)]["seconds"] for i in checked]) / np.mean(full_real))
+            if checked
+            else float("nan")
+        )
+        print(
+            f"{name:<26} {kendall_tau(scores, truth):6.3f} {spearman(scores, truth):6.3f} "
+            f"{kendall_tau(scores, test):8.3f} {regret(scores, truth, 1):7.4f} "
+            f"{regret(scores, truth, 5):7.4f} {cost:6.3f} {check:8.3f} {np.mean(scores):8.4f}"
+        )
+    print(
+        "cost: over full training estimated from full-2 (all archs); cost chk: over the "
+        f"{len(checked)} archs also trained {epochs} epochs in the run"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=("truth", "rank", "hypernet", "lc_stop"))
+    parser.add_argument("stage", choices=("truth", "rank", "proxy", "hypernet", "lc_stop"))
     parser.add_argument("--space", default="nasrl", choices=("nasrl", "metaqnn", "cell"))
     parser.add_argument("--n", type=int, default=40, help="architectures")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of full training")
@@ -435,6 +642,12 @@ def main() -> None:
     parser.add_argument("--lc_fraction", type=float, default=0.3, help="rank: lc's epochs seen")
     parser.add_argument("--lc_threshold", type=float, default=0.05, help="lc_stop: threshold")
     parser.add_argument("--orders", type=int, default=20, help="lc_stop: trial orders")
+    parser.add_argument(
+        "--configs", default="", help="proxy: comma-separated PROXY_CONFIGS names (default all)"
+    )
+    parser.add_argument(
+        "--check_full", type=int, default=8, help="proxy: archs also trained in full"
+    )
     parser.add_argument("--hypernet_steps", type=int, default=1500)
     parser.add_argument("--hypernet_every", type=int, default=500, help="steps between scorings")
     parser.add_argument("--hypernet_lr", type=float, default=1e-3)
@@ -449,7 +662,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.n < 2 or args.epochs < 2:
         parser.error("--n and --epochs must be at least 2")
-    {"truth": truth, "rank": rank, "hypernet": hypernet, "lc_stop": lc_stop}[args.stage](args)
+    args.configs = [c for c in args.configs.split(",") if c]
+    unknown = [c for c in args.configs if c not in PROXY_CONFIGS]
+    if unknown or (args.configs and "full-2" not in args.configs):
+        parser.error(f"--configs: some of {', '.join(PROXY_CONFIGS)}, with full-2")
+    stages = {"truth": truth, "rank": rank, "proxy": proxy, "hypernet": hypernet}
+    stages["lc_stop"] = lc_stop
+    stages[args.stage](args)
 
 
 if __name__ == "__main__":

@@ -258,7 +258,12 @@ def trial_based(metrics: dict[str, Any], output_dir: str) -> str:
         (
             "best trial",
             f"id {metrics.get('best_trial_id')}: reward {_acc(metrics.get('best_reward'))}, "
-            f"valid {_acc(metrics.get('best_valid_accuracy'))}, "
+            + (
+                f"estimate {_acc(metrics.get('best_estimate_accuracy'))}, retrained "
+                if metrics.get("best_model") == "retrained"
+                else ""
+            )
+            + f"valid {_acc(metrics.get('best_valid_accuracy'))}, "
             f"test {_acc(metrics.get('best_test_accuracy'))}",
         ),
         ("size", _size(metrics, "best_")),
@@ -268,7 +273,7 @@ def trial_based(metrics: dict[str, Any], output_dir: str) -> str:
             f"{metrics.get('strategy')} over {metrics.get('search_space')} on "
             f"{metrics.get('dataset')}: {trials}",
         ),
-        ("time", f"{metrics.get('search_seconds', 0):.0f} s"),
+        ("time", _trial_time(metrics)),
         (
             "files",
             _files(
@@ -277,6 +282,7 @@ def trial_based(metrics: dict[str, Any], output_dir: str) -> str:
                     ("genotype.json", "the best architecture"),
                     ("architecture.json", "the best architecture"),
                     ("best.keras", "the best trial's model (raw images -> logits)"),
+                    ("retrain", "the top trials retrained in full"),
                     ("metrics.json", "the figures above"),
                     ("history.csv", "one row per trial"),
                     ("search_curve.png", "best reward against trials and time"),
@@ -287,6 +293,17 @@ def trial_based(metrics: dict[str, Any], output_dir: str) -> str:
         ("next", next_lines),
     ]
     return render(f"summary: {metrics.get('strategy')} search -> {out}", rows)
+
+
+def _trial_time(metrics: dict[str, Any]) -> str:
+    """The search's seconds, and the retraining's and the total when there was one."""
+    text = f"{metrics.get('search_seconds', 0):.0f} s"
+    if metrics.get("retrained"):
+        text += (
+            f" search + {metrics.get('retrain_seconds', 0):.0f} s retraining the top "
+            f"{len(metrics['retrained'])} = {metrics.get('total_seconds', 0):.0f} s"
+        )
+    return text
 
 
 def comparison(

@@ -83,7 +83,9 @@ class TrialContext:
       best_accuracy: the best validation accuracy of the trials completed so far (-inf
         before the first).
       completed: ``result.json`` of every trial completed so far (oldest first).
-      build: ``build(arch)`` -> a compiled model of `arch`, seeded by the trial.
+      build: ``build(arch, space=None, resolution=None)`` -> a compiled model of `arch`
+        (of `space`, None: the search's; e.g. a reduced one), seeded by the trial; with
+        `resolution` (H, W) the model resizes the data's images to it before its layers.
       train_epoch: ``train_epoch(model, epoch, dataset=None)`` trains one epoch on the
         train split (or `dataset`) and tells a distributed chief the trial is alive.
       evaluate: ``evaluate(model)`` -> validation accuracy.
@@ -105,7 +107,7 @@ class TrialContext:
     batch_size: int
     best_accuracy: float
     completed: list[dict[str, Any]]
-    build: Callable[[Arch], keras.Model]
+    build: Callable[..., keras.Model]
     train_epoch: Callable[..., None]
     evaluate: Callable[[keras.Model], float]
     values: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -218,6 +218,13 @@ class TrialSettings(JobSettings):
         "Export the best child into <output_dir>/export (see above).",
         choices=tuple(EXPORT_FORMATS),
     )
+    retrain_top: int = option(
+        0,
+        "After the search, train the K trials of highest reward again from scratch with "
+        "full training ({trial_epochs}, all the data, full resolution and width); the best "
+        "by validation accuracy becomes best.keras. 0: off.",
+        at_least=0,
+    )
     distributed_timeout: float = option(
         600.0,
         "Distributed mode (KERASTUNER_* variables): seconds a worker waits for the chief, "
@@ -240,7 +247,8 @@ class TrialSettings(JobSettings):
             self.config = strategies.get(self.strategy).settings_class()()
 
     def validate(self) -> None:
-        """Raises SettingError naming the first bad setting."""
+        """Raises SettingError naming the first bad setting, also where the estimator's
+        settings do not fit the space (the data's checks: ``TrialSearch.prepare``)."""
         super().validate()
         if self.estimation.estimator == "hypernet":
             strides = self.space_args.get("strides")
@@ -249,6 +257,23 @@ class TrialSettings(JobSettings):
                     f"{{estimator}}=hypernet needs {{search_space}}=nasrl with stride 1, "
                     f"got {self.search_space}" + (f" with strides {strides}" if strides else "")
                 )
+        e = self.estimation
+        if e.estimator != "proxy":
+            return
+        if e.proxy_depth != 1.0 and self.search_space != "cell":
+            raise SettingError(
+                f"{{estimation.proxy_depth}} applies to {{search_space}}=cell only, not "
+                f"{self.search_space}: a chain architecture's depth is part of the "
+                "architecture; reduce {estimation.proxy_width} or "
+                "{estimation.proxy_resolution} instead"
+            )
+        if e.proxy_resolution is not None and self.search_space == "metaqnn":
+            raise SettingError(
+                "{estimation.proxy_resolution} does not apply to {search_space}=metaqnn: its "
+                "rules (kernels and pools smaller than the representation) are those of its "
+                "image size, and many of its architectures do not build on smaller images; "
+                "reduce {estimation.proxy_width} or {estimation.proxy_data_fraction} instead"
+            )
 
 
 PUBLISHED = ("DARTS_V1", "DARTS_V2")

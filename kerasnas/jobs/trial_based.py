@@ -26,7 +26,16 @@ registry's ``settings``). Output directory (every file written atomically, ``met
   one (keras-tuner runs the interrupted trial again, with the same seed), ends with the
   ``history.csv`` of an uninterrupted one except the wall-clock columns (``seconds``,
   ``end_seconds``);
-- ``export/`` when ``export`` formats are given (see :mod:`kerasnas.export`).
+- ``export/`` when ``export`` formats are given (see :mod:`kerasnas.export`);
+- ``retrain/trial_<id>/`` with ``retrain_top`` = K > 0: after the search, the K trials of
+  highest reward are trained again from scratch with full training (``trial.epochs``
+  epochs, all the training data, full resolution and width, the trial's seed), each
+  ``model.keras`` and ``result.json`` (validation and test accuracy, seconds) written as
+  it finishes; the best of them by validation accuracy becomes ``best.keras`` and
+  ``architecture.json``, and ``metrics.json`` keeps its search estimate beside the
+  retrained accuracies. A run stopped during the retraining continues with ``resume=True``
+  (the search is over: only the trials not yet retrained are trained). With the ``full``
+  estimator, retraining repeats a trial's own training (the same seed and budget).
 
 Distributed mode: with keras-tuner's ``KERASTUNER_ORACLE_IP``, ``KERASTUNER_ORACLE_PORT``
 and ``KERASTUNER_TUNER_ID`` set, the chief (an id containing ``chief``) serves the oracle
@@ -57,7 +66,7 @@ from kerasnas.jobs.base import Job
 from kerasnas.jobs.settings import TrialSettings
 from kerasnas.multitrial import distributed
 from kerasnas.multitrial.distributed import DistributedError
-from kerasnas.multitrial.runner import ESTIMATE_FIELDS, MODEL_FILE, ArchTuner
+from kerasnas.multitrial.runner import ESTIMATE_FIELDS, MODEL_FILE, RESULT_FILE, ArchTuner
 from kerasnas.plotting import plot_search_curve
 from kerasnas.search_spaces import DiscreteSpace, get_space
 from kerasnas.wording import count
@@ -65,6 +74,7 @@ from kerasnas.wording import count
 __all__ = ["TrialSearch", "TrialSettings", "run_trial_search"]
 
 PROJECT = "tuner"
+RETRAIN_DIR = "retrain"
 HISTORY_COLUMNS = (
     "trial_id",
     "status",
@@ -95,6 +105,17 @@ class TrialSearch(Job):
         "time_budget",
         "distributed_timeout",
         "worker_timeout",
+        "retrain_top",
+    }
+    legacy = {  # settings added after output directories may have been started
+        "time_budget": None,
+        "estimation.morphism_epochs": 1,
+        "estimation.hypernet_steps": 1000,
+        "estimation.hypernet_seed": None,
+        "estimation.hypernet_lr": 1e-3,
+        "estimation.proxy_resolution": None,
+        "estimation.proxy_width": 1.0,
+        "estimation.proxy_depth": 1.0,
     }
 
     def run(self) -> dict[str, Any]:
@@ -141,6 +162,14 @@ class TrialSearch(Job):
         data = {}
         if getattr(s.config, "needs_data", False):
             data = {"input_shape": tuple(bundle.input_shape), "num_classes": bundle.num_classes}
+        e = s.estimation
+        side = int(min(bundle.input_shape[:2]))
+        if e.estimator == "proxy" and e.proxy_resolution is not None and e.proxy_resolution > side:
+            raise SettingError(
+                f"{{estimation.proxy_resolution}} must be at most the images' side ({side}: "
+                f"{bundle.name} is {bundle.input_shape[0]}x{bundle.input_shape[1]}), got "
+                f"{e.proxy_resolution}"
+            )
         with within("config"):
             self.oracle = strategies.get(s.strategy).make(
                 s.config,
@@ -205,33 +234,50 @@ class TrialSearch(Job):
             failed = [t for t in oracle.trials.values() if t.message]
             reason = _last_line(failed[0].message) if failed else "no trial ran"
             raise RunError(f"no trial completed: {reason}")
-        best = oracle.get_best_trials(1)[0]
+        best = search_best = oracle.get_best_trials(1)[0]
+        retrained = self.retrain(tuner, completed) if s.retrain_top else []
+        model_path = os.path.join(tuner.project_dir, f"trial_{best.trial_id}", MODEL_FILE)
+        if retrained:  # the first of the highest validation accuracy (in reward order)
+            chosen = max(retrained, key=lambda r: r["val_accuracy"])
+            best = oracle.trials[chosen["trial_id"]]
+            model_path = os.path.join(out, RETRAIN_DIR, f"trial_{best.trial_id}", MODEL_FILE)
         arch = space.from_hyperparameters(best.hyperparameters)
         best_record = next(r for r in records if r["trial_id"] == best.trial_id)
-        model_path = os.path.join(tuner.project_dir, f"trial_{best.trial_id}", MODEL_FILE)
         if os.path.exists(model_path):
             model = keras.models.load_model(model_path)
         else:  # not saved (an old project): the trial again, same seed
             epochs = best_record["epochs"] or s.trial.epochs
             model = tuner.train_child(best.hyperparameters, best.trial_id, int(epochs))
         batch = s.trial.batch_size
+        search_seconds = round(
+            max(r["end_time"] for r in records if r["end_time"])
+            - min(r["start_time"] for r in records if r["start_time"]),
+            2,
+        )
+        retrain_seconds = round(sum(r["seconds"] for r in retrained), 2)
         metrics: dict[str, Any] = {
             "best_trial_id": best.trial_id,
             "best_reward": float(best.score),
+            # the estimator's accuracy of the best trial (what the search saw)
+            "best_estimate_accuracy": best_record["val_accuracy"],
             "best_valid_accuracy": accuracy(model, bundle.valid(batch)),
             "best_test_accuracy": accuracy(model, bundle.test(batch)),
+            "best_model": "retrained" if retrained else "search",
             "best_params": best_record["params"],
             "best_flops": best_record["flops"],
             "best_architecture": best_record["architecture"],
             "trials": len(records),
             "trials_completed": len(completed),
             "trials_failed": sum(r["status"] == "FAILED" for r in records),
-            "search_seconds": round(
-                max(r["end_time"] for r in records if r["end_time"])
-                - min(r["start_time"] for r in records if r["start_time"]),
-                2,
-            ),
+            # the search alone: first trial's start to last trial's end (wall clock)
+            "search_seconds": search_seconds,
             "trial_seconds": round(sum(r["seconds"] or 0.0 for r in records), 2),
+            "search_best_trial_id": search_best.trial_id,
+            "retrain_top": s.retrain_top,
+            "retrained": retrained,
+            # the retraining's seconds (summed over its trials, in whichever run trained them)
+            "retrain_seconds": retrain_seconds,
+            "total_seconds": round(search_seconds + retrain_seconds, 2),
             "strategy": s.strategy,
             "search_space": s.search_space,
             "space": space.get_config(),
@@ -260,6 +306,55 @@ class TrialSearch(Job):
             f"best reward {metrics['best_reward']:.4f}",
         )
         return metrics, model, "best.keras"
+
+    def retrain(self, tuner: ArchTuner, completed: list) -> list[dict[str, Any]]:
+        """Trains the ``retrain_top`` completed trials of highest reward (ties: the earlier
+        trial first) from scratch with full training, each seeded as its trial; returns
+        their records in that order. A trial whose ``retrain/trial_<id>/result.json``
+        exists (a resumed run) is read, not trained again."""
+        s, bundle = self.settings, self.bundle
+        top = sorted(completed, key=lambda t: (-float(t.score), t.trial_id))[: s.retrain_top]
+        self.log(
+            f"retraining the top {count(len(top), 'trial')} by reward: "
+            f"{count(s.trial.epochs, 'epoch')} on all the training data"
+        )
+        records = []
+        for n, trial in enumerate(top, 1):
+            folder = os.path.join(s.output_dir, RETRAIN_DIR, f"trial_{trial.trial_id}")
+            path = os.path.join(folder, RESULT_FILE)
+            if os.path.exists(path) and os.path.exists(os.path.join(folder, MODEL_FILE)):
+                with open(path, encoding="utf-8") as f:
+                    records.append(json.load(f))
+                continue
+            trial_result = os.path.join(tuner.project_dir, f"trial_{trial.trial_id}", RESULT_FILE)
+            with open(trial_result, encoding="utf-8") as f:
+                estimate = json.load(f)
+            t0 = time.perf_counter()
+            model = tuner.train_child(trial.hyperparameters, trial.trial_id, s.trial.epochs)
+            batch = s.trial.batch_size
+            valid = accuracy(model, bundle.valid(batch))
+            test = accuracy(model, bundle.test(batch))
+            os.makedirs(folder, exist_ok=True)
+            with io.atomic_path(os.path.join(folder, MODEL_FILE)) as tmp:
+                model.save(tmp)
+            record = {
+                "trial_id": trial.trial_id,
+                "reward": float(trial.score),
+                "estimate_accuracy": estimate["val_accuracy"],
+                "val_accuracy": valid,
+                "test_accuracy": test,
+                "epochs": s.trial.epochs,
+                "params": int(model.count_params()),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+            io.write_json(path, record)  # last: the trial is retrained
+            records.append(record)
+            self.log(
+                f"retrained {n}/{len(top)}: trial {trial.trial_id} (reward "
+                f"{record['reward']:.4f}, estimate {record['estimate_accuracy']:.4f}) -> "
+                f"val {valid:.4f}, test {test:.4f} | {record['seconds']:.1f} s"
+            )
+        return records
 
     def summary(self, metrics: dict[str, Any]) -> str:
         return summary.trial_based(metrics, self.settings.output_dir)

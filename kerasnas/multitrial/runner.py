@@ -233,13 +233,25 @@ class ArchTuner(keras_tuner.Tuner):
 
     # -- one trial ---------------------------------------------------------------------------
 
-    def build_child(self, arch: dict[str, Any], trial_id: str) -> keras.Model:
-        """A fresh compiled model of `arch`, seeded by the trial id (Keras' session cleared)."""
+    def build_child(
+        self,
+        arch: dict[str, Any],
+        trial_id: str,
+        space: DiscreteSpace | None = None,
+        resolution: tuple[int, int] | None = None,
+    ) -> keras.Model:
+        """A fresh compiled model of `arch`, seeded by the trial id (Keras' session cleared).
+        `space`: the space `arch` belongs to (None: the search's; a proxy's reduced space);
+        `resolution`: (H, W) the images are resized to inside the model (None: the data's)."""
         keras.backend.clear_session()
         keras.utils.set_random_seed(trial_seed(self.config.seed, trial_id))
-        hp = self.space.hyperparameters()
-        hp.values.update(self.space.validate(arch))
-        return self.hypermodel.build(hp)
+        space = self.space if space is None else space
+        hp = space.hyperparameters()
+        hp.values.update(space.validate(arch))
+        hypermodel = self.hypermodel
+        if space is not self.space or resolution is not None:
+            hypermodel = hypermodel.variant(space, resolution)
+        return hypermodel.build(hp)
 
     def train_epoch(self, model: keras.Model, epoch: int, trial_id: str, dataset=None) -> None:
         """One epoch of `model` on the train split (or `dataset`), then a heartbeat to a
@@ -288,7 +300,9 @@ class ArchTuner(keras_tuner.Tuner):
             batch_size=batch,
             best_accuracy=max(accuracies, default=float("-inf")),
             completed=completed,
-            build=lambda a: self.build_child(a, trial_id),
+            build=lambda a, space=None, resolution=None: self.build_child(
+                a, trial_id, space, resolution
+            ),
             train_epoch=lambda m, e, dataset=None: self.train_epoch(m, e, trial_id, dataset),
             evaluate=lambda m: accuracy(m, self.bundle.valid(batch)),
             values=dict(values or {}),

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,16 @@ if TYPE_CHECKING:
 Value = int | float | str
 Arch = dict[str, Value]
 
-__all__ = ["Arch", "Decision", "DiscreteSpace", "SpaceError", "check_shape", "int_values"]
+__all__ = [
+    "Arch",
+    "Decision",
+    "DiscreteSpace",
+    "SpaceError",
+    "check_shape",
+    "check_reduction",
+    "int_values",
+    "scale_width",
+]
 
 _EXACT_SIZE_LIMIT = 100_000  # size(): enumerate spaces of at most this many assignments
 
@@ -528,6 +538,34 @@ class DiscreteSpace:
         """Constructor arguments plus ``name``: ``get_space(**config)`` rebuilds the space."""
         raise NotImplementedError
 
+    def reduce(
+        self,
+        arch: Mapping[str, Any],
+        width: float = 1.0,
+        depth: float = 1.0,
+        image_size: int | None = None,
+    ) -> tuple[DiscreteSpace, Arch]:
+        """A smaller model of `arch` for a lower-fidelity estimate: ``(space, arch)`` of it,
+        `self` and the validated `arch` when nothing is reduced. The trial keeps the full
+        `arch`; this one is only trained for the estimate.
+
+        Args:
+          width: multiplier of every filter / channel / unit count, in (0, 1]; each count
+            becomes ``max(1, round(count * width))``.
+          depth: multiplier of the number of cells, in (0, 1], where the space has a depth
+            separate from the architecture (the cell space); a chain space's depth is part
+            of the architecture.
+          image_size: the side (pixels, the shorter one) of the images the reduced model
+            will see, for spaces whose rules depend on it; None: the data's.
+
+        The base class reduces nothing: any `width` or `depth` below 1 raises
+        :class:`SpaceError`.
+        """
+        check_reduction(width, depth, image_size)
+        if width != 1.0 or depth != 1.0:
+            raise SpaceError(f"{self.name}: this space has no width or depth reduction")
+        return self, self.validate(arch)
+
     def _check_name(self, name: str) -> None:
         if name not in self._index:
             raise SpaceError(f"{self.name}: unknown decision {name!r}", decision=name)
@@ -558,3 +596,20 @@ def check_shape(input_shape: Sequence[int], num_classes: int, where: str) -> tup
     if num_classes < 1:
         raise ValueError(f"{where}: num_classes must be an int >= 1, got {num_classes!r}")
     return shape
+
+
+def check_reduction(width: float, depth: float, image_size: int | None) -> None:
+    """ValueError naming `width`, `depth` or `image_size` when it is not a multiplier in
+    (0, 1] (an int >= 1 for `image_size`, or None)."""
+    for name, value in (("width", width), ("depth", depth)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise ValueError(f"reduce: {name} must be a number in (0, 1], got {value!r}")
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
+    ):
+        raise ValueError(f"reduce: image_size must be an int >= 1 or None, got {image_size!r}")
+
+
+def scale_width(count_: int, width: float) -> int:
+    """``count_ * width`` rounded half up, at least 1 (a reduced filter / unit count)."""
+    return max(1, int(math.floor(count_ * width + 0.5)))

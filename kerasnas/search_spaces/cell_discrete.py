@@ -24,7 +24,13 @@ import numpy as np
 from kerasnas import ops as ops_lib
 from kerasnas.errors import SettingError
 from kerasnas.genotype import Genotype, GenotypeError
-from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError
+from kerasnas.search_spaces.base import (
+    Arch,
+    DiscreteSpace,
+    SpaceError,
+    check_reduction,
+    scale_width,
+)
 from kerasnas.search_spaces.cell import CELL_KINDS, CellSpace, genotype_stack, reduction_cells
 from kerasnas.wording import count
 
@@ -112,6 +118,21 @@ class DiscreteCellSpace(DiscreteSpace):
             "drop_path": self.drop_path,
             "stem_multiplier": self.stem_multiplier,
         }
+
+    def reduce(self, arch, width=1.0, depth=1.0, image_size=None):
+        """The same genotype in a network of ``round(C * width)`` channels (at least 2) and
+        ``round(L * depth)`` cells (at least 3; reductions at L//3 and 2L//3 of the new L).
+        Any image size builds."""
+        check_reduction(width, depth, image_size)
+        arch = self.validate(arch)
+        channels = max(2, scale_width(self.init_channels, width))
+        layers = max(3, scale_width(self.layers, depth))
+        if (channels, layers) == (self.init_channels, self.layers):
+            return self, arch
+        config = {**self.get_config(), "init_channels": channels, "layers": layers}
+        config.pop("name")
+        space = DiscreteCellSpace(**config)
+        return space, space.validate(arch, repair=False)
 
     def _check(self, arch: Arch, repair: bool) -> Arch:
         for kind in CELL_KINDS:

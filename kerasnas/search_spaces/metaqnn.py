@@ -45,7 +45,14 @@ import numpy as np
 
 from kerasnas import ops as ops_lib
 from kerasnas.errors import SettingError
-from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError, int_values
+from kerasnas.search_spaces.base import (
+    Arch,
+    DiscreteSpace,
+    SpaceError,
+    check_reduction,
+    int_values,
+    scale_width,
+)
 from kerasnas.wording import count
 
 __all__ = ["MetaQNNSpace", "MetaQNNState"]
@@ -204,6 +211,48 @@ class MetaQNNSpace(DiscreteSpace):
             "fc_max_size": self.fc_max_size,
             "batch_norm": self.batch_norm,
         }
+
+    def reduce(self, arch, width=1.0, depth=1.0, image_size=None):
+        """Conv filters and FC units scaled by `width` (FC widths stay non-increasing);
+        with `image_size` below the space's, the layers must obey the rules at that size
+        (kernels and pools smaller than the representation), else :class:`SpaceError`
+        naming the first layer that does not. No `depth`: the layers are the architecture."""
+        check_reduction(width, depth, image_size)
+        if depth != 1.0:
+            raise SpaceError(
+                "metaqnn: no depth reduction: the layer sequence is the architecture; "
+                "reduce the width or the data"
+            )
+        arch = self.validate(arch)
+        size = self.image_size if image_size is None else min(image_size, self.image_size)
+        if width == 1.0 and size == self.image_size:
+            return self, arch
+        convs = {f: scale_width(f, width) for f in self.conv_filters}
+        units = {u: scale_width(u, width) for u in self.fc_units}
+        layers = []
+        for layer in self.arch_to_actions(arch):
+            kind, *args = layer.split("_")
+            if kind == "conv":
+                layer = f"conv_{convs[int(args[0])]}_{args[1]}"
+            elif kind == "fc":
+                layer = f"fc_{units[int(args[0])]}"
+            layers.append(layer)
+        config = {
+            **self.get_config(),
+            "image_size": size,
+            "conv_filters": sorted(set(convs.values())),
+            "fc_units": sorted(set(units.values()), reverse=True),
+        }
+        config.pop("name")
+        space = MetaQNNSpace(**config)
+        try:
+            return space, space.arch_from_actions(layers)
+        except SpaceError as e:
+            raise SpaceError(
+                f"metaqnn: {' '.join(layers)} does not build at image size {size} "
+                f"(the space's rules hold for {self.image_size}): {e}",
+                decision=e.decision,
+            ) from None
 
     # -- the MDP -----------------------------------------------------------------------------
 

@@ -31,7 +31,14 @@ import keras
 
 from kerasnas import ops as ops_lib
 from kerasnas.errors import SettingError
-from kerasnas.search_spaces.base import Arch, DiscreteSpace, SpaceError, int_values
+from kerasnas.search_spaces.base import (
+    Arch,
+    DiscreteSpace,
+    SpaceError,
+    check_reduction,
+    int_values,
+    scale_width,
+)
 from kerasnas.wording import count
 
 __all__ = ["NASRLSpace"]
@@ -108,6 +115,26 @@ class NASRLSpace(DiscreteSpace):
             "strides": None if self.strides is None else list(self.strides),
             "skip_connections": self.skip_connections,
         }
+
+    def reduce(self, arch, width=1.0, depth=1.0, image_size=None):
+        """Every layer's filters scaled by `width` (the space's filter values with them);
+        kernels, strides and skips kept. No `depth`: the number of layers is part of a
+        chain architecture. Any image size builds ('same' padding)."""
+        check_reduction(width, depth, image_size)
+        if depth != 1.0:
+            raise SpaceError(
+                "nasrl: no depth reduction: a chain architecture's depth (num_layers) is "
+                "part of the architecture; reduce the width, the resolution or the data"
+            )
+        arch = self.validate(arch)
+        if width == 1.0:
+            return self, arch
+        scaled = {f: scale_width(f, width) for f in self.filters}
+        config = {**self.get_config(), "filters": sorted(set(scaled.values()))}
+        config.pop("name")
+        space = NASRLSpace(**config)
+        reduced = {k: scaled[v] if k.endswith("/filters") else v for k, v in arch.items()}
+        return space, space.validate(reduced, repair=False)
 
     # -- structure ---------------------------------------------------------------------------
 
