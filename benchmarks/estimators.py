@@ -7,6 +7,7 @@ rank correlation of the estimates read off it (stage ``rank``).
     python benchmarks/estimators.py proxy                       # after truth: proxy configs
     python benchmarks/estimators.py hypernet --hypernet_steps=1500  # nasrl, after truth
     python benchmarks/estimators.py lc_stop --orders=20         # lc's stopping rule
+    python benchmarks/estimators.py plot                        # tau against cost, all rows
 
 ``truth`` trains `--n` architectures of one space (sampled uniformly with a seeded
 generator, duplicates skipped) fully on digits, as a trial-based search's ``full``
@@ -139,6 +140,68 @@ def truth(args: argparse.Namespace) -> None:
         )
 
 
+def _results_path(args: argparse.Namespace) -> str:
+    return os.path.join(os.path.dirname(__file__), "results", f"estimators_{args.space}.json")
+
+
+def record(args: argparse.Namespace, name: str, scores, truth, cost: float, stage: str) -> None:
+    """Keeps one estimator's row (tau, Spearman, top-1/top-5 regret, cost as a fraction of
+    full training) in ``benchmarks/results/estimators_<space>.json`` for the ``plot`` stage;
+    a row of the same name is replaced."""
+    import json
+
+    from kerasnas import io
+
+    path = _results_path(args)
+    rows = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            rows = json.load(f)
+    rows[name] = {
+        "stage": stage,
+        "tau": kendall_tau(scores, truth),
+        "spearman": spearman(scores, truth),
+        "top1_regret": regret(scores, truth, 1),
+        "top5_regret": regret(scores, truth, 5),
+        "cost": float(cost),
+    }
+    io.write_json(path, rows)
+
+
+def plot(args: argparse.Namespace) -> None:
+    """Kendall tau against cost (fraction of full training) of every recorded estimator:
+    ``benchmarks/results/estimators_<space>.png``."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = _results_path(args)
+    if not os.path.exists(path):
+        sys.exit(f"{path}: run the rank, proxy and hypernet stages first")
+    with open(path, encoding="utf-8") as f:
+        rows = json.load(f)
+    colours = {"rank": "tab:blue", "proxy": "tab:green", "hypernet": "tab:red"}
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for stage, colour in colours.items():
+        pts = [(r["cost"], r["tau"], n) for n, r in rows.items() if r["stage"] == stage]
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colour, label=stage)
+        for x, y, name in pts:
+            ax.annotate(name, (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("cost (fraction of full training's seconds)")
+    ax.set_ylabel("Kendall tau with the truth (final validation accuracy)")
+    ax.set_title(f"Estimators on {args.space} / digits: rank correlation against cost")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out = path[: -len(".json")] + ".png"
+    fig.savefig(out, dpi=110)
+    print(out)
+
+
 def kendall_tau(a, b) -> float:
     """Kendall's tau-b of two score lists (ties in either count as neither concordant nor
     discordant, with the tau-b normalisation)."""
@@ -226,6 +289,7 @@ def rank(args: argparse.Namespace) -> None:
         f"{'top1':>7} {'top5':>7} {'cost':>6}"
     )
     for name, scores, cost, _ in rows:
+        record(args, name, scores, truth, cost, "rank")
         print(
             f"{name:<28} {kendall_tau(scores, truth):6.3f} {spearman(scores, truth):6.3f} "
             f"{kendall_tau(scores, test):8.3f} {regret(scores, truth, 1):7.4f} "
@@ -343,6 +407,9 @@ def hypernet(args: argparse.Namespace) -> None:
     )
     for steps, scores, train_s, score_s, _ in rows:
         cost = train_s + score_s
+        if steps == rows[-1][0]:
+            name = f"hypernet: {steps} steps"
+            record(args, name, scores, truth, cost / (load * cached_total), "hypernet")
         print(
             f"{f'hypernet: {steps} steps':<28} {kendall_tau(scores, truth):6.3f} "
             f"{spearman(scores, truth):6.3f} {kendall_tau(scores, test):8.3f} "
@@ -572,7 +639,7 @@ def proxy(args: argparse.Namespace) -> None:
             ),
             flush=True,
         )
-    proxy_report(result, archs, list(configs))
+    proxy_report(result, archs, list(configs), args)
 
 
 def _full_estimate(reference: dict, epochs: int) -> float:
@@ -581,7 +648,7 @@ def _full_estimate(reference: dict, epochs: int) -> float:
     return reference["seconds"] + (epochs - 2) * reference["epoch_seconds"][1]
 
 
-def proxy_report(result: dict, archs: list, names: list[str]) -> None:
+def proxy_report(result: dict, archs: list, names: list[str], args: argparse.Namespace) -> None:
     """The table of the ``proxy`` stage (also for a finished cache)."""
     import numpy as np
 
@@ -620,6 +687,7 @@ def proxy_report(result: dict, archs: list, names: list[str]) -> None:
             if checked
             else float("nan")
         )
+        record(args, f"proxy {name}", scores, truth, cost, "proxy")
         print(
             f"{name:<26} {kendall_tau(scores, truth):6.3f} {spearman(scores, truth):6.3f} "
             f"{kendall_tau(scores, test):8.3f} {regret(scores, truth, 1):7.4f} "
@@ -633,7 +701,7 @@ def proxy_report(result: dict, archs: list, names: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=("truth", "rank", "proxy", "hypernet", "lc_stop"))
+    parser.add_argument("stage", choices=("truth", "rank", "proxy", "hypernet", "lc_stop", "plot"))
     parser.add_argument("--space", default="nasrl", choices=("nasrl", "metaqnn", "cell"))
     parser.add_argument("--n", type=int, default=40, help="architectures")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of full training")
@@ -667,7 +735,7 @@ def main() -> None:
     if unknown or (args.configs and "full-2" not in args.configs):
         parser.error(f"--configs: some of {', '.join(PROXY_CONFIGS)}, with full-2")
     stages = {"truth": truth, "rank": rank, "proxy": proxy, "hypernet": hypernet}
-    stages["lc_stop"] = lc_stop
+    stages.update(lc_stop=lc_stop, plot=plot)
     stages[args.stage](args)
 
 

@@ -39,6 +39,7 @@ import keras_tuner
 
 from kerasnas import io
 from kerasnas.data import DataBundle
+from kerasnas.errors import KerasNASError
 from kerasnas.estimation.base import Estimator, FullTraining, TrialContext
 from kerasnas.evaluate import accuracy
 from kerasnas.multitrial import distributed
@@ -139,7 +140,7 @@ def _short(op: str) -> str:
     return head + tail if tail.isdigit() else head
 
 
-class _BudgetSpent(Exception):
+class _BudgetSpent(KerasNASError):
     """Raised before a new trial when the time budget is spent; ends :meth:`ArchTuner.search`."""
 
 
