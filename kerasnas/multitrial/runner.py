@@ -423,7 +423,7 @@ class ArchTuner(keras_tuner.Tuner):
 
     def pre_create_trial(self) -> None:
         if self.time_budget is not None and self.spent_seconds() >= self.time_budget:
-            raise _BudgetSpent
+            raise _BudgetSpent("the time budget is spent")
 
     def _best_known(self) -> float:
         best = self._best
