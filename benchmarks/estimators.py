@@ -184,11 +184,16 @@ def plot(args: argparse.Namespace) -> None:
     with open(path, encoding="utf-8") as f:
         rows = json.load(f)
     colours = {"rank": "tab:blue", "proxy": "tab:green", "hypernet": "tab:red"}
+    labels = {
+        "rank": "read off the truth run (epoch k, lc)",
+        "proxy": "trained again, reduced (2 epochs)",
+        "hypernet": "hypernetwork",
+    }
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for stage, colour in colours.items():
         pts = [(r["cost"], r["tau"], n) for n, r in rows.items() if r["stage"] == stage]
         if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colour, label=stage)
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colour, label=labels[stage])
         for x, y, name in pts:
             ax.annotate(name, (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
     ax.axhline(0, color="grey", lw=0.5)
