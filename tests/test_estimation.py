@@ -80,6 +80,7 @@ def test_lc_stops_a_plateau_far_below_the_best_at_its_first_check():
     assert estimate.val_accuracy == estimate.predicted_accuracy  # the paper's reported value
 
 
+@pytest.mark.slow  # a curve fit at each of 15 checks
 def test_lc_lets_a_curve_that_will_beat_the_best_run_to_the_end():
     curve = _pow3(20)
     ctx, seen = _trial(curve, best=curve[-1] - 0.1)
