@@ -38,11 +38,13 @@ import tensorflow as tf
 
 from kerasnas import distribute, io, resource, strategies, summary
 from kerasnas.batchnorm import Recalibrator
+from kerasnas.errors import SettingError
 from kerasnas.evaluate import accuracy
 from kerasnas.jobs.base import Job, quiet
 from kerasnas.jobs.settings import OneShotSettings, default_config
 from kerasnas.plotting import plot_cells
 from kerasnas.search_spaces.cell import CellSpace
+from kerasnas.target import format_cost
 from kerasnas.wording import count
 
 __all__ = ["OneShotSearch", "OneShotSettings", "default_config", "run_search"]
@@ -115,12 +117,51 @@ class OneShotSearch(Job):
         )
         if s.derive == "argmax":  # the child is the supernet's argmax: validate it per epoch
             self.trainer.argmax_every = ARGMAX_EVERY
+        penalty = getattr(self.trainer, "penalty", None)
+        if penalty is not None and penalty.target is not None:
+            self.aim_at_target(penalty)
         self.log(f"strategy: {entry.summary}")
         if self.strategy is not None:
             self.log(
                 f"distribution: {s.distribution}, {self.strategy.num_replicas_in_sync} "
                 f"replicas, global batch {cfg.batch_size}"
             )
+
+    def aim_at_target(self, penalty) -> None:
+        """Tells the penalty what the derived child is: the space's derivation rule for its
+        table cost (every step) and the child model for its fixed part (calibrated once;
+        latency: every few epochs, measured with LiteRT)."""
+        s, space, supernet = self.settings, self.space, self.supernet
+        if s.derive not in ("argmax", "top2"):
+            raise SettingError(
+                f"{{target}} needs a child read off the logits ({{derive}}=argmax or top2), "
+                f"got {{derive}}={s.derive}"
+            )
+        res = penalty.resource
+        cache: dict[str, float] = {}  # cost of each cell preprocessing layer
+
+        def layer_cost(layer) -> float:
+            if layer.name not in cache:
+                shape = tuple(layer.input.shape[1:])
+                if res == "latency":
+                    cache[layer.name] = self.trainer.latency_table.latency(layer, shape)
+                else:
+                    cache[layer.name] = resource.layer_cost(layer, shape).get(res)
+            return cache[layer.name]
+
+        penalty.table_cost = lambda: space.table_cost(
+            supernet, space.derive(supernet, s.derive), res, layer_cost
+        )
+        penalty.child_model = lambda: space.build_child(
+            space.derive(supernet, s.derive),
+            supernet,
+            preprocessing=self.bundle.normalization_layer(),
+        )
+        self.log(
+            f"cost target: {penalty.target} ({res} of the {s.derive} child); the penalty weight "
+            f"starts at {penalty.weight_value():g} and adapts by dual ascent "
+            f"(step {s.config.target_lr:g})"
+        )
 
     def execute(self) -> tuple[dict[str, Any], Any, str]:
         s, cfg, bundle, trainer = self.settings, self.settings.config, self.bundle, self.trainer
@@ -153,6 +194,7 @@ class OneShotSearch(Job):
             used = Recalibrator(child, [spec])(batches)
             self.log(f"child batch norm recalibrated on {used} training batches")
         cost = resource.network_cost(child)
+        target = self.target_outcome(child)
         batch = cfg.batch_size
         metrics = {
             # the supernet as it searched (SNAS: Gumbel samples; DARTS: the softmax mixture;
@@ -170,6 +212,7 @@ class OneShotSearch(Job):
             "child_mac": int(cost.mac),
             "supernet_params": trainable_params(self.supernet),
             "child_edges": {k: len(genotype.edges(k)) for k in ("normal", "reduce")},
+            **target,
             "search_seconds": round(trainer.search_seconds, 2),
             **done,
             "final_entropy": history[-1].get("entropy") if history else None,
@@ -196,6 +239,24 @@ class OneShotSearch(Job):
         io.write_json(os.path.join(out, "history.json"), history)
         self.genotype = genotype
         return metrics, child, "child.keras"
+
+    def target_outcome(self, child: keras.Model) -> dict[str, Any]:
+        """With a cost target: the child's measured cost (counted, or its float TFLite
+        latency with LiteRT) and its ratio to the target, and the penalty's record."""
+        penalty = getattr(self.trainer, "penalty", None)
+        if penalty is None or penalty.target is None:
+            return {}
+        from kerasnas.trainers.penalty import measured_cost
+
+        res = penalty.resource
+        measured = measured_cost(child, res, self.settings.config.latency_threads)
+        ratio = penalty.target.ratio(measured)
+        self.log(
+            f"cost target {penalty.target}: the child has {format_cost(measured, res)} "
+            f"({ratio:.3f} of the target; predicted during the search "
+            f"{format_cost(penalty.child_cost(), res)})"
+        )
+        return {**penalty.summary(), "child_cost": measured, "target_ratio": ratio}
 
     def summary(self, metrics: dict[str, Any]) -> str:
         return summary.one_shot(

@@ -26,7 +26,7 @@ import numpy as np
 from kerasnas import ops as ops_lib
 from kerasnas.errors import SettingError
 from kerasnas.genotype import Genotype
-from kerasnas.layers import DropPath, MixedOp
+from kerasnas.layers import DropPath, MixedOp, mixed_ops
 from kerasnas.wording import count
 
 CELL_KINDS = ("normal", "reduce")
@@ -266,6 +266,68 @@ class CellSpace:
                 cell.append(tuple(pairs))
             cells[kind] = tuple(cell)
         return Genotype.of_cells(cells["normal"], cells["reduce"])
+
+    def live_cells(self, genotype: Genotype) -> list[set[int]]:
+        """Per cell, the inputs (0: the cell before last, 1: the last) its kept edges read;
+        empty for a cell whose output nothing reads (the child's graph drops its layers,
+        and its preprocessing with them). A node without edges reads input 0 (its zeros
+        take that shape)."""
+        reductions = self.reduction_cells
+        reads = []
+        for c in range(self.layers):
+            kind = "reduce" if c in reductions else "normal"
+            used = set()
+            for node in genotype.cell(kind):
+                srcs = {src for _, src in node}
+                used |= srcs if srcs else {0}
+            reads.append({src for src in used if src < 2})
+        live = [set() for _ in range(self.layers)]
+        needed = {self.layers - 1}  # the classifier reads the last cell
+        for c in range(self.layers - 1, -1, -1):
+            if c not in needed:
+                continue
+            live[c] = reads[c]
+            if 1 in reads[c]:
+                needed.add(c - 1)
+            if 0 in reads[c]:
+                needed.add(c - 2)
+        return live
+
+    def table_cost(
+        self,
+        supernet: keras.Model,
+        genotype: Genotype,
+        resource: str,
+        layer_cost: Callable[[keras.layers.Layer], float] | None = None,
+    ) -> float:
+        """What the parts of the child of `genotype` that depend on the architecture cost:
+        its kept ops (their rows of the supernet's MixedOp cost tables) and the cell
+        preprocessing they read (``layer_cost(layer)`` of the supernet's layer, default:
+        counted with :func:`kerasnas.resource.layer_cost`), over every live cell (see
+        :meth:`live_cells`); units of `resource` (count, or ms of latency once measured).
+        The child's cost is this plus a fixed part (stem, classifier) that no architecture
+        changes."""
+        from kerasnas import resource as resource_lib
+
+        if layer_cost is None:
+
+            def layer_cost(layer):
+                return resource_lib.layer_cost(layer, layer.input.shape[1:]).get(resource)
+
+        layers = {m.name: m for m in mixed_ops(supernet)}
+        reductions = self.reduction_cells
+        total = 0.0
+        for c, reads in enumerate(self.live_cells(genotype)):
+            kind = "reduce" if c in reductions else "normal"
+            if not reads:
+                continue
+            for src in reads:
+                total += float(layer_cost(supernet.get_layer(f"cell{c}_pre{src}")))
+            for dst, node in enumerate(genotype.cell(kind), start=2):
+                for op, src in node:
+                    layer = layers[f"cell{c}_edge{src}_{dst}"]
+                    total += float(resource_lib.cost_column(layer, resource)[self.ops.index(op)])
+        return total
 
     def _top2(self, probs: dict[int, np.ndarray]) -> list[tuple[str, int]]:
         allowed = [k for k, op in enumerate(self.ops) if op != "none"]

@@ -303,6 +303,10 @@ class Trainer:
         """How many steps :meth:`train_batches` yields (for the progress bar)."""
         return math.ceil(data.num_train / self.config.batch_size)
 
+    def after_step(self) -> None:
+        """Python work after every compiled step (e.g. a cost target's dual step); counted
+        by a time budget."""
+
     def on_epoch_end(self, data, epoch: int) -> dict[str, float]:
         """Work after the epoch's steps, before validation; returns values to log."""
         return {}
@@ -450,6 +454,7 @@ class Trainer:
                         f"{n + 1}: the run stopped ({kept}); lower the learning rate "
                         f"({{w_lr}} is {cfg.w_lr:g})"
                     )
+                self.after_step()
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n += 1

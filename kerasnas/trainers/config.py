@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from kerasnas import options
+from kerasnas.errors import SettingError
 from kerasnas.names import CHILD_BN, DARTS_ORDERS, ESTIMATORS, RESOURCES
 from kerasnas.names import PENALTY_FORMS as FORMS
 from kerasnas.options import option
@@ -19,6 +20,7 @@ __all__ = [
     "DARTSConfig",
     "ENASConfig",
     "LoopConfig",
+    "PenaltyConfig",
     "RetrainConfig",
     "SNASConfig",
     "TrainerConfig",
@@ -95,36 +97,34 @@ class TrainerConfig(LoopConfig):
 
 
 @dataclasses.dataclass
-class SNASConfig(TrainerConfig):
-    """SNAS hyper-parameters (defaults from the authors' code); see TrainerConfig too.
+class PenaltyConfig(TrainerConfig):
+    """A resource penalty on the architecture (SNAS and DARTS); see TrainerConfig too.
 
     resource: "params", "flops" or "mac" (units: millions) or "latency" (ms, from a LiteRT
     table measured on this machine, see :mod:`kerasnas.latency`); resource_lambda 0 disables
-    the penalty. resource_form: "log" or "linear". resource_estimator: "reparam", "score" or
-    "expected". latency_cache: directory of the latency tables (None: the default,
-    ``~/.cache/kerasnas/latency``); latency_threads: LiteRT threads the latency is measured
-    with.
+    the penalty. resource_form: "log" or "linear". latency_cache: directory of the latency
+    tables (None: the default, ``~/.cache/kerasnas/latency``); latency_threads: LiteRT
+    threads the latency is measured with.
+
+    target: a cost the derived child must land on instead of a fixed weight, e.g.
+    ``params:30k`` or ``latency:0.05ms`` (see :mod:`kerasnas.target`); the weight then starts
+    at `resource_lambda` and adapts after every step by dual ascent with step `target_lr`.
+    The target's resource is the penalty's (`resource` must be left at its default or
+    agree).
     """
 
-    temperature_start: float = option(
-        1.0, "Gumbel-softmax temperature at the first epoch.", above=0
-    )
-    temperature_end: float = option(
-        0.03, "Temperature at the last epoch (linear schedule).", above=0
-    )
     resource: str = option(
         "params",
         "Cost the penalty charges: trainable params, mult-adds, memory access, or latency "
         "(ms, a LiteRT table measured on this machine and cached, see {latency_cache}).",
         choices=RESOURCES,
     )
-    resource_lambda: float = option(0.0, "Weight of the resource penalty (0: none).", at_least=0)
-    resource_form: str = option("log", "Penalise log(C) or C (in millions).", choices=FORMS)
-    resource_estimator: str = option(
-        "reparam",
-        "Gradient of the penalty: reparameterised, score function, or exact expectation.",
-        choices=ESTIMATORS,
+    resource_lambda: float = option(
+        0.0,
+        "Weight of the resource penalty (0: none); with {target}, the weight it starts from.",
+        at_least=0,
     )
+    resource_form: str = option("log", "Penalise log(C) or C (in millions).", choices=FORMS)
     latency_cache: str | None = option(
         None,
         "Directory of the {resource}=latency tables (default $KERASNAS_CACHE/latency, "
@@ -133,11 +133,68 @@ class SNASConfig(TrainerConfig):
     latency_threads: int = option(
         1, "LiteRT threads the latency is measured with.", flag=False, at_least=1
     )
+    target: str | None = option(
+        None,
+        "Cost the derived child must land on, instead of a hand-tuned {resource_lambda}: "
+        "params:30k, flops:300k, mac:1.2M or latency:0.05ms (LiteRT on this machine). The "
+        "penalty weight adapts after every step (dual ascent on log(child cost / target), "
+        "the child being the one the search would return now). None: a fixed weight.",
+    )
+    target_lr: float = option(
+        0.01,
+        "Step of the penalty weight per training step and unit of log(child cost / "
+        "target), with {target}.",
+        above=0,
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.target is None:
+            return
+        from kerasnas.target import Target
+
+        target = Target.parse(self.target)
+        default = PenaltyConfig.__dataclass_fields__["resource"].default
+        if self.resource not in (default, target.resource):
+            raise SettingError(
+                f"{{target}} {self.target!r} charges {target.resource}, but {{resource}} is "
+                f"{self.resource!r}: leave {{resource}} out (the target sets it) or make "
+                "them agree"
+            )
+
+    @property
+    def penalty_resource(self) -> str:
+        """The resource the penalty charges: the target's when there is one."""
+        if self.target is None:
+            return self.resource
+        from kerasnas.target import Target
+
+        return Target.parse(self.target).resource
 
 
 @dataclasses.dataclass
-class DARTSConfig(TrainerConfig):
-    """DARTS hyper-parameters (defaults from the authors' code); see TrainerConfig too.
+class SNASConfig(PenaltyConfig):
+    """SNAS hyper-parameters (defaults from the authors' code); see PenaltyConfig and
+    TrainerConfig too. resource_estimator: "reparam", "score" or "expected" (the gradient
+    of the penalty)."""
+
+    temperature_start: float = option(
+        1.0, "Gumbel-softmax temperature at the first epoch.", above=0
+    )
+    temperature_end: float = option(
+        0.03, "Temperature at the last epoch (linear schedule).", above=0
+    )
+    resource_estimator: str = option(
+        "reparam",
+        "Gradient of the penalty: reparameterised, score function, or exact expectation.",
+        choices=ESTIMATORS,
+    )
+
+
+@dataclasses.dataclass
+class DARTSConfig(PenaltyConfig):
+    """DARTS hyper-parameters (defaults from the authors' code); see PenaltyConfig (a
+    resource penalty on the architecture step, exact expectation) and TrainerConfig too.
 
     order: 1 (first-order approximation) or 2 (unrolled, through one virtual weight step).
     unrolled_eps: numerator of the finite-difference step of the second-order

@@ -17,6 +17,10 @@ product by central finite differences at w +- eps v, eps = unrolled_eps / ||v||.
 weights are assigned to the model's variables and restored afterwards, and so are the
 non-trainable variables (batch-norm moving statistics): only the weight step's forward pass
 updates them. Derive the child with ``CellSpace.derive(model, rule="top2")``.
+
+A resource penalty (``resource_lambda`` or a ``target``, see
+:mod:`kerasnas.trainers.penalty`) adds ``lambda * penalty(expected cost under
+softmax(alpha))`` to the architecture step's loss; its gradient is exact (no sample).
 """
 
 from __future__ import annotations
@@ -26,11 +30,11 @@ import math
 import tensorflow as tf
 
 from kerasnas import distribute
-from kerasnas.trainers.base import OneShotTrainer
 from kerasnas.trainers.config import DARTSConfig
+from kerasnas.trainers.penalty import PENALTY_FIELDS, PenalizedTrainer
 
 
-class DARTSTrainer(OneShotTrainer):
+class DARTSTrainer(PenalizedTrainer):
     """Differentiable architecture search on any Keras model whose MixedOps use relaxation
     ``softmax``. Call :meth:`fit`; derive the child with the search space's
     ``derive(model, rule="top2")``."""
@@ -43,6 +47,13 @@ class DARTSTrainer(OneShotTrainer):
     ):
         super().__init__(model, config or DARTSConfig(), output_dir, verbose, strategy)
         self._grad_fn = None
+
+    def config_dict(self) -> dict:
+        config = super().config_dict()
+        if not self.penalty.active:  # checkpoints from before DARTS had a penalty resume
+            for name in PENALTY_FIELDS:
+                config.pop(name, None)
+        return config
 
     # -- data: a batch of each half of the training split per step ------------------------
     def step_signature(self) -> tuple[tf.TensorSpec, ...]:
@@ -158,8 +169,14 @@ class DARTSTrainer(OneShotTrainer):
         the logits' batch loss (at the virtual weights for order 2)."""
         c = self.config
         arch_grads, valid_loss = self._arch_gradients(x_train, y_train, x_valid, y_valid)
+        logs = {}
+        if self.penalty.active:
+            with tf.GradientTape() as tape:
+                term, logs["penalty"] = self.penalty.term()
+            extra = tape.gradient(term, self.arch_vars)
+            arch_grads = [g if e is None else g + e for g, e in zip(arch_grads, extra, strict=True)]
         self.apply_update(self.a_opt, arch_grads, self.arch_vars, c.a_grad_clip, c.a_weight_decay)
         loss, acc, grads = self._gradients(x_train, y_train)
         grads = grads[len(self.arch_vars) :]
         self.apply_update(self.w_opt, grads, self.weight_vars, c.w_grad_clip, c.w_weight_decay)
-        return {"loss": loss, "accuracy": acc, "valid_loss": valid_loss}
+        return {"loss": loss, "accuracy": acc, "valid_loss": valid_loss, **logs}

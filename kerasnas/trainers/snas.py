@@ -1,6 +1,7 @@
 """SNAS: weights and architecture logits updated together, from the same batch.
 
-loss = cross-entropy + lambda * resource penalty (see :func:`kerasnas.resource.penalty`);
+loss = cross-entropy + lambda * resource penalty (see :func:`kerasnas.resource.penalty`;
+lambda fixed, or adapted to a cost target: :mod:`kerasnas.trainers.penalty`);
 the Gumbel-softmax temperature anneals linearly from `temperature_start` to
 `temperature_end` over the epochs (with a time budget: over the budget, set before every
 step, see :class:`~kerasnas.trainers.base.LoopConfig`).
@@ -10,11 +11,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from kerasnas import distribute, resource
 from kerasnas.errors import SettingError
 from kerasnas.layers import set_temperature
-from kerasnas.trainers.base import OneShotTrainer, linear, linear_at
+from kerasnas.trainers.base import linear, linear_at
 from kerasnas.trainers.config import SNASConfig
+from kerasnas.trainers.penalty import PenalizedTrainer
 
 GUMBEL_HARD_DISTRIBUTED = (
     "{relaxation}=gumbel_hard cannot be combined with a tf.distribute strategy "
@@ -23,7 +24,7 @@ GUMBEL_HARD_DISTRIBUTED = (
 )
 
 
-class SNASTrainer(OneShotTrainer):
+class SNASTrainer(PenalizedTrainer):
     """Stochastic NAS on any Keras model with MixedOp layers (relaxation gumbel or
     gumbel_hard). Call :meth:`fit`; derive the child with the search space's ``derive`` or
     :func:`kerasnas.derive_model`."""
@@ -37,32 +38,6 @@ class SNASTrainer(OneShotTrainer):
         super().__init__(model, config or SNASConfig(), output_dir, verbose, strategy)
         if strategy is not None and any(m.relaxation == "gumbel_hard" for m in self.mixed):
             raise SettingError(GUMBEL_HARD_DISTRIBUTED)
-        self._latency_ready = False
-
-    def prepare_resources(self) -> None:
-        """Measures (or reads from the cache) the latency table of the model's MixedOps when
-        ``config.resource == "latency"``; :meth:`fit` calls it before tracing the step."""
-        c = self.config
-        if c.resource != "latency" or self._latency_ready:
-            return
-        from kerasnas import latency
-
-        latency.attach_latency(
-            self.mixed,
-            cache_dir=c.latency_cache,
-            num_threads=c.latency_threads,
-            verbose=self.verbose,
-        )
-        self._latency_ready = True
-
-    def fit(self, data, resume: bool = False) -> list[dict]:
-        self.prepare_resources()
-        return super().fit(data, resume)
-
-    def config_dict(self) -> dict:
-        config = super().config_dict()
-        config.pop("latency_cache", None)  # where the table lives does not change the search
-        return config
 
     def temperature(self, epoch: int, fraction: float | None = None) -> float:
         """The temperature of `epoch` (linear, `temperature_end` at the last epoch) or,
@@ -85,12 +60,9 @@ class SNASTrainer(OneShotTrainer):
             task, acc = self.loss_and_accuracy(y, logits)
             loss = task
             logs = {"loss": task, "accuracy": acc}
-            if c.resource_lambda > 0:
-                surrogate, value = resource.penalty(
-                    self.mixed, c.resource, c.resource_form, c.resource_estimator
-                )
-                loss = loss + c.resource_lambda * distribute.share(surrogate)
-                logs["penalty"] = distribute.share(value)
+            if self.penalty.active:
+                term, logs["penalty"] = self.penalty.term()
+                loss = loss + term
         grads = tape.gradient(loss, self.weight_vars + self.arch_vars)
         n = len(self.weight_vars)
         # a gumbel_hard edge runs one op: its other candidates are not trained this step
@@ -105,9 +77,5 @@ class SNASTrainer(OneShotTrainer):
         self.apply_update(self.a_opt, grads[n:], self.arch_vars, c.a_grad_clip, c.a_weight_decay)
         return logs
 
-    def epoch_extras(self):
-        extras = super().epoch_extras()
-        extras[f"expected_{self.config.resource}"] = resource.expected_cost(
-            self.mixed, self.config.resource
-        )
-        return extras
+    def estimator_name(self) -> str:
+        return self.config.resource_estimator
