@@ -1,11 +1,12 @@
 """Every figure kerasnas draws, as PNG files written atomically (matplotlib Figure + Agg
 canvas; pyplot is never touched): genotype cells, a trial-based search's curve, and the
-comparison's accuracy, entropy and supernet-vs-child plots."""
+comparison's accuracy, entropy and supernet-vs-child plots, and a Pareto front."""
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from kerasnas.genotype import KINDS, Genotype
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from matplotlib.backend_bases import RendererBase
     from matplotlib.patches import Circle
 
-__all__ = ["plot_bars", "plot_cells", "plot_curves", "plot_search_curve"]
+__all__ = ["plot_bars", "plot_cells", "plot_curves", "plot_pareto", "plot_search_curve"]
 
 Point = tuple[float, float]
 
@@ -453,4 +454,59 @@ def plot_bars(
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
     ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def plot_pareto(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: str) -> None:
+    """The figure of :func:`kerasnas.pareto.plot_front` (see there): `rows` are
+    ``pareto.csv`` rows."""
+    from kerasnas.pareto import UNITS, front_indices
+
+    points = [r for r in rows if r.get("child_cost") is not None and r.get("accuracy") is not None]
+    costs = [float(r["child_cost"]) for r in points]
+    accuracies = [float(r["accuracy"]) for r in points]
+    if any(r.get("on_front") is not None for r in points):
+        front = [i for i, r in enumerate(points) if r.get("on_front")]
+        front.sort(key=lambda i: (costs[i], -accuracies[i]))
+    else:
+        front = front_indices(costs, accuracies)
+    fig = _figure(6.4, 4.4)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(costs, accuracies, "o", color="tab:gray", alpha=0.45, ms=4, label="all points")
+    ax.plot(
+        [costs[i] for i in front],
+        [accuracies[i] for i in front],
+        "o-",
+        color="tab:blue",
+        ms=6,
+        drawstyle="steps-post",
+        label="front",
+    )
+    retrained = [
+        (costs[i], points[i]["retrained_accuracy"], accuracies[i]) for i in range(len(points))
+    ]
+    retrained = [(c, float(r), a) for c, r, a in retrained if r is not None]
+    if retrained:
+        for c, r, a in retrained:
+            ax.plot([c, c], [a, r], color="tab:orange", lw=0.8, alpha=0.6)
+        ax.plot(
+            [c for c, _, _ in retrained],
+            [r for _, r, _ in retrained],
+            "s",
+            color="tab:orange",
+            ms=5,
+            label="after retraining",
+        )
+    positive = [c for c in costs if c > 0]
+    if positive and max(positive) > 10 * min(positive):
+        ax.set_xscale("log")
+    resources = {r.get("resource") for r in points} - {None, ""}
+    resource = resources.pop() if len(resources) == 1 else None
+    unit = UNITS.get(resource, resource) if resource else "cost"
+    ax.set_xlabel(f"child {resource} ({unit})" if resource else "child cost")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3, which="both")
+    if points:
+        ax.legend(loc="lower right")
+    ax.set_title(title, fontsize=10)
     _save(fig, path)

@@ -14,8 +14,9 @@ import pytest
 
 from kerasnas.errors import SettingError
 from kerasnas.estimation import inheritance, morphism
-from kerasnas.multitrial.morphing import LemonadeOracle, NASHOracle, kde, pareto_front
+from kerasnas.multitrial.morphing import LemonadeOracle, NASHOracle, kde
 from kerasnas.multitrial.settings import LemonadeSettings, NASHSettings, OracleSettings
+from kerasnas.pareto import front_indices
 from kerasnas.search_spaces.nasrl import NASRLSpace
 
 SHAPE = (8, 8, 1)
@@ -130,11 +131,11 @@ def test_lemonade_children_come_from_the_pareto_front(tmp_path):
         # the generation of trial n began when every earlier generation had ended
         first = 2 + 3 * ((n - 2) // 3)
         before = completed[:first]
-        points = [
-            (r, oracle.params(space.from_hyperparameters(oracle.trials[t].hyperparameters)))
-            for t, r in before
+        params = [
+            oracle.params(space.from_hyperparameters(oracle.trials[t].hyperparameters))
+            for t, _ in before
         ]
-        front = {before[i][0] for i in pareto_front(points)}
+        front = {before[i][0] for i in front_indices(params, [r for _, r in before])}
         assert parents[trial_id][0] in front
         assert 1 <= len(parents[trial_id][1]) <= 2
     keys = [space.key(space.from_hyperparameters(v)) for v in _values(oracle)]
@@ -153,9 +154,10 @@ def test_morphism_oracles_resume_exactly(kind, tmp_path):
     )
 
 
-def test_pareto_front_and_kde():
+def test_front_and_kde():
     points = [(0.9, 100), (0.8, 50), (0.85, 200), (0.9, 100), (0.7, 10), (0.6, 20)]
-    assert pareto_front(points) == [0, 1, 3, 4]
+    costs, rewards = [c for _, c in points], [r for r, _ in points]
+    assert front_indices(costs, rewards) == [4, 1, 0, 3]  # by cost; equal points both kept
     density = kde([0.0, 0.1, 0.2, 5.0], [0.1, 5.0])
     assert density[0] > density[1] > 0  # the crowded region is denser
     grid = np.linspace(-10, 15, 5001)

@@ -26,8 +26,9 @@ import numpy as np
 from kerasnas.errors import SettingError
 from kerasnas.estimation import inheritance
 from kerasnas.multitrial.oracles import _WAIT, RUNNING, ArchOracle
+from kerasnas.pareto import front_indices
 
-__all__ = ["LemonadeOracle", "MorphismOracle", "NASHOracle", "kde", "pareto_front"]
+__all__ = ["LemonadeOracle", "MorphismOracle", "NASHOracle", "kde"]
 
 
 def _positive(name: str, value: Any, minimum: int = 1) -> int:
@@ -210,21 +211,6 @@ class NASHOracle(MorphismOracle):
         self._step = dict(state["step"])
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points (reward to maximise, cost to minimise) no other point
-    dominates (at least as good in both, better in one), in input order."""
-    front = []
-    for i, (r, c) in enumerate(points):
-        dominated = any(
-            r2 >= r and c2 <= c and (r2 > r or c2 < c)
-            for j, (r2, c2) in enumerate(points)
-            if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return front
-
-
 def kde(samples: Sequence[float], at: Sequence[float]) -> np.ndarray:
     """A Gaussian kernel density estimate of `samples` evaluated `at` (bandwidth: Scott's
     rule, std * n^(-1/5), at least 0.05)."""
@@ -274,8 +260,8 @@ class LemonadeOracle(MorphismOracle):
     def population(self) -> list[tuple[str, dict[str, Any], float, int]]:
         """The Pareto front of the completed trials: (trial id, architecture, reward,
         parameters)."""
-        points = [(e[2], e[3]) for e in self._evaluated]
-        return [tuple(self._evaluated[i]) for i in pareto_front(points)]
+        front = front_indices([e[3] for e in self._evaluated], [e[2] for e in self._evaluated])
+        return [tuple(self._evaluated[i]) for i in sorted(front)]
 
     def _generation(self) -> None:
         front = self.population()
