@@ -29,6 +29,7 @@ setup(
             "kerasnas-train=kerasnas.cli.train:run",
             "kerasnas-export=kerasnas.cli.export:run",
             "kerasnas-compare=kerasnas.cli.compare:run",
+            "kerasnas-pareto=kerasnas.cli.pareto:run",
         ]
     },
     classifiers=[

@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
+from kerasnas.names import RESOURCES
+
 __all__ = [
     "Progress",
     "choose_mode",
@@ -46,6 +48,7 @@ STEP_NAMES = {"loss": "train_loss", "accuracy": "train_acc"}
 SCHEDULES = frozenset({"w_lr", "a_lr", "temperature", "drop_path", "budget_fraction"})
 TIMES = frozenset({"seconds", "budget_seconds", "setup_seconds", "steps"})
 CONTROLLER = frozenset({"reward", "controller_loss", "baseline"})
+TARGET = frozenset({"penalty_weight", "penalty_multiplier", "target_ratio"})
 # the epoch line's groups, in order; "time" is shown as the epoch's seconds and the ETA
 LINE_GROUPS = ("train", "valid", "schedule", "architecture", "controller")
 
@@ -79,6 +82,8 @@ def group_of(key: str) -> str:
         return "time"
     if key in CONTROLLER:
         return "controller"
+    if key in TARGET or key in {f"child_{r}" for r in RESOURCES}:
+        return "architecture"  # a cost target's controller (kerasnas.target)
     if key.split("/")[0] in ("entropy", "prob") or key.startswith("expected_"):
         return "architecture"
     return "train"  # what else a step logs (penalty, aux_loss, DARTS' valid_loss)

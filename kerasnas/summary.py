@@ -169,6 +169,7 @@ def one_shot(
             f"{_acc(metrics.get('child_test_accuracy'))} (the supernet's weights, no retraining)",
         ),
         ("child size", _size(metrics, "child_")),
+        *_target_row(metrics),
         ("exported", _latency(export)),
         ("search", f"{metrics.get('strategy')} on {metrics.get('dataset')}, {epochs}"),
         ("time", _seconds(metrics, "search_seconds")),
@@ -189,6 +190,23 @@ def one_shot(
         ("next", next_lines),
     ]
     return render(f"summary: {metrics.get('strategy')} search -> {out}", rows)
+
+
+def _target_row(metrics: dict[str, Any]) -> list[Row]:
+    """The cost target's row (none without a target)."""
+    if metrics.get("target") is None:
+        return []
+    from kerasnas.target import format_cost
+
+    res = metrics["target_resource"]
+    return [
+        (
+            "cost target",
+            f"{metrics['target']}: the child has {format_cost(metrics['child_cost'], res)}, "
+            f"{metrics['target_ratio']:.3f} of the target (final penalty weight "
+            f"{metrics['final_penalty_weight']:.3g})",
+        )
+    ]
 
 
 def retrain(metrics: dict[str, Any], output_dir: str) -> str:

@@ -107,8 +107,9 @@ class PenaltyConfig(TrainerConfig):
     threads the latency is measured with.
 
     target: a cost the derived child must land on instead of a fixed weight, e.g.
-    ``params:30k`` or ``latency:0.05ms`` (see :mod:`kerasnas.target`); the weight then starts
-    at `resource_lambda` and adapts after every step by dual ascent with step `target_lr`.
+    ``params:30k`` or ``latency:0.05ms`` (see :mod:`kerasnas.target`); the weight then
+    adapts after every step by dual ascent (step `target_lr`, tolerance `target_band`; the
+    multiplier starts at `resource_lambda`).
     The target's resource is the penalty's (`resource` must be left at its default or
     agree).
     """
@@ -121,7 +122,7 @@ class PenaltyConfig(TrainerConfig):
     )
     resource_lambda: float = option(
         0.0,
-        "Weight of the resource penalty (0: none); with {target}, the weight it starts from.",
+        "Weight of the resource penalty (0: none); with {target}, the multiplier it starts from.",
         at_least=0,
     )
     resource_form: str = option("log", "Penalise log(C) or C (in millions).", choices=FORMS)
@@ -142,8 +143,14 @@ class PenaltyConfig(TrainerConfig):
     )
     target_lr: float = option(
         0.01,
-        "Step of the penalty weight per training step and unit of log(child cost / "
-        "target), with {target}.",
+        "With {target}: step of the penalty's multiplier per training step and unit of "
+        "|log(child cost / target)| (dual ascent, kerasnas.target).",
+        above=0,
+    )
+    target_band: float = option(
+        0.05,
+        "With {target}: the tolerance on |log(child cost / target)| the multiplier stops "
+        "growing inside (0.05: about 5%).",
         above=0,
     )
 

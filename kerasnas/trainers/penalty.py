@@ -34,7 +34,14 @@ from kerasnas.target import DualAscent, Target, format_cost
 from kerasnas.trainers.base import OneShotTrainer
 
 # the settings of PenaltyConfig (what a checkpoint of a trainer without a penalty lacks)
-PENALTY_FIELDS = ("resource", "resource_lambda", "resource_form", "target", "target_lr")
+PENALTY_FIELDS = (
+    "resource",
+    "resource_lambda",
+    "resource_form",
+    "target",
+    "target_lr",
+    "target_band",
+)
 CALIBRATE_EVERY = 5  # epochs between latency calibrations of the fixed part
 
 
@@ -75,7 +82,9 @@ class ResourcePenalty:
         self.controller = (
             None
             if self.target is None
-            else DualAscent(self.target.value, config.target_lr, config.resource_lambda)
+            else DualAscent(
+                self.target.value, config.target_lr, config.target_band, config.resource_lambda
+            )
         )
         self.weight = keras.Variable(
             float(config.resource_lambda), trainable=False, name="penalty_weight", dtype="float32"
@@ -122,7 +131,7 @@ class ResourcePenalty:
         self.calibrations.append({"measured": measured, "table": table, "fixed": self.fixed})
         if log is not None and len(self.calibrations) == 1:
             log(
-                f"cost target {self.target}: the child's fixed part (stem, preprocessing, "
+                f"cost target {self.target}: the child's fixed part (stem, input normalisation, "
                 f"classifier) is {format_cost(self.fixed, self.resource)}"
             )
 
@@ -151,19 +160,23 @@ class ResourcePenalty:
         if self.controller is not None:
             cost = self.child_cost()
             out["penalty_weight"] = self.weight_value()
+            out["penalty_multiplier"] = self.controller.mu
             out[f"child_{res}"] = cost
             out["target_ratio"] = self.target.ratio(cost)
         return out
 
     def state(self) -> dict[str, Any]:
         """JSON-able state for checkpoints (the weight itself is a checkpointed variable)."""
-        return {"fixed": self.fixed, "calibrations": self.calibrations}
+        state = {"fixed": self.fixed, "calibrations": self.calibrations}
+        if self.controller is not None:
+            state["controller"] = self.controller.state()
+        return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.fixed = float(state.get("fixed", 0.0))
         self.calibrations = list(state.get("calibrations", []))
         if self.controller is not None:
-            self.controller.weight = self.weight_value()
+            self.controller.set_state(state.get("controller", {}))
 
     def summary(self) -> dict[str, Any]:
         """The target's outcome for metrics.json (empty without a target)."""
@@ -228,6 +241,7 @@ class PenalizedTrainer(OneShotTrainer):
         if self.config.target is None:  # checkpoints from before targets resume
             config.pop("target", None)
             config.pop("target_lr", None)
+            config.pop("target_band", None)
         return config
 
     def fit(self, data, resume: bool = False) -> list[dict]:

@@ -1,0 +1,396 @@
+"""The accuracy-cost front in one command (``kerasnas-pareto``): one target search per point
+(or, with ``lambdas``, one search per fixed penalty weight: the hand-tuned way, to compare).
+
+For each of K cost targets (``targets``, or ``points`` targets spread evenly in log scale
+over the children the space can build, for an analytic ``resource``), one one-shot search
+with ``--target`` (:mod:`kerasnas.target`), its child exported to float TFLite and verified
+against ``child.keras``, then retrained from scratch (``kerasnas-train``,
+``retrain_epochs``). Searches go ``jobs`` at a time (each on one thread when ``jobs`` > 1);
+when every point is done, each point's TFLite model is timed with LiteRT at 1 thread, one
+after the other, so the timings do not share the cores with a search.
+
+Each point is a normal output directory under ``points/<k>_<target>/`` (``search/``, with
+``genotype.json``, ``child.keras``, ``export/model.tflite``, and ``retrain/``, with their
+logs), so a stopped front resumes where it stopped (``resume``). Outputs, written
+atomically:
+
+- ``pareto.csv``: one row per point (:data:`kerasnas.pareto.COLUMNS`): the target, the
+  child's cost (counted, or its LiteRT latency for a latency target), params, mult-adds,
+  test accuracy without retraining (``accuracy``, the supernet's weights) and after
+  retraining, the float TFLite latency, whether it is on the front;
+- ``pareto.png``: accuracy against cost, front points joined;
+- ``pareto.json``: the settings, each point's target ratio and export check, the seconds.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kerasnas import io, pareto, strategies
+from kerasnas.errors import RunError, SettingError
+from kerasnas.jobs.base import Job, JobSettings
+from kerasnas.jobs.compare import _completed, _read_json, _run_tool
+from kerasnas.names import ANALYTIC, PRIMITIVES, RESOURCES
+from kerasnas.options import REQUIRED, option
+from kerasnas.target import Target, format_cost
+from kerasnas.wording import count
+
+__all__ = ["ParetoSettings", "auto_targets", "run_pareto"]
+
+PENALIZED = ("snas", "darts")  # the one-shot strategies with a resource penalty
+
+
+@dataclasses.dataclass(kw_only=True)
+class ParetoSettings(JobSettings):
+    """A front: the cell space's sizes (C = init_channels, L = layers, N = nodes), the
+    targets, the search budget (``epochs``, ``a_lr``, ``target_lr``), the retraining
+    budget, and how many runs go at once (see the module doc)."""
+
+    output_dir: str = option(REQUIRED, "Directory of the front. Required.")
+    strategy: str = option("snas", "The one-shot search of every point.", choices=PENALIZED)
+    targets: tuple[str, ...] = option(
+        (),
+        "Cost targets, one search each, e.g. params:20k,30k,45k (a bare number takes the "
+        "first one's resource) or latency:0.03ms,0.05ms. Empty: {points} targets of "
+        "{resource}, spread over the space.",
+    )
+    resource: str = option(
+        "params",
+        "With no {targets}: the cost axis. The {points} targets are spread over it (params, "
+        "flops or mac), evenly in log scale from 1.3x the smallest child to 0.7x the "
+        "largest; with {lambdas}, the resource the fixed weights charge (also latency).",
+        choices=RESOURCES,
+    )
+    lambdas: tuple[float, ...] = option(
+        (),
+        "Instead of targets: fixed penalty weights ({resource_lambda} of kerasnas-search), "
+        "one search each, e.g. 0,0.05,0.2 (the hand-tuned way, for comparison).",
+    )
+    points: int = option(5, "With no {targets}: how many targets.", at_least=2)
+    seed: int = option(0, "Seed of every search and retraining.", at_least=0)
+    epochs: int = option(30, "Search epochs per point.", at_least=1)
+    batch_size: int = option(64, "Minibatch size.", at_least=1)
+    a_lr: float = option(0.3, "Architecture learning rate (Adam).", above=0)
+    target_lr: float = option(
+        0.01, "Step of the penalty weight per step and unit of log(cost / target).", above=0
+    )
+    init_channels: int = option(8, "C of the supernet.", at_least=2)
+    layers: int = option(5, "L cells of the supernet.", at_least=3)
+    nodes: int = option(4, "N nodes per cell.", at_least=1)
+    ops: tuple[str, ...] = option(PRIMITIVES, "Candidate ops.")
+    retrain_epochs: int = option(
+        10, "Epochs of retraining each point's child from scratch (0: none).", at_least=0
+    )
+    jobs: int = option(2, "Searches at once; with more than 1, each uses one thread.", at_least=1)
+    verbose: int = option(1, "0: quiet; 1: a line per finished point.")
+
+    def validate(self) -> None:
+        from kerasnas.search_spaces.cell import CellSpace
+
+        super().validate()
+        CellSpace((8, 8, 1), 2, self.init_channels, self.layers, self.nodes, self.ops)
+        if self.targets and self.lambdas:
+            raise SettingError("give {targets} or {lambdas}, not both")
+        if any(not (isinstance(v, (int, float)) and v >= 0) for v in self.lambdas):
+            raise SettingError(f"{{lambdas}} must be numbers >= 0, got {self.lambdas}")
+        if len(set(self.lambdas)) != len(self.lambdas):
+            raise SettingError(f"{{lambdas}} lists a weight twice: {self.lambdas}")
+        if not self.targets and not self.lambdas and self.resource not in ANALYTIC:
+            raise SettingError(
+                f"{{resource}}={self.resource} has no automatic targets (latency is measured, "
+                "not counted): give {targets}, e.g. latency:0.03ms,0.05ms,0.07ms"
+            )
+        self.parsed_targets()
+
+    def plan(self) -> list[Target | float]:
+        """The points: targets, or fixed weights (floats) with {lambdas}; automatic
+        targets are computed by :func:`auto_targets` (this returns [] then)."""
+        return list(self.lambdas) or list(self.parsed_targets())
+
+    def parsed_targets(self) -> list[Target]:
+        """The `targets` as :class:`Target` s (a bare number takes the previous one's
+        resource); all must charge the same resource. Empty when none are given."""
+        out: list[Target] = []
+        for text in self.targets:
+            if ":" not in str(text):
+                if not out:
+                    raise SettingError(
+                        f"{{targets}}: the first target needs its resource, e.g. params:{text}"
+                    )
+                text = f"{out[-1].resource}:{text}"
+            try:
+                out.append(Target.parse(text))
+            except SettingError as e:  # this command's flag is --targets
+                raise SettingError(e.template.replace("{target}", "{targets}")) from None
+        if len({t.resource for t in out}) > 1:
+            raise SettingError(
+                "{targets} must all charge one resource (one front per cost axis), got "
+                + ", ".join(str(t) for t in out)
+            )
+        if len(set(out)) != len(out):
+            raise SettingError(f"{{targets}} lists a target twice: {','.join(map(str, out))}")
+        return out
+
+
+def auto_targets(settings: ParetoSettings) -> list[Target]:
+    """`points` targets of ``settings.resource`` evenly spread in log scale from 1.3x the
+    cheapest child of the space to 0.7x the dearest (every edge its cheapest or dearest
+    op, counted on a freshly built supernet)."""
+    from kerasnas import resource
+    from kerasnas.data import load
+    from kerasnas.genotype import Genotype
+    from kerasnas.search_spaces.cell import CellSpace
+
+    bundle = load(settings.dataset, seed=settings.seed)
+    s = settings
+    space = CellSpace(bundle.input_shape, bundle.num_classes, s.init_channels, s.layers, s.nodes)
+    space = dataclasses.replace(space, ops=tuple(s.ops))
+    supernet = space.build_supernet("gumbel", bundle.normalization_layer(), seed=0)
+    res = s.resource
+
+    def extreme(pick: Callable) -> float:
+        cells = {}
+        for kind in ("normal", "reduce"):
+            cell = []
+            for dst in range(2, s.nodes + 2):
+                node = []
+                for src in range(dst):
+                    column = resource.cost_column(space.mixed_op(supernet, kind, src, dst), res)
+                    allowed = [k for k, op in enumerate(space.ops) if op != "none"] or [0]
+                    k = pick(allowed, key=lambda k, column=column: column[k])
+                    node.append((space.ops[k], src))
+                cell.append(tuple(node))
+            cells[kind] = tuple(cell)
+        genotype = Genotype.of_cells(cells["normal"], cells["reduce"])
+        child = space.build_child(genotype, supernet)
+        return float(resource.network_cost(child).get(res))
+
+    lo, hi = 1.3 * extreme(min), 0.7 * extreme(max)
+    if not hi > lo:
+        raise SettingError(
+            f"the space's children span too little {res} for a front "
+            f"({format_cost(lo / 1.3, res)} to {format_cost(hi / 0.7, res)}); give {{targets}}"
+        )
+    k = s.points
+    return [Target(res, float(lo * (hi / lo) ** (i / (k - 1)))) for i in range(k)]
+
+
+def _slug(point: Target | float) -> str:
+    text = str(point) if isinstance(point, Target) else f"lambda_{point:g}"
+    return re.sub(r"[^0-9A-Za-z.]+", "_", text).strip("_")
+
+
+def point_dir(settings: ParetoSettings, index: int, target: Target | float) -> str:
+    return os.path.join(settings.output_dir, "points", f"{index}_{_slug(target)}")
+
+
+def search_argv(settings: ParetoSettings, target: Target | float, output_dir: str) -> list[str]:
+    """The ``kerasnas-search`` arguments of one point: a target, or a fixed weight."""
+    s = settings
+    if isinstance(target, Target):
+        aim = [f"--target={target}", f"--target_lr={s.target_lr}"]
+    else:
+        aim = [f"--resource={s.resource}", f"--resource_lambda={target}"]
+    return [
+        f"--strategy={s.strategy}",
+        f"--output_dir={output_dir}",
+        f"--dataset={s.dataset}",
+        f"--valid_fraction={s.valid_fraction}",
+        f"--test_fraction={s.test_fraction}",
+        f"--seed={s.seed}",
+        f"--batch_size={s.batch_size}",
+        f"--epochs={s.epochs}",
+        f"--a_lr={s.a_lr}",
+        *aim,
+        f"--init_channels={s.init_channels}",
+        f"--layers={s.layers}",
+        f"--nodes={s.nodes}",
+        f"--ops={','.join(s.ops)}",
+        "--export=tflite",
+        "--verbose=2",
+    ]
+
+
+def retrain_argv(settings: ParetoSettings, genotype: str, output_dir: str) -> list[str]:
+    """The ``kerasnas-train`` arguments that retrain one point's child from scratch (the
+    searched sizes)."""
+    s = settings
+    return [
+        f"--genotype={genotype}",
+        f"--output_dir={output_dir}",
+        f"--dataset={s.dataset}",
+        f"--valid_fraction={s.valid_fraction}",
+        f"--test_fraction={s.test_fraction}",
+        f"--seed={s.seed}",
+        f"--epochs={s.retrain_epochs}",
+        f"--init_channels={s.init_channels}",
+        f"--layers={s.layers}",
+        "--verbose=2",
+    ]
+
+
+def run_point(settings: ParetoSettings, index: int, target: Target | float) -> dict[str, Any]:
+    """Search (and retrain) one point; a step whose metrics.json exists is skipped."""
+    base = point_dir(settings, index, target)
+    search_dir, retrain_dir = os.path.join(base, "search"), os.path.join(base, "retrain")
+    threads = 1 if settings.jobs > 1 else None
+    if not os.path.exists(os.path.join(search_dir, "metrics.json")):
+        argv = search_argv(settings, target, search_dir)
+        _run_tool(
+            "kerasnas.cli.search", argv, search_dir, os.path.join(base, "search.log"), threads
+        )
+    search = _read_json(os.path.join(search_dir, "metrics.json"))
+    retrain = None
+    if settings.retrain_epochs:
+        if not os.path.exists(os.path.join(retrain_dir, "metrics.json")):
+            genotype = os.path.join(search_dir, "genotype.json")
+            argv = retrain_argv(settings, genotype, retrain_dir)
+            _run_tool(
+                "kerasnas.cli.train", argv, retrain_dir, os.path.join(base, "retrain.log"), threads
+            )
+        retrain = _read_json(os.path.join(retrain_dir, "metrics.json"))
+    export = search.get("export", {}).get("tflite", {})
+    is_target = isinstance(target, Target)
+    res = target.resource if is_target else settings.resource
+    if is_target:
+        cost = search["child_cost"]
+    elif res == "latency":  # measured with the others once every search is done
+        cost = None
+    else:
+        cost = search[f"child_{res}"]
+    return {
+        "point": f"{index}_{_slug(target)}",
+        "target": str(target) if is_target else None,
+        "resource": res,
+        "child_cost": cost,
+        "child_params": search["child_params"],
+        "child_flops": search["child_flops"],
+        "accuracy": search["child_test_accuracy"],
+        "retrained_accuracy": None if retrain is None else retrain["test_accuracy"],
+        "dir": os.path.relpath(search_dir, settings.output_dir),
+        # for pareto.json
+        "target_ratio": search.get("target_ratio"),
+        "resource_lambda": None if is_target else target,
+        "tflite_verified": bool(export.get("passed")),
+        "tflite": os.path.join(search_dir, "export", "model.tflite"),
+        "search_seconds": search["search_seconds"],
+    }
+
+
+class ParetoFront(Job):
+    """The front job (see the module doc)."""
+
+    settings_file = "settings.json"
+
+    def run(self) -> list[dict[str, Any]]:
+        """Runs (or resumes) every point, times the exports, writes the front. Returns the
+        rows of ``pareto.csv`` (with the extra figures of ``pareto.json``)."""
+        from kerasnas.export import litert
+        from kerasnas.latency import cpu_model
+
+        s = self.settings
+        s.validate()
+        self.open_output_dir()
+        targets = s.plan() or auto_targets(s)
+        what = (
+            "targets " + ", ".join(str(t) for t in targets)
+            if not s.lambdas
+            else f"fixed {s.resource} penalty weights " + ", ".join(f"{v:g}" for v in targets)
+        )
+        self.log(
+            f"front of {count(len(targets), 'point')} ({s.strategy}, {s.epochs} epochs each, "
+            f"retrained {count(s.retrain_epochs, 'epoch')}; {s.jobs} at a time): {what} "
+            f"-> {s.output_dir}"
+        )
+        t0 = time.perf_counter()
+        rows: dict[int, dict[str, Any]] = {}
+        with concurrent.futures.ThreadPoolExecutor(s.jobs) as pool:
+            futures = {pool.submit(run_point, s, i, t): i for i, t in enumerate(targets)}
+            for future in _completed(futures):
+                i = futures[future]
+                try:
+                    row = future.result()
+                except RunError:
+                    for f in futures:
+                        f.cancel()
+                    raise
+                rows[i] = row
+                retrained = row["retrained_accuracy"]
+                if row["target"] is not None:
+                    where = (
+                        f"{row['target']}: child {format_cost(row['child_cost'], row['resource'])}"
+                        f" ({row['target_ratio']:.3f} of the target)"
+                    )
+                else:
+                    cost = row["child_cost"]
+                    where = f"lambda {row['resource_lambda']:g}: child " + (
+                        f"{row['child_params']:,} params"
+                        if cost is None
+                        else format_cost(cost, row["resource"])
+                    )
+                self.log(
+                    f"[{len(rows)}/{len(targets)}, {time.perf_counter() - t0:.0f} s] {where}, "
+                    f"test accuracy {row['accuracy']:.3f} without retraining"
+                    + ("" if retrained is None else f", {retrained:.3f} retrained")
+                )
+        ordered = [rows[i] for i in range(len(targets))]
+        for row in ordered:  # one at a time, nothing else running
+            if row["tflite_verified"] and os.path.exists(row["tflite"]):
+                with open(row["tflite"], "rb") as f:
+                    row["latency_ms"] = litert.latency_ms(f.read(), 1)
+            if row["child_cost"] is None:  # fixed latency weights: the cost is measured here
+                row["child_cost"] = row.get("latency_ms")
+        front = set(
+            pareto.front_indices(
+                [r["child_cost"] for r in ordered], [r["accuracy"] for r in ordered]
+            )
+        )
+        for i, row in enumerate(ordered):
+            row["on_front"] = int(i in front)
+        out = s.output_dir
+        pareto.write_csv(
+            os.path.join(out, "pareto.csv"),
+            [{k: r.get(k) for k in pareto.COLUMNS} for r in ordered],
+        )
+        pareto.plot_front(
+            [{k: r.get(k) for k in pareto.COLUMNS} for r in ordered],
+            os.path.join(out, "pareto.png"),
+            title=f"{strategies.get(s.strategy).label} "
+            + ("cost targets" if not s.lambdas else "fixed penalty weights")
+            + f" on {s.dataset}",
+        )
+        io.write_json(
+            os.path.join(out, "pareto.json"),
+            {
+                "points": [{k: v for k, v in r.items() if k != "tflite"} for r in ordered],
+                "seconds": round(time.perf_counter() - t0, 1),
+                "cpu": cpu_model(),
+                "settings": dataclasses.asdict(s),
+            },
+        )
+        ratios = [r["target_ratio"] for r in ordered if r["target_ratio"] is not None]
+        self.log(
+            f"front written: {out}/pareto.csv, pareto.png ({count(len(front), 'point')} on the "
+            "front)"
+            + (f"; child cost / target {min(ratios):.3f}..{max(ratios):.3f}" if ratios else "")
+            + "; every TFLite "
+            + ("verified" if all(r["tflite_verified"] for r in ordered) else "NOT all verified")
+        )
+        return ordered
+
+
+def run_pareto(
+    settings: ParetoSettings, log: Callable[[str], None] | None = None
+) -> list[dict[str, Any]]:
+    """Runs (or resumes) the front (see the module doc); returns its rows."""
+    job = ParetoFront(settings)
+    if log is not None:
+        job.log = log
+    with job:
+        return job.run()
