@@ -173,3 +173,47 @@ def test_a_params_target_search_lands_within_15_percent(tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert max(r["penalty_multiplier"] for r in history) > 0  # the controller had to act
     assert history[-1]["target_ratio"] == pytest.approx(metrics["predicted_target_ratio"])
+
+
+def test_the_controller_state_is_checkpointed(space_and_supernet):
+    """A target search's multiplier and fixed part survive a checkpoint: the weight is a
+    checkpointed variable (only with a target), the rest is extra state."""
+    from kerasnas.trainers.snas import SNASTrainer
+
+    _, supernet = space_and_supernet
+    config = SNASConfig(epochs=1, target="params:5k")
+    a = SNASTrainer(supernet, config, verbose=0)
+    a.penalty.controller.mu, a.penalty.fixed = 0.7, 123.0
+    a.penalty.weight.assign(-0.5)
+    assert a.penalty.weight in a.extra_variables()
+    state = a.extra_state()
+    b = SNASTrainer(supernet, config, verbose=0)
+    b.penalty.weight.assign(-0.5)  # restored with the variables
+    b.set_extra_state(state)
+    assert (b.penalty.controller.mu, b.penalty.fixed) == (0.7, 123.0)
+    assert b.penalty.controller.weight == pytest.approx(a.penalty.controller.weight)
+    plain = SNASTrainer(supernet, SNASConfig(epochs=1), verbose=0)
+    assert plain.extra_variables() == [] and "target" not in plain.config_dict()
+
+
+@pytest.mark.slow
+def test_darts_architecture_step_carries_the_penalty():
+    """With a penalty weight, DARTS' architecture gradient gains the penalty's gradient:
+    one step from the same state moves the logits towards cheaper ops than without."""
+    from kerasnas import data as data_lib
+    from kerasnas.trainers.darts import DARTSTrainer
+
+    bundle = data_lib.load("digits", seed=0, max_examples=128)
+    space = CellSpace((8, 8, 1), 10, init_channels=4, layers=3, nodes=2, ops=OPS)
+    moved = {}
+    for lam in (0.0, 5.0):
+        keras.utils.set_random_seed(0)
+        supernet = space.build_supernet("softmax", bundle.normalization_layer(), seed=0)
+        trainer = DARTSTrainer(
+            supernet, DARTSConfig(epochs=1, a_lr=0.1, resource_lambda=lam), verbose=0
+        )
+        batch = next(iter(trainer.train_batches(bundle, 0)))
+        logs = trainer.train_step(*batch)
+        assert ("penalty" in logs) == (lam > 0)
+        moved[lam] = resource.expected_cost(trainer.mixed, "params")
+    assert moved[5.0] < moved[0.0]

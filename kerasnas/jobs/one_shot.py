@@ -138,6 +138,15 @@ class OneShotSearch(Job):
                 f"got {{derive}}={s.derive}"
             )
         res = penalty.resource
+        if res != "latency":  # a target no child reaches cannot be landed on
+            cheapest, dearest = space.cost_range(supernet, res)
+            if not cheapest <= penalty.target.value <= dearest:
+                raise SettingError(
+                    f"{{target}} {penalty.target} is outside what this space's children "
+                    f"cost: {format_cost(cheapest, res)} (every edge its cheapest op) to "
+                    f"{format_cost(dearest, res)} (its dearest); aim inside, or change "
+                    "{init_channels}, {layers}, {nodes} or {ops}"
+                )
         cache: dict[str, float] = {}  # cost of each cell preprocessing layer
 
         def layer_cost(layer) -> float:

@@ -140,42 +140,24 @@ class ParetoSettings(JobSettings):
 
 def auto_targets(settings: ParetoSettings) -> list[Target]:
     """`points` targets of ``settings.resource`` evenly spread in log scale from 1.3x the
-    cheapest child of the space to 0.7x the dearest (every edge its cheapest or dearest
-    op, counted on a freshly built supernet)."""
-    from kerasnas import resource
+    cheapest child of the space to 0.7x the dearest (:meth:`CellSpace.cost_range`, on a
+    freshly built supernet)."""
     from kerasnas.data import load
-    from kerasnas.genotype import Genotype
     from kerasnas.search_spaces.cell import CellSpace
 
-    bundle = load(settings.dataset, seed=settings.seed)
     s = settings
-    space = CellSpace(bundle.input_shape, bundle.num_classes, s.init_channels, s.layers, s.nodes)
-    space = dataclasses.replace(space, ops=tuple(s.ops))
+    bundle = load(s.dataset, seed=s.seed)
+    space = CellSpace(
+        bundle.input_shape, bundle.num_classes, s.init_channels, s.layers, s.nodes, tuple(s.ops)
+    )
     supernet = space.build_supernet("gumbel", bundle.normalization_layer(), seed=0)
     res = s.resource
-
-    def extreme(pick: Callable) -> float:
-        cells = {}
-        for kind in ("normal", "reduce"):
-            cell = []
-            for dst in range(2, s.nodes + 2):
-                node = []
-                for src in range(dst):
-                    column = resource.cost_column(space.mixed_op(supernet, kind, src, dst), res)
-                    allowed = [k for k, op in enumerate(space.ops) if op != "none"] or [0]
-                    k = pick(allowed, key=lambda k, column=column: column[k])
-                    node.append((space.ops[k], src))
-                cell.append(tuple(node))
-            cells[kind] = tuple(cell)
-        genotype = Genotype.of_cells(cells["normal"], cells["reduce"])
-        child = space.build_child(genotype, supernet)
-        return float(resource.network_cost(child).get(res))
-
-    lo, hi = 1.3 * extreme(min), 0.7 * extreme(max)
+    cheapest, dearest = space.cost_range(supernet, res)
+    lo, hi = 1.3 * cheapest, 0.7 * dearest
     if not hi > lo:
         raise SettingError(
             f"the space's children span too little {res} for a front "
-            f"({format_cost(lo / 1.3, res)} to {format_cost(hi / 0.7, res)}); give {{targets}}"
+            f"({format_cost(cheapest, res)} to {format_cost(dearest, res)}); give {{targets}}"
         )
     k = s.points
     return [Target(res, float(lo * (hi / lo) ** (i / (k - 1)))) for i in range(k)]

@@ -329,6 +329,31 @@ class CellSpace:
                     total += float(resource_lib.cost_column(layer, resource)[self.ops.index(op)])
         return total
 
+    def cost_range(self, supernet: keras.Model, resource: str) -> tuple[float, float]:
+        """The cheapest and the dearest child of the space in `resource` (params, flops or
+        mac; counted on built children): every edge its cheapest op (``none`` included:
+        a dropped edge costs nothing) or its dearest."""
+        from kerasnas import resource as resource_lib
+
+        def extreme(pick) -> float:
+            cells = {}
+            for kind in ("normal", "reduce"):
+                cell = []
+                for dst in range(2, self.nodes + 2):
+                    node = []
+                    for src in range(dst):
+                        layer = self.mixed_op(supernet, kind, src, dst)
+                        column = resource_lib.cost_column(layer, resource)
+                        k = pick(range(len(self.ops)), key=lambda k, c=column: (c[k], k))
+                        if self.ops[k] != "none":
+                            node.append((self.ops[k], src))
+                    cell.append(tuple(node))
+                cells[kind] = tuple(cell)
+            child = self.build_child(Genotype.of_cells(cells["normal"], cells["reduce"]), supernet)
+            return float(resource_lib.network_cost(child).get(resource))
+
+        return extreme(min), extreme(max)
+
     def _top2(self, probs: dict[int, np.ndarray]) -> list[tuple[str, int]]:
         allowed = [k for k, op in enumerate(self.ops) if op != "none"]
         if not allowed:
