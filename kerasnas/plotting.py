@@ -483,7 +483,7 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: 
         label="front",
     )
     retrained = [
-        (costs[i], points[i]["retrained_accuracy"], accuracies[i]) for i in range(len(points))
+        (costs[i], points[i].get("retrained_accuracy"), accuracies[i]) for i in range(len(points))
     ]
     retrained = [(c, float(r), a) for c, r, a in retrained if r is not None]
     if retrained:

@@ -13,7 +13,7 @@
 One-shot strategies search the cell space with one weight-shared supernet: snas (default),
 darts (first or second order), enas (LSTM controller) and random_ws (uniform sampling with
 weight sharing); outputs: see kerasnas.jobs.one_shot. Trial-based strategies (reinforce,
-metaqnn, evolution, renas, random, bayesian, hyperband, nash, lemonade) train one child per
+metaqnn, evolution, renas, random, bayesian, hyperband, nash, lemonade, nsga2) train one child per
 trial over --search_space=cell, nasrl or metaqnn (outputs and distributed mode: see
 kerasnas.jobs.trial_based). How each trial is scored: --estimator=full, proxy, lc or morphism
 (see kerasnas.estimation); nash (--n_neigh, --n_nm) and lemonade (--n_init, --n_children,
