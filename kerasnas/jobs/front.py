@@ -7,7 +7,7 @@ the front switched on, is trained again with the trial's seed and budget, which 
 same model), its ``accuracy`` that model's accuracy on the test split (no retraining), its
 cost the resource's count (``space.cost``). The front is the trials no other trial
 dominates in (cost, test accuracy); the search itself only ever saw validation accuracies
-(``history.csv``). Up to `limit` front points, spread evenly along the front by cost (the
+(``history.csv``). Up to `limit` front points, evenly spaced in the front's cost order (the
 cheapest and the most accurate always), are exported into ``front/trial_<id>/``: the
 architecture (``genotype.json`` for the cell space, else ``architecture.json``),
 ``child.keras``, and ``export/`` (float TFLite, checked against ``child.keras`` on the test
