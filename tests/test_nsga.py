@@ -77,7 +77,8 @@ def _nsga(problem: TwoObjectives, seed: int, **kwargs) -> NSGA2Oracle:
 
 def test_nsga2_finds_a_better_front_than_random_search():
     """100 trials on 6 problems: the hypervolume of NSGA-II's evaluated points beats random
-    search's on average and on most problems (measured: 0.89 vs 0.81 of the true front's)."""
+    search's on average and on most problems (measured: 0.88 vs 0.81 of the true front's,
+    better on 5 of the 6)."""
     ours, theirs = [], []
     for seed in range(6):
         problem = TwoObjectives(seed)
