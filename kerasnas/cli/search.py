@@ -26,7 +26,7 @@ nsga2 (--population_size, --sample_size, --crossover_rate, --objective_cost) evo
 front of (accuracy, cost) by non-dominated sorting; it writes pareto.csv, pareto.png and the
 front's exported children (--front_export=K, which any trial-based strategy takes):
 
-  kerasnas-search --strategy=nsga2 --search_space=nasrl --max_trials=30 --output_dir=front
+  kerasnas-search --strategy=nsga2 --search_space=nasrl --max_trials=30 --output_dir=nsga2
 
 ``kerasnas-search --helpfull`` lists every flag.
 """
