@@ -117,6 +117,8 @@ def write_trial_front(
         row["on_front"] = int(i in front)
     chosen = spread(front, limit)
     failures: dict[str, str] = {}
+    # what an earlier run (resumed since) exported may be off the front now
+    shutil.rmtree(os.path.join(output_dir, FRONT_DIR), ignore_errors=True)
     if chosen:
         log(
             f"Pareto front: {len(front)} of {len(rows)} trials; exporting {len(chosen)} "
