@@ -64,7 +64,13 @@ COLUMNS = (
 # the type of each column when read back (str columns are kept as written)
 _INTS = ("child_params", "child_flops", "on_front")
 _FLOATS = ("child_cost", "accuracy", "retrained_accuracy", "latency_ms")
-UNITS = {"params": "parameters", "flops": "FLOPs", "mac": "memory accesses", "latency": "ms"}
+# each resource's axis label
+UNITS = {
+    "params": "parameters",
+    "flops": "FLOPs (mult-adds)",
+    "mac": "memory accesses (elements)",
+    "latency": "latency (ms)",
+}
 
 
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -221,7 +227,7 @@ def plot_front(
     ``on_front``; computed from ``child_cost`` and ``accuracy`` when no row says) connected
     in colour, x = ``child_cost`` in its resource's unit (log scale when it spans more than
     10x), y = accuracy; a point's ``retrained_accuracy``, where present, as a second marker
-    joined to its first."""
+    joined to its first; points with a ``dir`` (exported) ringed."""
     from kerasnas.plotting import plot_pareto
 
     plot_pareto(rows, path, title)

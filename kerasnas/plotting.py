@@ -483,7 +483,7 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: 
         label="front",
     )
     retrained = [
-        (costs[i], points[i]["retrained_accuracy"], accuracies[i]) for i in range(len(points))
+        (costs[i], points[i].get("retrained_accuracy"), accuracies[i]) for i in range(len(points))
     ]
     retrained = [(c, float(r), a) for c, r, a in retrained if r is not None]
     if retrained:
@@ -497,13 +497,23 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: 
             ms=5,
             label="after retraining",
         )
+    exported = [i for i, r in enumerate(points) if r.get("dir")]
+    if exported:
+        ax.plot(
+            [costs[i] for i in exported],
+            [accuracies[i] for i in exported],
+            "o",
+            mfc="none",
+            mec="black",
+            ms=10,
+            label="exported",
+        )
     positive = [c for c in costs if c > 0]
     if positive and max(positive) > 10 * min(positive):
         ax.set_xscale("log")
     resources = {r.get("resource") for r in points} - {None, ""}
     resource = resources.pop() if len(resources) == 1 else None
-    unit = UNITS.get(resource, resource) if resource else "cost"
-    ax.set_xlabel(f"child {resource} ({unit})" if resource else "child cost")
+    ax.set_xlabel(f"child {UNITS.get(resource, resource)}" if resource else "child cost")
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3, which="both")
     if points:

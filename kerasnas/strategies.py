@@ -209,6 +209,13 @@ for _name, _settings, _label, _color, _summary in (
         "tab:blue",
         "Pareto-front evolution with network morphisms (LEMONADE)",
     ),
+    (
+        "nsga2",
+        "NSGA2",
+        "NSGA-II",
+        "tab:green",
+        "multi-objective evolution over (accuracy, cost), non-dominated sorting (NSGA-II)",
+    ),
 ):
     register(
         Strategy(

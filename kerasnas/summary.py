@@ -292,6 +292,7 @@ def trial_based(metrics: dict[str, Any], output_dir: str) -> str:
             f"{metrics.get('dataset')}: {trials}",
         ),
         ("time", _trial_time(metrics)),
+        ("front", _front(metrics.get("pareto"))),
         (
             "files",
             _files(
@@ -305,12 +306,28 @@ def trial_based(metrics: dict[str, Any], output_dir: str) -> str:
                     ("history.csv", "one row per trial"),
                     ("search_curve.png", "best reward against trials and time"),
                     ("export", "exported files, export_report.json"),
+                    ("pareto.csv", "every trial's cost and test accuracy, the front marked"),
+                    ("pareto.png", "the front of (cost, test accuracy)"),
+                    ("front", "the exported front points, a TFLite each"),
                 ],
             ),
         ),
         ("next", next_lines),
     ]
     return render(f"summary: {metrics.get('strategy')} search -> {out}", rows)
+
+
+def _front(front: dict[str, Any] | None) -> str:
+    """The trial front's size and exports (``metrics["pareto"]``); "" without one."""
+    if not front:
+        return ""
+    text = (
+        f"{len(front['front'])} of {front['points']} trials on the ({front['resource']}, test "
+        f"accuracy) front, {len(front['exported'])} exported"
+    )
+    if front.get("export_failures"):
+        text += f", {len(front['export_failures'])} exports failed"
+    return text
 
 
 def _trial_time(metrics: dict[str, Any]) -> str:

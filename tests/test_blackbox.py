@@ -37,6 +37,8 @@ RUNS = {  # strategy -> (space, extra flags); every strategy, every space at lea
     "hyperband": ("metaqnn", ["--trial_epochs=2"]),
     "nash": ("nasrl", ["--estimator=morphism", "--n_neigh=2", "--n_nm=1"]),
     "lemonade": ("nasrl", ["--estimator=morphism", "--n_init=1", "--n_accept=2"]),
+    # the front's outputs: tests/test_nsga.py
+    "nsga2": ("metaqnn", ["--population_size=2", "--sample_size=1", "--front_export=0"]),
 }
 
 

@@ -149,3 +149,15 @@ def test_plot_front_writes_a_png(tmp_path):
     # blue front line is drawn: some pixels near tab:blue (31, 119, 180)
     rgb = (image[..., :3] * 255).astype(int)
     assert (np.abs(rgb - [31, 119, 180]).sum(axis=-1) < 30).sum() > 50
+
+
+def test_hypervolume_matches_a_grid_count():
+    rng = np.random.default_rng(3)
+    f = rng.uniform(0, 1, size=(15, 2))
+    ref = (1.0, 1.0)
+    xs = (np.arange(500) + 0.5) / 500
+    gx, gy = np.meshgrid(xs, xs)
+    covered = np.zeros_like(gx, bool)
+    for x, y in f:
+        covered |= (gx >= x) & (gy >= y)
+    assert pareto.hypervolume(f, ref) == pytest.approx(covered.mean(), abs=5e-3)

@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_every_registered_strategy_resolves():
     names = strategies.names()
-    assert len(names) == len(set(names)) == 13
+    assert len(names) == len(set(names)) == 14
     for entry in strategies.REGISTRY.values():
         assert dataclasses.is_dataclass(entry.settings_class())
         assert entry.label and entry.color and entry.summary
@@ -181,7 +181,7 @@ def test_a_new_strategy_is_one_registration_plus_its_module(tmp_path):
     [
         (
             ["--strategy=snas", "--population_size=3"],
-            "--population_size applies to --strategy=evolution,renas only",
+            "--population_size applies to --strategy=evolution,renas,nsga2 only",
         ),
         (["--strategy=reinforce", "--a_lr=0.1"], "--a_lr applies to --strategy=snas,darts only"),
         (

@@ -13,14 +13,20 @@
 One-shot strategies search the cell space with one weight-shared supernet: snas (default),
 darts (first or second order), enas (LSTM controller) and random_ws (uniform sampling with
 weight sharing); outputs: see kerasnas.jobs.one_shot. Trial-based strategies (reinforce,
-metaqnn, evolution, renas, random, bayesian, hyperband, nash, lemonade) train one child per
-trial over --search_space=cell, nasrl or metaqnn (outputs and distributed mode: see
+metaqnn, evolution, renas, random, bayesian, hyperband, nash, lemonade, nsga2) train one
+child per trial over --search_space=cell, nasrl or metaqnn (outputs and distributed mode: see
 kerasnas.jobs.trial_based). How each trial is scored: --estimator=full, proxy, lc or morphism
 (see kerasnas.estimation); nash (--n_neigh, --n_nm) and lemonade (--n_init, --n_children,
 --n_accept, --max_morphisms) grow nasrl networks by network morphisms, and with
 --estimator=morphism (--morphism_epochs) each child starts from its parent's weights:
 
   kerasnas-search --strategy=nash --search_space=nasrl --estimator=morphism --output_dir=nash
+
+nsga2 (--population_size, --sample_size, --crossover_rate, --objective_cost) evolves the
+front of (accuracy, cost) by non-dominated sorting; it writes pareto.csv, pareto.png and the
+front's exported children (--front_export=K, which any trial-based strategy takes):
+
+  kerasnas-search --strategy=nsga2 --search_space=nasrl --max_trials=30 --output_dir=nsga2
 
 ``kerasnas-search --helpfull`` lists every flag.
 """

@@ -225,6 +225,15 @@ class TrialSettings(JobSettings):
         "by validation accuracy becomes best.keras. 0: off.",
         at_least=0,
     )
+    front_export: int | None = option(
+        None,
+        "After the search, write pareto.csv and pareto.png of all completed trials (test "
+        "accuracy of each trial's child against its cost) and export up to K points of their "
+        "Pareto front into front/<trial>/ (child.keras, architecture, verified float TFLite "
+        "with its LiteRT latency); every trial's model is kept for it. None: 8 for nsga2, "
+        "0 (none of this) for the other strategies.",
+        at_least=0,
+    )
     distributed_timeout: float = option(
         600.0,
         "Distributed mode (KERASTUNER_* variables): seconds a worker waits for the chief, "

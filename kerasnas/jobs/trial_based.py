@@ -3,7 +3,7 @@ a discrete space, :class:`~kerasnas.multitrial.runner.ArchTuner` trains each one
 
 This is what ``kerasnas-search`` runs for the trial-based strategies of
 :mod:`kerasnas.strategies` (``reinforce``, ``metaqnn``, ``evolution``, ``renas``, ``random``,
-``bayesian``, ``hyperband``, ``nash``, ``lemonade``); :func:`run_trial_search` is the
+``bayesian``, ``hyperband``, ``nash``, ``lemonade``, ``nsga2``); :func:`run_trial_search` is the
 Python entry point. The strategy's settings are ``TrialSettings.config`` (its class is the
 registry's ``settings``). Output directory (every file written atomically, ``metrics.json`` last):
 
@@ -27,6 +27,12 @@ registry's ``settings``). Output directory (every file written atomically, ``met
   ``history.csv`` of an uninterrupted one except the wall-clock columns (``seconds``,
   ``end_seconds``);
 - ``export/`` when ``export`` formats are given (see :mod:`kerasnas.export`);
+- ``pareto.csv``, ``pareto.png`` and ``front/trial_<id>/`` with ``front_export`` = K > 0
+  (default: 8 for ``nsga2``, 0 for the other strategies; any strategy's trials make a
+  front): every completed trial as a point (its child's test accuracy against its
+  params, or ``nsga2``'s ``objective_cost``), the front marked, and up to K front points
+  exported, each verified as a float TFLite with its LiteRT latency (see
+  :mod:`kerasnas.jobs.front`); every trial's model is kept in ``tuner/`` for it;
 - ``retrain/trial_<id>/`` with ``retrain_top`` = K > 0: after the search, the K trials of
   highest reward are trained again from scratch with full training (``trial.epochs``
   epochs, all the training data, full resolution and width, the trial's seed), each
@@ -63,6 +69,7 @@ from kerasnas.errors import RunError, SettingError, within
 from kerasnas.evaluate import accuracy
 from kerasnas.genotype import Genotype
 from kerasnas.jobs.base import Job
+from kerasnas.jobs.front import write_trial_front
 from kerasnas.jobs.settings import TrialSettings
 from kerasnas.multitrial import distributed
 from kerasnas.multitrial.distributed import DistributedError
@@ -106,6 +113,7 @@ class TrialSearch(Job):
         "distributed_timeout",
         "worker_timeout",
         "retrain_top",
+        "front_export",
     }
     legacy = {  # settings added after output directories may have been started
         "time_budget": None,
@@ -116,6 +124,7 @@ class TrialSearch(Job):
         "estimation.proxy_resolution": None,
         "estimation.proxy_width": 1.0,
         "estimation.proxy_depth": 1.0,
+        "front_export": None,
     }
 
     def run(self) -> dict[str, Any]:
@@ -194,7 +203,15 @@ class TrialSearch(Job):
             silence=s.worker_timeout,
             estimator=s.estimation.make(s.trial.seed),
             time_budget=s.time_budget,
+            keep_models=self.front_points() > 0,
         )
+
+    def front_points(self) -> int:
+        """How many front points to export (``front_export``; None: 8 for nsga2, else 0)."""
+        s = self.settings
+        if s.front_export is not None:
+            return s.front_export
+        return 8 if s.strategy == "nsga2" else 0
 
     def execute(self) -> tuple[dict[str, Any], Any, str]:
         s = self.settings
@@ -299,6 +316,11 @@ class TrialSearch(Job):
             else:
                 model.save(tmp)
         io.write_text(os.path.join(out, "history.csv"), history_csv(records))
+        if self.front_points():
+            resource = getattr(s.config, "objective_cost", "params")
+            metrics["pareto"] = write_trial_front(
+                tuner, records, out, resource, self.front_points(), self.log
+            )
         plot_search_curve(
             records,
             os.path.join(out, "search_curve.png"),

@@ -12,7 +12,8 @@ metrics hold ``reward``, ``val_accuracy``, ``params``, ``flops`` (``space.cost``
 ``seconds``; ``trial_<id>/result.json`` holds them exactly plus the architecture, the tuner
 that ran it and wall-clock times. A model that is at least as good as every trial completed
 before it is saved as ``trial_<id>/model.keras``, so the best trial's model always exists;
-with an estimator whose ``keeps_models`` is set (``morphism``) every trial's model is saved,
+with an estimator whose ``keeps_models`` is set (``morphism``), or with ``keep_models``,
+every trial's model is saved,
 and :meth:`ArchTuner.load_model` reads a completed trial's back.
 
 Determinism: each trial resets Keras' session and seeds from ``(seed, trial_id)``, and the
@@ -167,6 +168,8 @@ class ArchTuner(keras_tuner.Tuner):
       time_budget: seconds of trials (the sum of the completed trials' ``seconds``, read from
         their ``result.json``, so a resumed search counts the earlier ones) after which no new
         trial starts; None: no budget. ``budget_spent`` tells whether it ended the search.
+      keep_models: save every trial's trained model, not only the best so far (a search
+        that exports its Pareto front needs them).
     """
 
     def __init__(
@@ -185,8 +188,10 @@ class ArchTuner(keras_tuner.Tuner):
         silence: float = 120.0,
         estimator: Estimator | None = None,
         time_budget: float | None = None,
+        keep_models: bool = False,
     ):
         config.validate()
+        self.keep_models = bool(keep_models)
         if time_budget is not None and not time_budget > 0:
             raise ValueError(f"ArchTuner: time_budget must be > 0 or None, got {time_budget!r}")
         self.time_budget = None if time_budget is None else float(time_budget)
@@ -333,7 +338,8 @@ class ArchTuner(keras_tuner.Tuner):
         reward = self.reward(val_acc, int(cost.params), int(cost.flops))
         best = self._best_known()
         trial_dir = self.get_trial_dir(trial.trial_id)
-        saved = model is not None and (reward >= best or self.estimator.keeps_models)
+        keep = self.keep_models or self.estimator.keeps_models
+        saved = model is not None and (reward >= best or keep)
         if saved:
             with io.atomic_path(os.path.join(trial_dir, MODEL_FILE)) as tmp:
                 model.save(tmp)

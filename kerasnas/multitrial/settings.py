@@ -31,6 +31,7 @@ __all__ = [
     "LemonadeSettings",
     "MetaQNNSettings",
     "NASHSettings",
+    "NSGA2Settings",
     "OracleSettings",
     "RENASSettings",
     "RandomSettings",
@@ -129,8 +130,8 @@ class RandomSettings(OracleSettings):
 class EvolutionSettings(OracleSettings):
     """Aging evolution: the population and the tournament size."""
 
-    population_size: int = option(10, "evolution, renas: population.")
-    sample_size: int = option(3, "evolution, renas: tournament size.")
+    population_size: int = option(10, "evolution, renas, nsga2: population.")
+    sample_size: int = option(3, "evolution, renas, nsga2: tournament size.")
 
     def make_oracle(self, space, *, max_trials, seed, max_epochs):
         from kerasnas.multitrial.oracles import RegularizedEvolutionOracle
@@ -297,6 +298,40 @@ class LemonadeSettings(OracleSettings):
             n_children=self.n_children,
             n_accept=self.n_accept,
             n_nm=self.max_morphisms,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            **self.common(space, max_trials, seed),
+        )
+
+
+@dataclasses.dataclass
+class NSGA2Settings(OracleSettings):
+    """NSGA-II over (reward, cost) (Deb et al. 2002): the population (also the children per
+    generation), the tournament size (the paper's binary tournament), the crossover rate
+    and the cost objective (analytic: parameters, FLOPs or memory accesses of
+    ``space.cost``). See :class:`~kerasnas.multitrial.nsga.NSGA2Oracle`."""
+
+    population_size: int = option(10, "evolution, renas, nsga2: population.", at_least=2)
+    sample_size: int = option(2, "evolution, renas, nsga2: tournament size.", at_least=1)
+    crossover_rate: float = option(
+        0.5,
+        "nsga2: chance a child starts as a uniform crossover of two parents (then mutated).",
+        at_least=0,
+    )
+    objective_cost: str = option(
+        "params", "nsga2: the cost objective beside accuracy.", choices=("params", "flops", "mac")
+    )
+
+    needs_data: ClassVar[bool] = True
+
+    def make_oracle(self, space, *, max_trials, seed, max_epochs, input_shape, num_classes):
+        from kerasnas.multitrial.nsga import NSGA2Oracle
+
+        return NSGA2Oracle(
+            population_size=self.population_size,
+            tournament_size=self.sample_size,
+            crossover_rate=self.crossover_rate,
+            objective_cost=self.objective_cost,
             input_shape=input_shape,
             num_classes=num_classes,
             **self.common(space, max_trials, seed),
