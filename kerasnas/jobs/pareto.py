@@ -140,8 +140,8 @@ class ParetoSettings(JobSettings):
 
 def auto_targets(settings: ParetoSettings) -> list[Target]:
     """`points` targets of ``settings.resource`` evenly spread in log scale from 1.3x the
-    cheapest child of the space to 0.7x the dearest (:meth:`CellSpace.cost_range`, on a
-    freshly built supernet)."""
+    cheapest child of the space that keeps every edge to 0.7x the dearest
+    (:meth:`CellSpace.cost_range`, on a freshly built supernet)."""
     from kerasnas.data import load
     from kerasnas.search_spaces.cell import CellSpace
 
@@ -152,7 +152,7 @@ def auto_targets(settings: ParetoSettings) -> list[Target]:
     )
     supernet = space.build_supernet("gumbel", bundle.normalization_layer(), seed=0)
     res = s.resource
-    cheapest, dearest = space.cost_range(supernet, res)
+    cheapest, dearest = space.cost_range(supernet, res, dropped_edges=False)
     lo, hi = 1.3 * cheapest, 0.7 * dearest
     if not hi > lo:
         raise SettingError(

@@ -329,10 +329,13 @@ class CellSpace:
                     total += float(resource_lib.cost_column(layer, resource)[self.ops.index(op)])
         return total
 
-    def cost_range(self, supernet: keras.Model, resource: str) -> tuple[float, float]:
+    def cost_range(
+        self, supernet: keras.Model, resource: str, dropped_edges: bool = True
+    ) -> tuple[float, float]:
         """The cheapest and the dearest child of the space in `resource` (params, flops or
-        mac; counted on built children): every edge its cheapest op (``none`` included:
-        a dropped edge costs nothing) or its dearest."""
+        mac; counted on built children): every edge its cheapest op (``none`` included
+        when `dropped_edges`: a dropped edge costs nothing; without, the cheapest child
+        that keeps every edge) or its dearest."""
         from kerasnas import resource as resource_lib
 
         def extreme(pick) -> float:
@@ -344,7 +347,12 @@ class CellSpace:
                     for src in range(dst):
                         layer = self.mixed_op(supernet, kind, src, dst)
                         column = resource_lib.cost_column(layer, resource)
-                        k = pick(range(len(self.ops)), key=lambda k, c=column: (c[k], k))
+                        allowed = [
+                            k
+                            for k, op in enumerate(self.ops)
+                            if dropped_edges or op != "none" or len(self.ops) == 1
+                        ]
+                        k = pick(allowed, key=lambda k, c=column: (c[k], k))
                         if self.ops[k] != "none":
                             node.append((self.ops[k], src))
                     cell.append(tuple(node))
