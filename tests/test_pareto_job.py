@@ -77,3 +77,12 @@ def test_a_tiny_front_is_searched_exported_retrained_and_written(tmp_path):
     before = os.path.getmtime(out / table[0]["dir"] / "metrics.json")
     run_pareto(ParetoSettings(**{**settings.__dict__, "resume": True}))
     assert os.path.getmtime(out / table[0]["dir"] / "metrics.json") == before
+
+
+@pytest.mark.slow
+def test_targets_no_child_reaches_are_refused_before_any_search(tmp_path):
+    settings = ParetoSettings(output_dir=str(tmp_path / "f"), targets=("params:5k", "1M"), **TINY)
+    with pytest.raises(SettingError, match="outside") as e:
+        run_pareto(settings)
+    assert "params:1M" in str(e.value) and "params:5k" not in str(e.value)
+    assert not (tmp_path / "f").exists()  # nothing written

@@ -138,10 +138,9 @@ class ParetoSettings(JobSettings):
         return out
 
 
-def auto_targets(settings: ParetoSettings) -> list[Target]:
-    """`points` targets of ``settings.resource`` evenly spread in log scale from 1.3x the
-    cheapest child of the space that keeps every edge to 0.7x the dearest
-    (:meth:`CellSpace.cost_range`, on a freshly built supernet)."""
+def cost_range(settings: ParetoSettings, res: str, dropped_edges: bool) -> tuple[float, float]:
+    """The cheapest and dearest child of the settings' space in `res` (an analytic
+    resource), counted on a freshly built supernet (:meth:`CellSpace.cost_range`)."""
     from kerasnas.data import load
     from kerasnas.search_spaces.cell import CellSpace
 
@@ -151,15 +150,37 @@ def auto_targets(settings: ParetoSettings) -> list[Target]:
         bundle.input_shape, bundle.num_classes, s.init_channels, s.layers, s.nodes, tuple(s.ops)
     )
     supernet = space.build_supernet("gumbel", bundle.normalization_layer(), seed=0)
-    res = s.resource
-    cheapest, dearest = space.cost_range(supernet, res, dropped_edges=False)
+    return space.cost_range(supernet, res, dropped_edges=dropped_edges)
+
+
+def check_targets(settings: ParetoSettings, targets: list[Target]) -> None:
+    """Refuses targets of an analytic resource that no child of the space reaches, before
+    any search starts (each search would refuse its own)."""
+    if not targets or targets[0].resource not in ANALYTIC:
+        return
+    res = targets[0].resource
+    cheapest, dearest = cost_range(settings, res, dropped_edges=True)
+    outside = [t for t in targets if not cheapest <= t.value <= dearest]
+    if outside:
+        raise SettingError(
+            f"{{targets}} {', '.join(map(str, outside))} outside what this space's children "
+            f"cost: {format_cost(cheapest, res)} to {format_cost(dearest, res)}"
+        )
+
+
+def auto_targets(settings: ParetoSettings) -> list[Target]:
+    """`points` targets of ``settings.resource`` evenly spread in log scale from 1.3x the
+    cheapest child of the space that keeps every edge to 0.7x the dearest
+    (:func:`cost_range`)."""
+    res = settings.resource
+    cheapest, dearest = cost_range(settings, res, dropped_edges=False)
     lo, hi = 1.3 * cheapest, 0.7 * dearest
     if not hi > lo:
         raise SettingError(
             f"the space's children span too little {res} for a front "
             f"({format_cost(cheapest, res)} to {format_cost(dearest, res)}); give {{targets}}"
         )
-    k = s.points
+    k = settings.points
     return [Target(res, float(lo * (hi / lo) ** (i / (k - 1)))) for i in range(k)]
 
 
@@ -278,8 +299,10 @@ class ParetoFront(Job):
 
         s = self.settings
         s.validate()
-        self.open_output_dir()
         targets = s.plan() or auto_targets(s)
+        if not s.lambdas:
+            check_targets(s, targets)
+        self.open_output_dir()  # after every check: bad input writes nothing
         what = (
             "targets " + ", ".join(str(t) for t in targets)
             if not s.lambdas
