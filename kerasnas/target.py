@@ -16,10 +16,12 @@ where C(child) is the cost of the child the search would return now (SNAS: the a
 not the expected cost of the distribution) and `band` a tolerance (default 0.05, i.e. about
 5%). Its Lagrangian adds ``mu * |log(C / T)|``; the step differentiates it through the
 penalty's relaxed cost, so the penalty weight of :func:`kerasnas.resource.penalty` (log
-form) is ``lambda = mu * sign(log(C(child) / T))``, smoothed to ``mu * tanh(log(C(child) /
-T) / band)``: it pushes the cost down when the child is too big and up when it is too small,
-and turns round as soon as the child crosses the target. The multiplier follows projected
-dual ascent after every step,
+form) is ``lambda = mu * sign(e)`` with ``e = log(C(child) / T)`` outside the band and 0
+inside it (the subgradient of ``max(|e| - band, 0)``, ramped over one band width:
+``mu * sign(e) * clip(|e| / band - 1, 0, 1)``): it pushes the cost down when the child is
+too big and up when it is too small, turns round in the step the child crosses the band,
+and leaves a child inside the band alone. The multiplier follows projected dual ascent
+after every step,
 
     mu <- max(0, mu + lr * (|log(C(child) / T)| - band)),
 
@@ -31,11 +33,14 @@ measured on digits (params:40k, seed 0), its multiplier winds up while the cost 
 keeps pushing after the child crosses the target and the child was frozen at 0.75 of the
 target when the architecture distribution sharpened (entropy 0.07 nats by epoch 10), with
 lambda still positive. With the sign taken from the current error there is no wind-up to
-undo. Why not TuNAS' absolute-value reward ``Q + beta * |C / T - 1|`` with a fixed beta:
-it is the same shape with the multiplier fixed, so beta must be tuned against the size of
-the task gradient, which differs between data sets, resources and temperatures; here it
-adapts. And the error is the derived child's, which is what the user asked for; the
-absolute reward acts on sampled costs, whose mean is not the argmax child's.
+undo. A smooth sign (``mu * tanh(e / band)``, tried next) still pushed inside the band: on
+a small space whose children near the target cost 0.75, 1.01 and 1.41 of it, it pushed the
+1.01 child down to 0.75 at the end of a search; the dead band keeps it. Why not TuNAS'
+absolute-value reward ``Q + beta * |C / T - 1|`` with a fixed beta: it is the same shape
+with the multiplier fixed, so beta must be tuned against the size of the task gradient,
+which differs between data sets, resources and temperatures; here it adapts. And the error
+is the derived child's, which is what the user asked for; the absolute reward acts on
+sampled costs, whose mean is not the argmax child's.
 """
 
 from __future__ import annotations
@@ -122,8 +127,8 @@ class Target:
 
 class DualAscent:
     """The penalty weight of a cost target (see the module doc): after every step,
-    ``mu = max(0, mu + lr * (|e| - band))`` and ``weight = mu * tanh(e / band)`` with
-    ``e = log(cost / target)``.
+    ``mu = max(0, mu + lr * (|e| - band))`` and ``weight = mu * sign(e) * clip(|e| / band -
+    1, 0, 1)`` with ``e = log(cost / target)`` (0 inside the band).
 
     Args:
       target: the target cost (the unit of the costs given to :meth:`update`).
@@ -153,7 +158,7 @@ class DualAscent:
         """One dual step with the derived child's `cost`; returns the new penalty weight."""
         e = self.error(cost)
         self.mu = max(0.0, self.mu + self.lr * (abs(e) - self.band))
-        self.weight = self.mu * math.tanh(e / self.band)
+        self.weight = self.mu * math.copysign(min(max(abs(e) / self.band - 1.0, 0.0), 1.0), e)
         return self.weight
 
     def state(self) -> dict[str, float]:

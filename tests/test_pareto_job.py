@@ -81,8 +81,10 @@ def test_a_tiny_front_is_searched_exported_retrained_and_written(tmp_path):
 
 @pytest.mark.slow
 def test_targets_no_child_reaches_are_refused_before_any_search(tmp_path):
-    settings = ParetoSettings(output_dir=str(tmp_path / "f"), targets=("params:5k", "1M"), **TINY)
+    settings = ParetoSettings(
+        output_dir=str(tmp_path / "f"), targets=("params:5k", "1M", "500"), **TINY
+    )
     with pytest.raises(SettingError, match="outside") as e:
         run_pareto(settings)
-    assert "params:1M" in str(e.value) and "params:5k" not in str(e.value)
+    assert "params:1M, params:500 outside" in str(e.value) and "params:5k" not in str(e.value)
     assert not (tmp_path / "f").exists()  # nothing written

@@ -3,6 +3,7 @@ step, the derived child's cost against the built child's, and a target search th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -13,7 +14,6 @@ import tensorflow as tf
 
 from kerasnas import resource
 from kerasnas.errors import SettingError
-from kerasnas.layers import mixed_ops
 from kerasnas.search_spaces.cell import CellSpace
 from kerasnas.target import DualAscent, Target, format_cost
 from kerasnas.trainers.config import DARTSConfig, SNASConfig
@@ -144,18 +144,15 @@ def test_table_cost_plus_a_fixed_part_is_the_built_childs_cost(space_and_superne
 @pytest.mark.slow
 def test_a_params_target_search_lands_within_15_percent(tmp_path):
     """A short SNAS search on digits with a target between the smallest and the largest
-    child lands its child within 15% of it; the weight rose above 0 to get there."""
+    child lands its child within 15% of it; the controller acted to get there. A target no
+    child reaches is refused before anything is written."""
     from kerasnas.jobs.one_shot import OneShotSettings, default_config, run_search
 
     tf.config.experimental.enable_op_determinism()
     space = CellSpace((8, 8, 1), 10, init_channels=4, layers=3, nodes=2, ops=OPS)
     supernet = space.build_supernet("gumbel", seed=0)
-    genotype = space.derive(supernet, "argmax")
-    fixed = resource.network_cost(space.build_child(genotype, supernet)).params - (
-        space.table_cost(supernet, genotype, "params")
-    )
-    largest = fixed + sum(resource.cost_column(m, "params").max() for m in mixed_ops(supernet))
-    target = round(fixed + 0.3 * (largest - fixed))  # well inside the range
+    cheapest, dearest = space.cost_range(supernet, "params", dropped_edges=False)
+    target = round(cheapest * (dearest / cheapest) ** 0.4)  # well inside the range
     settings = OneShotSettings(
         output_dir=str(tmp_path / "run"),
         init_channels=4,
@@ -164,7 +161,7 @@ def test_a_params_target_search_lands_within_15_percent(tmp_path):
         ops=OPS,
         export=(),
         verbose=0,
-        config=default_config("snas", epochs=6, target=f"params:{target}", target_lr=0.05),
+        config=default_config("snas", epochs=8, target=f"params:{target}", target_lr=0.1),
     )
     metrics = run_search(settings)
     assert metrics["target_value"] == target
@@ -173,6 +170,14 @@ def test_a_params_target_search_lands_within_15_percent(tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert max(r["penalty_multiplier"] for r in history) > 0  # the controller had to act
     assert history[-1]["target_ratio"] == pytest.approx(metrics["predicted_target_ratio"])
+    below = dataclasses.replace(
+        settings,
+        output_dir=str(tmp_path / "below"),
+        config=default_config("snas", epochs=1, target=f"params:{cheapest * 0.9:.0f}"),
+    )
+    with pytest.raises(SettingError, match="every edge kept"):
+        run_search(below)
+    assert not (tmp_path / "below").exists()
 
 
 def test_the_controller_state_is_checkpointed(space_and_supernet):

@@ -138,14 +138,16 @@ class OneShotSearch(Job):
                 f"got {{derive}}={s.derive}"
             )
         res = penalty.resource
-        if res != "latency":  # a target no child reaches cannot be landed on
-            cheapest, dearest = space.cost_range(supernet, res)
+        if res != "latency":  # a target the penalty cannot steer to is refused
+            cheapest, dearest = space.cost_range(supernet, res, dropped_edges=False)
             if not cheapest <= penalty.target.value <= dearest:
                 raise SettingError(
                     f"{{target}} {penalty.target} is outside what this space's children "
-                    f"cost: {format_cost(cheapest, res)} (every edge its cheapest op) to "
-                    f"{format_cost(dearest, res)} (its dearest); aim inside, or change "
-                    "{init_channels}, {layers}, {nodes} or {ops}"
+                    f"cost with every edge kept: {format_cost(cheapest, res)} (every edge "
+                    f"its cheapest op) to {format_cost(dearest, res)} (its dearest); aim "
+                    "inside, or change {init_channels}, {layers}, {nodes} or {ops}. (Smaller "
+                    "children drop edges: what that saves, the cell preprocessing no edge "
+                    "reads any more, is not in the penalty, which cannot steer there.)"
                 )
         cache: dict[str, float] = {}  # cost of each cell preprocessing layer
 

@@ -159,12 +159,13 @@ def check_targets(settings: ParetoSettings, targets: list[Target]) -> None:
     if not targets or targets[0].resource not in ANALYTIC:
         return
     res = targets[0].resource
-    cheapest, dearest = cost_range(settings, res, dropped_edges=True)
+    cheapest, dearest = cost_range(settings, res, dropped_edges=False)
     outside = [t for t in targets if not cheapest <= t.value <= dearest]
     if outside:
         raise SettingError(
             f"{{targets}} {', '.join(map(str, outside))} outside what this space's children "
-            f"cost: {format_cost(cheapest, res)} to {format_cost(dearest, res)}"
+            f"cost with every edge kept: {format_cost(cheapest, res)} to "
+            f"{format_cost(dearest, res)} (see kerasnas-search --target)"
         )
 
 
