@@ -44,7 +44,9 @@ TTY, PLAIN = "tty", "plain"
 # what a step's logs are called in an epoch record (running means over the epoch)
 STEP_NAMES = {"loss": "train_loss", "accuracy": "train_acc"}
 SCHEDULES = frozenset({"w_lr", "a_lr", "temperature", "drop_path", "budget_fraction"})
-TIMES = frozenset({"seconds", "budget_seconds", "setup_seconds", "steps"})
+TIMES = frozenset({"seconds", "budget_seconds", "setup_seconds", "steps", "hessian_seconds"})
+# the collapse figures (kerasnas.trainers.collapse), per-cell ones under param_free_share/
+COLLAPSE = frozenset({"param_free_share", "hessian_eigenvalue", "hessian_convergence"})
 CONTROLLER = frozenset({"reward", "controller_loss", "baseline"})
 # the epoch line's groups, in order; "time" is shown as the epoch's seconds and the ETA
 LINE_GROUPS = ("train", "valid", "schedule", "architecture", "controller")
@@ -79,7 +81,7 @@ def group_of(key: str) -> str:
         return "time"
     if key in CONTROLLER:
         return "controller"
-    if key.split("/")[0] in ("entropy", "prob") or key.startswith("expected_"):
+    if key.split("/")[0] in ("entropy", "prob", *COLLAPSE) or key.startswith("expected_"):
         return "architecture"
     return "train"  # what else a step logs (penalty, aux_loss, DARTS' valid_loss)
 
