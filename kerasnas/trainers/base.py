@@ -7,11 +7,12 @@ MixedOp layers, their architecture logits and an optimizer for them. A subclass 
 ``train_step(*batch) -> dict of scalars`` (compiled here with ``tf.function``; by default a
 batch is ``(x, y)``) and may override ``step_signature``/``train_batches``/``steps_per_epoch``
 together (steps that read more than one batch, e.g. DARTS' train and validation batches),
-``on_epoch_begin``, ``on_epoch_end`` (work after the epoch's steps, e.g. ENAS' controller)
-and ``epoch_extras``; ``extra_variables``/``extra_state``/``set_extra_state`` put more state
-into checkpoints. Weight updates follow the authors'
-PyTorch code: gradients are clipped by global norm, then coupled L2 weight decay is added,
-then the optimizer step (SGD with momentum for weights, Adam for architecture logits).
+``on_epoch_begin``, ``on_epoch_end`` (work after the epoch's steps, e.g. ENAS' controller),
+``epoch_extras`` and ``should_stop`` (end the run after an epoch, e.g. the collapse guard);
+``extra_variables``/``extra_state``/``set_extra_state`` put more state into checkpoints.
+Weight updates follow the authors' PyTorch code: gradients are clipped by global norm,
+then coupled L2 weight decay is added, then the optimizer step (SGD with momentum for
+weights, Adam for architecture logits).
 
 With a ``tf.distribute`` strategy (``strategy=``; the model must have been built in its
 scope) the step runs in every replica on its share of the global batch (``batch_size``);
