@@ -46,7 +46,9 @@ TTY, PLAIN = "tty", "plain"
 # what a step's logs are called in an epoch record (running means over the epoch)
 STEP_NAMES = {"loss": "train_loss", "accuracy": "train_acc"}
 SCHEDULES = frozenset({"w_lr", "a_lr", "temperature", "drop_path", "budget_fraction"})
-TIMES = frozenset({"seconds", "budget_seconds", "setup_seconds", "steps"})
+TIMES = frozenset({"seconds", "budget_seconds", "setup_seconds", "steps", "hessian_seconds"})
+# the collapse figures (kerasnas.trainers.collapse), per-cell ones under param_free_share/
+COLLAPSE = frozenset({"param_free_share", "hessian_eigenvalue", "hessian_convergence"})
 CONTROLLER = frozenset({"reward", "controller_loss", "baseline"})
 TARGET = frozenset({"penalty_weight", "penalty_multiplier", "target_ratio"})
 # the epoch line's groups, in order; "time" is shown as the epoch's seconds and the ETA
@@ -84,7 +86,7 @@ def group_of(key: str) -> str:
         return "controller"
     if key in TARGET or key in {f"child_{r}" for r in RESOURCES}:
         return "architecture"  # a cost target's controller (kerasnas.target)
-    if key.split("/")[0] in ("entropy", "prob") or key.startswith("expected_"):
+    if key.split("/")[0] in ("entropy", "prob", *COLLAPSE) or key.startswith("expected_"):
         return "architecture"
     return "train"  # what else a step logs (penalty, aux_loss, DARTS' valid_loss)
 

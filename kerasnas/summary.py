@@ -142,6 +142,12 @@ def one_shot(
         epochs += f", {metrics['steps']:,} steps"
     if metrics.get("stopped_by") == "time_budget":
         epochs += f" (stopped by the {metrics['time_budget']:g} s time budget)"
+    collapse = metrics.get("collapse") or {}
+    if collapse.get("fired"):  # the architecture is that of an earlier epoch
+        epochs += (
+            f" (stopped by the collapse guard at epoch {collapse['fired_epoch']}; "
+            f"the architecture of epoch {collapse['kept_epoch']})"
+        )
     how = "the mixture" if metrics.get("relaxation") == "softmax" else "sampled"
     if passes > 1 and metrics.get("relaxation") != "softmax":
         how += f", mean of {passes} passes"

@@ -18,8 +18,10 @@ presence means the run finished):
   TFLite), each verified against ``child.keras``, with ``export_report.json``
   (see :mod:`kerasnas.export`);
 - ``metrics.json``: accuracies, child cost, seconds, how much search the run got
-  (``epochs_done``, ``steps``, ``budget_seconds``, ``time_budget``, ``stopped_by``; see
-  :meth:`~kerasnas.trainers.base.Trainer.budget_summary`), export summary, settings;
+  (``epochs_done``, ``steps``, ``budget_seconds``, ``time_budget``, ``stopped_by``,
+  ``stop_reason``; see :meth:`~kerasnas.trainers.base.Trainer.budget_summary`), the
+  collapse guard's outcome (``collapse``, see
+  :meth:`~kerasnas.trainers.collapse.CollapseWatch.summary`), export summary, settings;
 - ``tensorboard/``, ``checkpoints/`` (the latter lets ``resume=True`` continue a stopped run).
 """
 
@@ -120,6 +122,7 @@ class OneShotSearch(Job):
         penalty = getattr(self.trainer, "penalty", None)
         if penalty is not None and penalty.target is not None:
             self.aim_at_target(penalty)
+        self.trainer.watch_collapse(self.space, s.derive)  # the parameter-free share
         self.log(f"strategy: {entry.summary}")
         if self.strategy is not None:
             self.log(
@@ -226,6 +229,8 @@ class OneShotSearch(Job):
             **target,
             "search_seconds": round(trainer.search_seconds, 2),
             **done,
+            # the collapse guard: on, fired, at which epoch, why, the epoch whose logits it kept
+            "collapse": None if trainer.collapse is None else trainer.collapse.summary(),
             "final_entropy": history[-1].get("entropy") if history else None,
             "epochs": cfg.epochs,
             "seed": cfg.seed,

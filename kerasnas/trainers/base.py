@@ -7,11 +7,12 @@ MixedOp layers, their architecture logits and an optimizer for them. A subclass 
 ``train_step(*batch) -> dict of scalars`` (compiled here with ``tf.function``; by default a
 batch is ``(x, y)``) and may override ``step_signature``/``train_batches``/``steps_per_epoch``
 together (steps that read more than one batch, e.g. DARTS' train and validation batches),
-``on_epoch_begin``, ``on_epoch_end`` (work after the epoch's steps, e.g. ENAS' controller)
-and ``epoch_extras``; ``extra_variables``/``extra_state``/``set_extra_state`` put more state
-into checkpoints. Weight updates follow the authors'
-PyTorch code: gradients are clipped by global norm, then coupled L2 weight decay is added,
-then the optimizer step (SGD with momentum for weights, Adam for architecture logits).
+``on_epoch_begin``, ``on_epoch_end`` (work after the epoch's steps, e.g. ENAS' controller),
+``epoch_extras`` and ``should_stop`` (end the run after an epoch, e.g. the collapse guard);
+``extra_variables``/``extra_state``/``set_extra_state`` put more state into checkpoints.
+Weight updates follow the authors' PyTorch code: gradients are clipped by global norm,
+then coupled L2 weight decay is added, then the optimizer step (SGD with momentum for
+weights, Adam for architecture logits).
 
 With a ``tf.distribute`` strategy (``strategy=``; the model must have been built in its
 scope) the step runs in every replica on its share of the global batch (``batch_size``);
@@ -45,6 +46,7 @@ from kerasnas.errors import RunError, SettingError
 from kerasnas.evaluate import top1
 from kerasnas.graph_options import lean_function
 from kerasnas.layers import arch_variables, mixed_ops, set_inference, weight_variables
+from kerasnas.trainers.collapse import EIGENVALUE, CollapseWatch
 from kerasnas.trainers.config import LoopConfig, TrainerConfig
 from kerasnas.trainers.optim import MomentumSGD
 
@@ -153,6 +155,8 @@ class Trainer:
         self._started: set[str] = set()
         self._validated: set[str] = set()  # validation passes run (traced) in this process
         self.steps_done: int | None = 0
+        # (name, message) once :meth:`should_stop` ended the run (kept by checkpoints)
+        self.stop: tuple[str, str] | None = None
         self.clock = time.perf_counter  # what the loop times with (tests may replace it)
         self._step_fn = None
         self._eval_fns: dict[str, object] = {}
@@ -326,6 +330,14 @@ class Trainer:
         """Figures added to every epoch's record after validation."""
         return {}
 
+    def should_stop(self, record: dict[str, Any]) -> tuple[str, str] | None:
+        """Called with each epoch's complete record, before its checkpoint: None to go on,
+        or (name, message) to end the run after this epoch (e.g. ``("collapse_guard",
+        "...")``); the loop prints the message, checkpoints and stops, and
+        :meth:`budget_summary` reports it (``stopped_by``: the name, ``stop_reason``: the
+        message). A resumed run that had stopped stays stopped."""
+        return None
+
     # -- evaluation ---------------------------------------------------------------------------
     def _inference_fn(self, key: str):
         if key not in self._eval_fns:
@@ -425,7 +437,7 @@ class Trainer:
         if self.steps_done is None:  # a checkpoint older than the step count
             self.steps_done = start_epoch * steps
         for epoch in range(start_epoch, cfg.epochs):
-            if budget is not None and self.budget_seconds >= budget:
+            if self.stop is not None or (budget is not None and self.budget_seconds >= budget):
                 break
             t0 = self.clock()
             spent = self.budget_seconds  # counted before this epoch
@@ -482,9 +494,14 @@ class Trainer:
             record.update(self.epoch_extras())
             self.history.append(record)
             self._log(record)
+            self.stop = self.should_stop(record)
             self.checkpoint(epoch + 1)
             of = f"/{cfg.epochs}" if budget is None else ""
             show.end_epoch(record, of, seconds)
+            if self.stop is not None:
+                if self.verbose:
+                    print(f"stopped after epoch {epoch + 1}: {self.stop[1]}", flush=True)
+                break
         if self._writer is not None:
             self._writer.flush()
         return self.history
@@ -493,18 +510,24 @@ class Trainer:
         """How much training the run got (for its metrics): ``epochs_done``, ``steps``,
         ``budget_seconds`` (the seconds a time budget counts, see :class:`LoopConfig`;
         measured under either budget), ``setup_seconds`` (start-up, not counted),
-        ``time_budget`` (None: an epoch budget) and ``stopped_by`` (``time_budget`` or
-        ``epochs``)."""
+        ``time_budget`` (None: an epoch budget), ``stopped_by`` (``time_budget``,
+        ``epochs`` or the name :meth:`should_stop` gave) and ``stop_reason`` (its message,
+        else None)."""
         budget = self.config.time_budget
+        if self.stop is not None:
+            stopped_by = self.stop[0]
+        elif budget is not None and self.budget_seconds >= budget:
+            stopped_by = "time_budget"
+        else:
+            stopped_by = "epochs"
         return {
             "epochs_done": len(self.history),
             "steps": self.steps_done,
             "budget_seconds": round(self.budget_seconds, 2),
             "setup_seconds": round(self.setup_seconds, 2),
             "time_budget": budget,
-            "stopped_by": (
-                "time_budget" if budget is not None and self.budget_seconds >= budget else "epochs"
-            ),
+            "stopped_by": stopped_by,
+            "stop_reason": None if self.stop is None else self.stop[1],
         }
 
     def _batches(self, data, epoch: int):
@@ -580,6 +603,7 @@ class Trainer:
                 "config": self.config_dict(),
                 "variables": [v.path for v in variables],
                 "extra": self.extra_state(),
+                "stop": self.stop,
             },
         )
         for old in os.listdir(self.checkpoint_dir):  # superseded array files
@@ -650,6 +674,8 @@ class Trainer:
         self.setup_seconds = float(state.get("setup_seconds", 0.0))
         self.steps_done = state.get("steps_done")
         self.set_extra_state(state.get("extra", {}))
+        stop = state.get("stop")
+        self.stop = None if stop is None else (stop[0], stop[1])
         return int(state["epochs_done"])
 
 
@@ -694,12 +720,23 @@ class OneShotTrainer(Trainer):
         super().__init__(model, config, *args, **kwargs)
         self.arch_vars = arch_variables(model)
         self.a_opt = None  # trainers that sample children (ENAS) do not learn the logits
+        # the collapse figures and guard (kerasnas.trainers.collapse); see watch_collapse
+        self.collapse: CollapseWatch | None = None
         if isinstance(config, TrainerConfig):
             with self.scope():
                 self.a_opt = keras.optimizers.Adam(
                     config.a_lr, beta_1=config.a_beta_1, beta_2=config.a_beta_2, name="a_opt"
                 )
                 self.a_opt.build(self.arch_vars)
+            self.collapse = CollapseWatch(self)
+
+    def watch_collapse(self, space: Any, rule: str = "argmax") -> None:
+        """Measures the parameter-free share of the child that `space` (a
+        :class:`~kerasnas.search_spaces.cell.CellSpace`) derives from the model with `rule`
+        every epoch (without a space only the eigenvalue is measured; the search job calls
+        this). A no-op for trainers that do not learn logits."""
+        if self.collapse is not None:
+            self.collapse.space, self.collapse.rule = space, rule
 
     @classmethod
     def create(cls, supernet: keras.Model, space: Any, *args: Any, **kwargs: Any) -> OneShotTrainer:
@@ -740,6 +777,15 @@ class OneShotTrainer(Trainer):
 
     def optimizers(self) -> list:
         return [self.w_opt] + ([self.a_opt] if self.a_opt is not None else [])
+
+    def config_dict(self) -> dict[str, Any]:
+        config = super().config_dict()
+        if not config.get("collapse_guard") and not config.get("hessian_every"):
+            # neither guard nor eigenvalue: the run is the same, and checkpoints from
+            # before the guard resume
+            for name in [k for k in config if k.startswith(("collapse_", "hessian_"))]:
+                config.pop(name)
+        return config
 
     @property
     def search_seconds(self) -> float:
@@ -784,7 +830,28 @@ class OneShotTrainer(Trainer):
         if every and (last or (epoch + 1) % every == 0):
             with self.first_pass(ARGMAX_CHILD, "the argmax child's validation pass"):
                 out[ARGMAX_CHILD] = self.evaluate(data.valid(self.config.batch_size), "argmax")
+        if self.collapse is not None:
+            first = (
+                self.first_pass(EIGENVALUE, "the Hessian eigenvalue's products")
+                if self.collapse.measures_eigenvalue(epoch, last)
+                else contextlib.nullcontext()
+            )
+            with first:
+                out.update(self.collapse.figures(data, epoch, last))
         return out
+
+    def should_stop(self, record: dict[str, Any]) -> tuple[str, str] | None:
+        reason = None if self.collapse is None else self.collapse.should_stop(record)
+        return None if reason is None else ("collapse_guard", reason)
+
+    def extra_state(self) -> dict[str, Any]:
+        guard = None if self.collapse is None else self.collapse.guard
+        return {} if guard is None else {"collapse_guard": guard.state()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        guard = None if self.collapse is None else self.collapse.guard
+        if guard is not None and "collapse_guard" in state:
+            guard.set_state(state["collapse_guard"])
 
     def evaluate(self, dataset: tf.data.Dataset, mode: str = "sample", repeats: int = 1) -> float:
         """Accuracy of the supernet on `dataset` with batch norm in inference mode and

@@ -94,6 +94,46 @@ class TrainerConfig(LoopConfig):
     a_beta_2: float = 0.999
     a_weight_decay: float = option(1e-3, "Logits' coupled L2 decay.", at_least=0)
     a_grad_clip: float = option(10.0, "Logits' global-norm clip.", flag=False, above=0)
+    # the collapse guard and its figures (kerasnas.trainers.collapse)
+    collapse_guard: bool = option(
+        False,
+        "Stop the search when it collapses (DARTS-ES): the Hessian eigenvalue grows past "
+        "{collapse_ratio} over {collapse_window} epochs, or the normal cell's parameter-free "
+        "share passes {collapse_share}; the architecture of an earlier epoch is kept.",
+    )
+    collapse_ratio: float = option(
+        1.3,
+        "Growth of the mean |eigenvalue| over a window that stops the search (> 1); 0: no "
+        "eigenvalue rule (nor eigenvalue, unless {hessian_every}), the share rule only.",
+        at_least=0,
+    )
+    collapse_window: int = option(
+        5, "Epochs of each window the eigenvalue is averaged over (DARTS-ES: 5).", at_least=1
+    )
+    collapse_share: float = option(
+        0.6, "Normal-cell parameter-free share that stops the search (>= 1: never).", at_least=0
+    )
+    collapse_warmup: int = option(5, "Epochs the collapse guard never stops in.", at_least=0)
+    hessian_every: int = option(
+        0,
+        "Epochs between measurements of the Hessian eigenvalue w.r.t. the logits (and at "
+        "the last epoch); 0: never, unless {collapse_guard} (then every epoch).",
+        at_least=0,
+    )
+    hessian_batches: int = option(
+        1, "Validation batches the Hessian eigenvalue is measured on.", at_least=1
+    )
+    hessian_iterations: int = option(
+        10, "Power iterations (Hessian-vector products per batch) of the eigenvalue.", at_least=1
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if 0 < self.collapse_ratio <= 1:
+            raise SettingError(
+                f"{{collapse_ratio}} must be > 1, or 0 (no eigenvalue rule), "
+                f"got {self.collapse_ratio!r}"
+            )
 
 
 @dataclasses.dataclass
