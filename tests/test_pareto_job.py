@@ -17,6 +17,16 @@ OPS = ("none", "skip_connect", "max_pool_3x3", "sep_conv_3x3", "dil_conv_5x5")
 TINY = dict(init_channels=4, layers=3, nodes=2, ops=OPS)
 
 
+def test_lambdas_from_the_command_line_are_numbers():
+    s = ParetoSettings(output_dir="x", lambdas=("0.05", "1.5"))
+    s.validate()
+    assert s.plan() == [0.05, 1.5]
+    with pytest.raises(SettingError, match="lambdas"):
+        ParetoSettings(output_dir="x", lambdas=("a",)).validate()
+    with pytest.raises(SettingError, match="lambdas"):
+        ParetoSettings(output_dir="x", lambdas=("-1",)).validate()
+
+
 def test_targets_are_parsed_with_the_first_ones_resource():
     s = ParetoSettings(output_dir="x", targets=("params:20k", "30k", "45000"))
     assert [t.value for t in s.parsed_targets()] == [20e3, 30e3, 45e3]

@@ -97,8 +97,15 @@ class ParetoSettings(JobSettings):
         CellSpace((8, 8, 1), 2, self.init_channels, self.layers, self.nodes, self.ops)
         if self.targets and self.lambdas:
             raise SettingError("give {targets} or {lambdas}, not both")
-        if any(not (isinstance(v, (int, float)) and v >= 0) for v in self.lambdas):
-            raise SettingError(f"{{lambdas}} must be numbers >= 0, got {self.lambdas}")
+        try:  # the command line gives strings
+            lambdas = tuple(float(v) for v in self.lambdas)
+        except (TypeError, ValueError):
+            lambdas = (-1.0,)
+        if any(not (v >= 0) for v in lambdas):
+            raise SettingError(
+                f"{{lambdas}} must be numbers >= 0, got {','.join(map(str, self.lambdas))}"
+            )
+        object.__setattr__(self, "lambdas", lambdas)
         if len(set(self.lambdas)) != len(self.lambdas):
             raise SettingError(f"{{lambdas}} lists a weight twice: {self.lambdas}")
         if not self.targets and not self.lambdas and self.resource not in ANALYTIC:
