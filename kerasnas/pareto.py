@@ -221,13 +221,17 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def plot_front(
-    rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "Pareto front"
+    rows: Sequence[dict[str, Any]],
+    path: str | os.PathLike,
+    title: str = "Pareto front",
+    front_key: str = "accuracy",
 ) -> None:
     """Draws ``pareto.png`` from ``pareto.csv`` rows: every point grey, the front (rows with
     ``on_front``; computed from ``child_cost`` and ``accuracy`` when no row says) connected
     in colour, x = ``child_cost`` in its resource's unit (log scale when it spans more than
     10x), y = accuracy; a point's ``retrained_accuracy``, where present, as a second marker
-    joined to its first; points with a ``dir`` (exported) ringed."""
+    joined to its first; points with a ``dir`` (exported) ringed. The front line joins
+    the `front_key` accuracies (``retrained_accuracy``: a front judged after retraining)."""
     from kerasnas.plotting import plot_pareto
 
-    plot_pareto(rows, path, title)
+    plot_pareto(rows, path, title, front_key)

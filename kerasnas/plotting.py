@@ -457,9 +457,14 @@ def plot_bars(
     _save(fig, path)
 
 
-def plot_pareto(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: str) -> None:
+def plot_pareto(
+    rows: Sequence[dict[str, Any]],
+    path: str | os.PathLike,
+    title: str,
+    front_key: str = "accuracy",
+) -> None:
     """The figure of :func:`kerasnas.pareto.plot_front` (see there): `rows` are
-    ``pareto.csv`` rows."""
+    ``pareto.csv`` rows; the front line joins the `front_key` accuracies of its points."""
     from kerasnas.pareto import UNITS, front_indices
 
     points = [r for r in rows if r.get("child_cost") is not None and r.get("accuracy") is not None]
@@ -473,14 +478,14 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: 
     fig = _figure(6.4, 4.4)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(costs, accuracies, "o", color="tab:gray", alpha=0.45, ms=4, label="all points")
+    front = [i for i in front if points[i].get(front_key) is not None]
     ax.plot(
         [costs[i] for i in front],
-        [accuracies[i] for i in front],
-        "o-",
+        [float(points[i][front_key]) for i in front],
+        "-",
         color="tab:blue",
-        ms=6,
         drawstyle="steps-post",
-        label="front",
+        label="front" if front_key == "accuracy" else "front (after retraining)",
     )
     retrained = [
         (costs[i], points[i].get("retrained_accuracy"), accuracies[i]) for i in range(len(points))

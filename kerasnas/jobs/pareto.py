@@ -17,7 +17,9 @@ atomically:
 - ``pareto.csv``: one row per point (:data:`kerasnas.pareto.COLUMNS`): the target, the
   child's cost (counted, or its LiteRT latency for a latency target), params, mult-adds,
   test accuracy without retraining (``accuracy``, the supernet's weights) and after
-  retraining, the float TFLite latency, whether it is on the front;
+  retraining, the float TFLite latency, whether it is on the front (judged on the accuracy
+  after retraining when there is retraining: without it, small children inherit weights
+  trained inside a large supernet);
 - ``pareto.png``: accuracy against cost, front points joined;
 - ``pareto.json``: the settings, each point's target ratio and export check, the seconds.
 """
@@ -359,11 +361,11 @@ class ParetoFront(Job):
                     row["latency_ms"] = litert.latency_ms(f.read(), 1)
             if row["child_cost"] is None:  # fixed latency weights: the cost is measured here
                 row["child_cost"] = row.get("latency_ms")
-        front = set(
-            pareto.front_indices(
-                [r["child_cost"] for r in ordered], [r["accuracy"] for r in ordered]
-            )
-        )
+        # retrained: the front is judged on accuracy after retraining (without, small
+        # children inherit weights trained inside a large supernet and flatter the front)
+        key = "retrained_accuracy" if s.retrain_epochs else "accuracy"
+        costs = [r["child_cost"] for r in ordered]
+        front = set(pareto.front_indices(costs, [r[key] for r in ordered]))
         for i, row in enumerate(ordered):
             row["on_front"] = int(i in front)
         out = s.output_dir
@@ -374,6 +376,7 @@ class ParetoFront(Job):
         pareto.plot_front(
             [{k: r.get(k) for k in pareto.COLUMNS} for r in ordered],
             os.path.join(out, "pareto.png"),
+            front_key=key,
             title=f"{strategies.get(s.strategy).label} "
             + ("cost targets" if not s.lambdas else "fixed penalty weights")
             + f" on {s.dataset}",
@@ -382,6 +385,7 @@ class ParetoFront(Job):
             os.path.join(out, "pareto.json"),
             {
                 "points": [{k: v for k, v in r.items() if k != "tflite"} for r in ordered],
+                "front_of": key,
                 "seconds": round(time.perf_counter() - t0, 1),
                 "cpu": cpu_model(),
                 "settings": dataclasses.asdict(s),
