@@ -1,8 +1,8 @@
 """Does the derived child land on its cost target? Child cost / target per run.
 
     python benchmarks/targets.py                                  # params and latency, 3 seeds
-    python benchmarks/targets.py --params=25k,40k,70k --latency= --seeds=0,1,2
-    python benchmarks/targets.py --epochs=10 --seeds=0            # a quick look
+    python benchmarks/targets.py --params=8k,13k,21k --init_channels=4 --latency= --epochs=15
+    python benchmarks/targets.py --params= --latency=0.03ms,0.05ms,0.07ms --epochs=15
 
 For every resource, seed and target: one ``kerasnas-search --target=...`` on digits (the
 quick start's supernet and budget unless flags say otherwise), run through
@@ -33,6 +33,7 @@ def run_front(output_dir: str, targets: str, seed: int, args) -> list[dict]:
         f"--targets={targets}",
         f"--seed={seed}",
         f"--epochs={args.epochs}",
+        f"--init_channels={args.init_channels}",
         f"--jobs={args.jobs}",
         "--retrain_epochs=0",
         "--verbose=1",
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--flops", default="")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--init_channels", type=int, default=8)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--output_dir", default="target_runs")
     args = parser.parse_args()
