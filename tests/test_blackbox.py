@@ -172,7 +172,7 @@ def test_stopped_and_resumed_search_has_the_uninterrupted_history(tmp_path):
         (["--strategy=genetic"], "--strategy"),
         (["--strategy=enas", "--a_lr=0.1"], "--a_lr"),
         (["--strategy=snas", "--darts_order=2"], "--darts_order"),
-        (["--strategy=darts", "--resource_lambda=1"], "--resource_lambda"),
+        (["--strategy=darts", "--resource_estimator=score"], "--resource_estimator"),
         (["--strategy=darts", "--search_space=nasrl"], "--strategy=darts"),
         (["--strategy=random", "--search_space=nasrl", "--epochs=3"], "--epochs"),
         (["--strategy=enas", "--ops=skip_connect,sep_conv_3x3"], "'none'"),

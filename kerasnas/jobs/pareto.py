@@ -174,7 +174,8 @@ def check_targets(settings: ParetoSettings, targets: list[Target]) -> None:
         raise SettingError(
             f"{{targets}} {', '.join(map(str, outside))} outside what this space's children "
             f"cost with every edge kept: {format_cost(cheapest, res)} to "
-            f"{format_cost(dearest, res)} (see kerasnas-search --target)"
+            f"{format_cost(dearest, res)}; smaller children drop edges, which the penalty "
+            "cannot steer"
         )
 
 
