@@ -161,9 +161,12 @@ def test_a_params_target_search_lands_within_15_percent(tmp_path):
         ops=OPS,
         export=(),
         verbose=0,
-        config=default_config("snas", epochs=8, target=f"params:{target}", target_lr=0.1),
+        config=default_config(
+            "snas", epochs=8, target=f"params:{target}", target_lr=0.1, target_project=False
+        ),
     )
-    metrics = run_search(settings)
+    metrics = run_search(settings)  # the controller alone, without the final projection
+    assert metrics["projected"] is False
     assert metrics["target_value"] == target
     assert metrics["child_cost"] == metrics["child_params"]
     assert abs(metrics["target_ratio"] - 1) <= 0.15, metrics["target_ratio"]
@@ -178,6 +181,42 @@ def test_a_params_target_search_lands_within_15_percent(tmp_path):
     with pytest.raises(SettingError, match="every edge kept"):
         run_search(below)
     assert not (tmp_path / "below").exists()
+
+
+@pytest.mark.parametrize("rule", ["argmax", "top2"])
+def test_projection_lands_in_the_band_at_a_small_loss(space_and_supernet, rule):
+    """project_to_band: a child already in the band is kept as is; for targets around the
+    space's range it returns a child of the rule's structure inside the band, whose cost (the
+    exact table cost) it reports, giving up log-probability only to get there."""
+    from kerasnas.search_spaces.projection import project_to_band
+
+    space, supernet = space_and_supernet
+    rng = np.random.default_rng(2)
+    owners = {id(m.owner()): m.owner() for m in supernet.layers if hasattr(m, "arch_logits")}
+    for m in owners.values():
+        m.arch_logits.assign(rng.normal(size=m.num_candidates).astype("float32") * 3)
+    start = space.derive(supernet, rule)
+
+    def cost(g):
+        return space.table_cost(supernet, g, "params")
+
+    same = project_to_band(space, supernet, start, rule, cost, cost(start) * 1.02, 0.05)
+    assert same.genotype == start and same.changes == 0 and same.in_band
+    for factor in (0.5, 0.8, 1.3, 2.0):
+        target = cost(start) * factor
+        p = project_to_band(space, supernet, start, rule, cost, target, 0.05)
+        assert p.in_band, (factor, p.cost / target)
+        assert abs(math.log(cost(p.genotype) / target)) <= 0.05
+        assert p.cost == pytest.approx(cost(p.genotype))
+        assert p.start_cost == pytest.approx(cost(start))
+        assert p.changes >= 1 and p.logprob_lost >= 0
+        if rule == "top2":  # two kept edges per node, from distinct inputs, no 'none'
+            for kind in ("normal", "reduce"):
+                for node in p.genotype.cell(kind):
+                    assert len(node) == 2 and len({src for _, src in node}) == 2
+                    assert all(op != "none" for op, _ in node)
+    with pytest.raises(ValueError, match="rule"):
+        project_to_band(space, supernet, start, "best_sampled", cost, 1.0, 0.05)
 
 
 def test_the_controller_state_is_checkpointed(space_and_supernet):

@@ -163,9 +163,10 @@ class OneShotSearch(Job):
                     cache[layer.name] = resource.layer_cost(layer, shape).get(res)
             return cache[layer.name]
 
-        penalty.table_cost = lambda: space.table_cost(
-            supernet, space.derive(supernet, s.derive), res, layer_cost
+        self.child_table_cost = lambda genotype: space.table_cost(
+            supernet, genotype, res, layer_cost
         )
+        penalty.table_cost = lambda: self.child_table_cost(space.derive(supernet, s.derive))
         penalty.child_model = lambda: space.build_child(
             space.derive(supernet, s.derive),
             supernet,
@@ -196,7 +197,7 @@ class OneShotSearch(Job):
         if s.derive == "best_sampled":
             genotype, _ = trainer.best_genotype(bundle)
         else:
-            genotype = self.space.derive(self.supernet, s.derive)
+            genotype = self.project(self.space.derive(self.supernet, s.derive))
         # every child inherits the weights of its ops: its accuracy is "without retraining"
         child = self.space.build_child(
             genotype, self.supernet, preprocessing=bundle.normalization_layer()
@@ -256,6 +257,40 @@ class OneShotSearch(Job):
         self.genotype = genotype
         return metrics, child, "child.keras"
 
+    def project(self, genotype):
+        """With a cost target and ``target_project``: the most probable child inside the
+        target's band when the searched child is outside it
+        (:func:`~kerasnas.search_spaces.projection.project_to_band`); else `genotype`."""
+        penalty = getattr(self.trainer, "penalty", None)
+        self.projection = None
+        cfg = self.settings.config
+        if penalty is None or penalty.target is None or not cfg.target_project:
+            return genotype
+        from kerasnas.search_spaces.projection import project_to_band
+
+        res = penalty.resource
+        result = project_to_band(
+            self.space,
+            self.supernet,
+            genotype,
+            self.settings.derive,
+            lambda g: penalty.fixed + self.child_table_cost(g),
+            penalty.target.value,
+            cfg.target_band,
+        )
+        if result.changes:
+            self.projection = result
+            ratio = penalty.target.ratio
+            self.log(
+                f"cost target {penalty.target}: the searched child "
+                f"({format_cost(result.start_cost, res)}, {ratio(result.start_cost):.3f} of the "
+                f"target) is outside the band; projected to {format_cost(result.cost, res)} "
+                f"({ratio(result.cost):.3f}) by {count(result.changes, 'edge change')}, "
+                f"{result.logprob_lost:.2f} nats of log-probability given up"
+                + ("" if result.in_band else " (no closer child found)")
+            )
+        return result.genotype
+
     def target_outcome(self, child: keras.Model) -> dict[str, Any]:
         """With a cost target: the child's measured cost (counted, or its float TFLite
         latency with LiteRT) and its ratio to the target, and the penalty's record."""
@@ -272,7 +307,19 @@ class OneShotSearch(Job):
             f"({ratio:.3f} of the target; predicted during the search "
             f"{format_cost(penalty.child_cost(), res)})"
         )
-        return {**penalty.summary(), "child_cost": measured, "target_ratio": ratio}
+        p = getattr(self, "projection", None)
+        searched = penalty.child_cost() if p is None else p.start_cost
+        return {
+            **penalty.summary(),
+            "child_cost": measured,
+            "target_ratio": ratio,
+            # the child the search ended on, before any projection (predicted cost)
+            "searched_child_cost": searched,
+            "searched_target_ratio": penalty.target.ratio(searched),
+            "projected": p is not None,
+            "projection_changes": 0 if p is None else p.changes,
+            "projection_logprob_lost": 0.0 if p is None else p.logprob_lost,
+        }
 
     def summary(self, metrics: dict[str, Any]) -> str:
         return summary.one_shot(

@@ -290,6 +290,8 @@ def run_point(settings: ParetoSettings, index: int, target: Target | float) -> d
         "dir": os.path.relpath(search_dir, settings.output_dir),
         # for pareto.json
         "target_ratio": search.get("target_ratio"),
+        "searched_target_ratio": search.get("searched_target_ratio"),
+        "projected": search.get("projected"),
         "resource_lambda": None if is_target else target,
         "tflite_verified": bool(export.get("passed")),
         "tflite": os.path.join(search_dir, "export", "model.tflite"),

@@ -194,6 +194,13 @@ class PenaltyConfig(TrainerConfig):
         above=0,
     )
 
+    target_project: bool = option(
+        True,
+        "With {target}: if the searched child ends outside the band ({target_band}), derive "
+        "the most probable child inside it instead (greedy single-edge changes, "
+        "kerasnas.search_spaces.projection); metrics.json keeps the searched child's cost.",
+    )
+
     def validate(self) -> None:
         super().validate()
         if self.target is None:

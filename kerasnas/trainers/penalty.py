@@ -41,6 +41,7 @@ PENALTY_FIELDS = (
     "target",
     "target_lr",
     "target_band",
+    "target_project",
 )
 CALIBRATE_EVERY = 5  # epochs between latency calibrations of the fixed part
 
@@ -238,6 +239,7 @@ class PenalizedTrainer(OneShotTrainer):
     def config_dict(self) -> dict[str, Any]:
         config = super().config_dict()
         config.pop("latency_cache", None)  # where the table lives does not change the search
+        config.pop("target_project", None)  # nor does how the child is derived at the end
         if self.config.target is None:  # checkpoints from before targets resume
             config.pop("target", None)
             config.pop("target_lr", None)
