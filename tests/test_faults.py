@@ -505,22 +505,22 @@ def test_a_torn_keras_tuner_file_is_named_and_files_are_written_whole(tmp_path, 
 
 
 def test_a_stopped_comparison_stops_its_running_searches(monkeypatch):
-    from kerasnas.jobs import compare
+    from kerasnas.jobs import tools
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    compare._CHILDREN.add(proc)
+    tools._CHILDREN.add(proc)
 
     def interrupted(futures):  # Ctrl-C while the comparison waits for its runs
         raise KeyboardInterrupt
         yield
 
-    monkeypatch.setattr(compare.concurrent.futures, "as_completed", interrupted)
+    monkeypatch.setattr(tools.concurrent.futures, "as_completed", interrupted)
     try:
         with pytest.raises(KeyboardInterrupt):
-            for _ in compare._completed({}):
+            for _ in tools.run_parallel({}, 1):
                 pass
     finally:
-        compare._CHILDREN.discard(proc)
+        tools._CHILDREN.discard(proc)
     assert proc.wait(timeout=5) == -signal.SIGTERM  # terminated, not left running
 
 

@@ -364,6 +364,26 @@ class Command:
                 signal.signal(signal.SIGTERM, previous)
         return code if isinstance(code, int) else 0
 
+    def entry_points(
+        self,
+        run: Callable[[], int | None],
+        context: Callable[[], str] = lambda: DEFAULT,
+        check: Callable[[], int | None] | None = None,
+    ) -> tuple[Callable[[Sequence[str]], int], Callable[[], None]]:
+        """``(main, console_script)`` of a command: ``main(argv)`` (program name first) is
+        :meth:`main` with these arguments and returns the exit code; the console script
+        exits with ``main(sys.argv)``."""
+
+        def main(argv: Sequence[str]) -> int:
+            return self.main(argv, run, context, check)
+
+        def console_script() -> None:
+            sys.exit(main(sys.argv))
+
+        main.__doc__ = f"Runs {self.prog} on `argv` (program name first); the exit code."
+        console_script.__doc__ = f"The {self.prog} console script."
+        return main, console_script
+
     def _resume_hint(self) -> str:
         """What a stopped run can do next (the output directory's checkpoint is kept)."""
         out = self.flags["output_dir"].value if "output_dir" in self.flags else None

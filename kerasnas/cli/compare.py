@@ -18,8 +18,6 @@ kerasnas.jobs.compare.
 
 from __future__ import annotations
 
-import sys
-
 from kerasnas.cli.command import Command
 from kerasnas.jobs.compare import CompareSettings, run_comparison
 
@@ -55,19 +53,7 @@ def settings_from_flags() -> CompareSettings:
     return COMMAND.apply(_DEFAULT)
 
 
-def _run() -> None:
-    run_comparison(settings_from_flags())
-
-
-def main(argv: list[str]) -> int:
-    """Parses `argv` (program name first) and runs; returns the exit code (2: bad input or
-    a failed run)."""
-    return COMMAND.main(argv, _run)
-
-
-def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main(sys.argv))
+main, run = COMMAND.entry_points(lambda: run_comparison(settings_from_flags()))
 
 
 if __name__ == "__main__":

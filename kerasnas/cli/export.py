@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from absl import flags
 
@@ -160,14 +159,7 @@ def export_from_flags() -> None:
     log("\n" + summary.export(report, FLAGS.output_dir))
 
 
-def main(argv: list[str]) -> int:
-    """Parses `argv` (program name first) and runs; returns the exit code (2: bad input)."""
-    return COMMAND.main(argv, export_from_flags)
-
-
-def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main(sys.argv))
+main, run = COMMAND.entry_points(export_from_flags)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,6 @@ latency table of a cell supernet and print it (see :mod:`kerasnas.latency`).
 
 from __future__ import annotations
 
-import sys
-
 from kerasnas.cli.command import Command
 from kerasnas.errors import SettingError
 from kerasnas.jobs.base import DATASET_HELP
@@ -65,10 +63,8 @@ def print_table() -> None:
     print("* 0 by rule (none deletes the edge; an identity converts to no TFLite op)")
 
 
-def main(argv: list[str]) -> int:
-    """Parses `argv` (program name first) and runs; returns the exit code (2: bad input)."""
-    return COMMAND.main(argv, print_table)
+main, run = COMMAND.entry_points(print_table)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    run()

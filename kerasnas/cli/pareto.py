@@ -14,8 +14,6 @@ pareto.json; each point's directory is under points/. The job is kerasnas.jobs.p
 
 from __future__ import annotations
 
-import sys
-
 from kerasnas.cli.command import Command
 from kerasnas.jobs.pareto import ParetoSettings, run_pareto
 
@@ -40,19 +38,7 @@ def settings_from_flags() -> ParetoSettings:
     return COMMAND.apply(_DEFAULT)
 
 
-def _run() -> None:
-    run_pareto(settings_from_flags())
-
-
-def main(argv: list[str]) -> int:
-    """Parses `argv` (program name first) and runs; returns the exit code (2: bad input or
-    a failed run)."""
-    return COMMAND.main(argv, _run)
-
-
-def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main(sys.argv))
+main, run = COMMAND.entry_points(lambda: run_pareto(settings_from_flags()))
 
 
 if __name__ == "__main__":

@@ -381,15 +381,8 @@ def run_from_flags() -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
-    """Parses `argv` (program name first) and runs; returns the exit code (2: bad input;
-    1: a distributed search timed out or lost its chief)."""
-    return COMMAND.main(argv, run_from_flags, strategy_from_flags, check=check_flags)
-
-
-def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main(sys.argv))
+# exit codes: 2 bad input; 1 a distributed search timed out or lost its chief
+main, run = COMMAND.entry_points(run_from_flags, strategy_from_flags, check=check_flags)
 
 
 if __name__ == "__main__":

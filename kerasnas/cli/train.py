@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from kerasnas.cli.command import Command
 from kerasnas.jobs.settings import RetrainSettings
 
@@ -55,20 +53,13 @@ def settings_from_flags() -> RetrainSettings:
     return COMMAND.apply(_DEFAULT)
 
 
-def main(argv: list[str]) -> int:
-    """Parses `argv` (program name first) and runs; returns the exit code (2: bad input)."""
-    return COMMAND.main(argv, _run, check=lambda: settings_from_flags().validate())
-
-
 def _run() -> None:
     from kerasnas.jobs.retrain import run_train
 
     run_train(settings_from_flags())
 
 
-def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main(sys.argv))
+main, run = COMMAND.entry_points(_run, check=lambda: settings_from_flags().validate())
 
 
 if __name__ == "__main__":

@@ -50,24 +50,21 @@ written atomically:
 
 from __future__ import annotations
 
-import concurrent.futures
 import csv
 import dataclasses
+import functools
 import io as io_lib
-import json
 import math
 import os
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from kerasnas import io, strategies
 from kerasnas import summary as summary_lib
-from kerasnas.errors import RunError, SettingError, within
+from kerasnas.errors import SettingError, within
 from kerasnas.jobs.base import Job, JobSettings
+from kerasnas.jobs.tools import read_json, run_parallel, run_tool
 from kerasnas.names import PRIMITIVES
 from kerasnas.options import REQUIRED, option
 from kerasnas.wording import count
@@ -264,63 +261,6 @@ def retrain_argv(settings: CompareSettings, seed: int, genotype: str, output_dir
     ]
 
 
-def _run_tool(module: str, argv: list[str], output_dir: str, log_path: str, threads: int | None):
-    """Runs ``python -m module argv`` (resuming in `output_dir` when a stopped run left it);
-    its output goes to `log_path`. Raises RunError with the tool's last error line."""
-    argv = list(argv)
-    if os.path.isdir(output_dir) and os.listdir(output_dir):
-        argv.append("--resume")
-    env = dict(os.environ)
-    if threads:
-        env["TF_NUM_INTRAOP_THREADS"] = env["TF_NUM_INTEROP_THREADS"] = str(threads)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module, *argv], stdout=log, stderr=subprocess.STDOUT, env=env
-        )
-        with _CHILDREN_LOCK:
-            _CHILDREN.add(proc)
-        try:
-            proc.wait()
-        finally:
-            with _CHILDREN_LOCK:
-                _CHILDREN.discard(proc)
-    if proc.returncode != 0:
-        with open(log_path, encoding="utf-8", errors="replace") as f:
-            lines = [line.strip() for line in f if line.strip()]
-        last = next((line for line in reversed(lines) if "error" in line.lower()), None)
-        raise RunError(
-            f"{module} failed (exit {proc.returncode}) for {output_dir}: "
-            f"{last or (lines[-1] if lines else 'no output')} (log: {log_path})"
-        )
-
-
-_CHILDREN: set[subprocess.Popen] = set()  # the searches and retrainings running now
-_CHILDREN_LOCK = threading.Lock()
-
-
-def stop_children(wait: float = 60.0) -> None:
-    """Sends SIGTERM to every search and retraining still running (each keeps its last
-    checkpoint, so a resumed comparison continues them), waits up to `wait` seconds, then
-    kills what is left."""
-    with _CHILDREN_LOCK:
-        procs = list(_CHILDREN)
-    for proc in procs:
-        proc.terminate()
-    deadline = time.monotonic() + wait
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _read_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def run_one(settings: CompareSettings, strategy: str, seed: int) -> dict[str, Any]:
     """Search, then retrain, one (strategy, seed); skips a step whose metrics.json exists.
     Returns the run's row of :data:`COLUMNS` plus its per-epoch ``history``."""
@@ -329,17 +269,15 @@ def run_one(settings: CompareSettings, strategy: str, seed: int) -> dict[str, An
     threads = 1 if settings.jobs > 1 else None
     if not os.path.exists(os.path.join(search_dir, "metrics.json")):
         argv = search_argv(settings, strategy, seed, search_dir)
-        _run_tool(
-            "kerasnas.cli.search", argv, search_dir, os.path.join(base, "search.log"), threads
-        )
+        run_tool("kerasnas.cli.search", argv, search_dir, os.path.join(base, "search.log"), threads)
     if not os.path.exists(os.path.join(retrain_dir, "metrics.json")):
         argv = retrain_argv(settings, seed, os.path.join(search_dir, "genotype.json"), retrain_dir)
-        _run_tool(
+        run_tool(
             "kerasnas.cli.train", argv, retrain_dir, os.path.join(base, "retrain.log"), threads
         )
-    search = _read_json(os.path.join(search_dir, "metrics.json"))
-    retrain = _read_json(os.path.join(retrain_dir, "metrics.json"))
-    history = _read_json(os.path.join(search_dir, "history.json"))
+    search = read_json(os.path.join(search_dir, "metrics.json"))
+    retrain = read_json(os.path.join(retrain_dir, "metrics.json"))
+    history = read_json(os.path.join(search_dir, "history.json"))
     row = {
         "strategy": strategy,
         "seed": seed,
@@ -429,25 +367,17 @@ class Comparison(Job):
         )
         t0 = time.perf_counter()
         results: dict[tuple[str, int], dict[str, Any]] = {}
-        with concurrent.futures.ThreadPoolExecutor(s.jobs) as pool:
-            futures = {pool.submit(run_one, s, name, seed): (name, seed) for name, seed in runs}
-            for future in _completed(futures):
-                name, seed = futures[future]
-                try:
-                    row = future.result()
-                except RunError:
-                    for f in futures:
-                        f.cancel()
-                    raise
-                results[(name, seed)] = row
-                self.log(
-                    f"[{len(results)}/{len(runs)}, {time.perf_counter() - t0:.0f} s] "
-                    f"{name} seed {seed}: supernet {row['supernet_valid_accuracy']:.3f}, "
-                    f"child {row['child_valid_accuracy']:.3f} (no retraining), retrained test "
-                    f"{row['retrained_test_accuracy']:.3f}, search {row['search_seconds']:.0f} s"
-                    f" ({count(row['epochs_done'], 'epoch')}"
-                    + (f", {count(row['steps'], 'step')})" if row["steps"] is not None else ")")
-                )
+        calls = {run: functools.partial(run_one, s, *run) for run in runs}
+        for (name, seed), row in run_parallel(calls, s.jobs):
+            results[(name, seed)] = row
+            self.log(
+                f"[{len(results)}/{len(runs)}, {time.perf_counter() - t0:.0f} s] "
+                f"{name} seed {seed}: supernet {row['supernet_valid_accuracy']:.3f}, "
+                f"child {row['child_valid_accuracy']:.3f} (no retraining), retrained test "
+                f"{row['retrained_test_accuracy']:.3f}, search {row['search_seconds']:.0f} s"
+                f" ({count(row['epochs_done'], 'epoch')}"
+                + (f", {count(row['steps'], 'step')})" if row["steps"] is not None else ")")
+            )
         rows = [results[key] for key in runs]
         out = s.output_dir
         write_csv(rows, os.path.join(out, "comparison.csv"))
@@ -537,19 +467,6 @@ class Comparison(Job):
             "strategy did as many epochs and steps as fit (epochs_done, steps), which depends "
             "on the machine's speed and load",
         }
-
-
-def _completed(futures):
-    """``as_completed(futures)``; when the wait is interrupted (Ctrl-C, SIGTERM), the runs
-    not started are cancelled and the running ones stopped (:func:`stop_children`) before
-    the interruption goes on."""
-    try:
-        yield from concurrent.futures.as_completed(futures)
-    except BaseException:
-        for f in futures:
-            f.cancel()
-        stop_children()
-        raise
 
 
 def run_comparison(

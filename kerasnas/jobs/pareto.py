@@ -26,8 +26,8 @@ atomically:
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
+import functools
 import os
 import re
 import time
@@ -35,9 +35,9 @@ from collections.abc import Callable
 from typing import Any
 
 from kerasnas import io, pareto, strategies
-from kerasnas.errors import RunError, SettingError
+from kerasnas.errors import SettingError
 from kerasnas.jobs.base import Job, JobSettings
-from kerasnas.jobs.compare import _completed, _read_json, _run_tool
+from kerasnas.jobs.tools import read_json, run_parallel, run_tool
 from kerasnas.names import ANALYTIC, PRIMITIVES, RESOURCES
 from kerasnas.options import REQUIRED, option
 from kerasnas.target import Target, format_cost
@@ -256,19 +256,17 @@ def run_point(settings: ParetoSettings, index: int, target: Target | float) -> d
     threads = 1 if settings.jobs > 1 else None
     if not os.path.exists(os.path.join(search_dir, "metrics.json")):
         argv = search_argv(settings, target, search_dir)
-        _run_tool(
-            "kerasnas.cli.search", argv, search_dir, os.path.join(base, "search.log"), threads
-        )
-    search = _read_json(os.path.join(search_dir, "metrics.json"))
+        run_tool("kerasnas.cli.search", argv, search_dir, os.path.join(base, "search.log"), threads)
+    search = read_json(os.path.join(search_dir, "metrics.json"))
     retrain = None
     if settings.retrain_epochs:
         if not os.path.exists(os.path.join(retrain_dir, "metrics.json")):
             genotype = os.path.join(search_dir, "genotype.json")
             argv = retrain_argv(settings, genotype, retrain_dir)
-            _run_tool(
+            run_tool(
                 "kerasnas.cli.train", argv, retrain_dir, os.path.join(base, "retrain.log"), threads
             )
-        retrain = _read_json(os.path.join(retrain_dir, "metrics.json"))
+        retrain = read_json(os.path.join(retrain_dir, "metrics.json"))
     export = search.get("export", {}).get("tflite", {})
     is_target = isinstance(target, Target)
     res = target.resource if is_target else settings.resource
@@ -328,35 +326,27 @@ class ParetoFront(Job):
         )
         t0 = time.perf_counter()
         rows: dict[int, dict[str, Any]] = {}
-        with concurrent.futures.ThreadPoolExecutor(s.jobs) as pool:
-            futures = {pool.submit(run_point, s, i, t): i for i, t in enumerate(targets)}
-            for future in _completed(futures):
-                i = futures[future]
-                try:
-                    row = future.result()
-                except RunError:
-                    for f in futures:
-                        f.cancel()
-                    raise
-                rows[i] = row
-                retrained = row["retrained_accuracy"]
-                if row["target"] is not None:
-                    where = (
-                        f"{row['target']}: child {format_cost(row['child_cost'], row['resource'])}"
-                        f" ({row['target_ratio']:.3f} of the target)"
-                    )
-                else:
-                    cost = row["child_cost"]
-                    where = f"lambda {row['resource_lambda']:g}: child " + (
-                        f"{row['child_params']:,} params"
-                        if cost is None
-                        else format_cost(cost, row["resource"])
-                    )
-                self.log(
-                    f"[{len(rows)}/{len(targets)}, {time.perf_counter() - t0:.0f} s] {where}, "
-                    f"test accuracy {row['accuracy']:.3f} without retraining"
-                    + ("" if retrained is None else f", {retrained:.3f} retrained")
+        calls = {i: functools.partial(run_point, s, i, t) for i, t in enumerate(targets)}
+        for i, row in run_parallel(calls, s.jobs):
+            rows[i] = row
+            retrained = row["retrained_accuracy"]
+            if row["target"] is not None:
+                where = (
+                    f"{row['target']}: child {format_cost(row['child_cost'], row['resource'])}"
+                    f" ({row['target_ratio']:.3f} of the target)"
                 )
+            else:
+                cost = row["child_cost"]
+                where = f"lambda {row['resource_lambda']:g}: child " + (
+                    f"{row['child_params']:,} params"
+                    if cost is None
+                    else format_cost(cost, row["resource"])
+                )
+            self.log(
+                f"[{len(rows)}/{len(targets)}, {time.perf_counter() - t0:.0f} s] {where}, "
+                f"test accuracy {row['accuracy']:.3f} without retraining"
+                + ("" if retrained is None else f", {retrained:.3f} retrained")
+            )
         ordered = [rows[i] for i in range(len(targets))]
         for row in ordered:  # one at a time, nothing else running
             if row["tflite_verified"] and os.path.exists(row["tflite"]):
