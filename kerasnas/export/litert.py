@@ -335,6 +335,11 @@ def predict(tflite: bytes, x: np.ndarray, batch_size: int = 64, num_threads: int
     return TFLiteModel.from_bytes(tflite, num_threads).predict(x, batch_size)
 
 
+# invokes a whole child's latency is the median of, where it is compared with a target (a
+# digits child takes 0.01-0.1 ms, so 300 take a few ms; the default 50 is for op tables)
+CHILD_RUNS = 300
+
+
 def latency_ms(
     tflite: bytes,
     num_threads: int = 1,
