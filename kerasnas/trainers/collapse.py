@@ -117,7 +117,7 @@ class HessianProbe:
         """Calls a traced function with every MixedOp mixing by softmax (read when it is
         traced) and the non-trainable variables (batch-norm averages) restored after."""
         frozen = self.model.non_trainable_variables
-        saved = [keras.ops.convert_to_numpy(v.value) for v in frozen]
+        saved = [v.numpy() for v in frozen]
         relaxations = [m.relaxation for m in self.mixed]
         for m in self.mixed:
             m.relaxation = "softmax"
@@ -399,7 +399,7 @@ class CollapseWatch:
         kept epoch are assigned back to the model. None without a guard."""
         if self.guard is None:
             return None
-        logits = [keras.ops.convert_to_numpy(v.value) for v in self.trainer.arch_vars]
+        logits = [v.numpy() for v in self.trainer.arch_vars]
         reason = self.guard.update(
             record["epoch"], record.get(EIGENVALUE), record.get(f"{SHARE}/normal"), logits
         )

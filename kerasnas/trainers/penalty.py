@@ -102,7 +102,7 @@ class ResourcePenalty:
 
     def weight_value(self) -> float:
         """The current penalty weight lambda."""
-        return float(keras.ops.convert_to_numpy(self.weight.value))
+        return float(self.weight.numpy())
 
     @property
     def active(self) -> bool:
