@@ -218,6 +218,24 @@ def test_projection_lands_in_the_band_at_a_small_loss(space_and_supernet, rule):
     with pytest.raises(ValueError, match="rule"):
         project_to_band(space, supernet, start, "best_sampled", cost, 1.0, 0.05)
 
+    def pools(g):  # a score: how many kept edges are max pools
+        return sum(
+            op == "max_pool_3x3" for kind in ("normal", "reduce") for _, _, op in g.edges(kind)
+        )
+
+    scored = 0
+    for factor in (0.6, 0.8, 1.3, 1.5):  # the score picks among the landing changes
+        target = cost(start) * factor
+        plain = project_to_band(space, supernet, start, rule, cost, target, 0.05)
+        for sign in (1, -1):
+            p = project_to_band(
+                space, supernet, start, rule, cost, target, 0.05, lambda g, s=sign: s * pools(g)
+            )
+            assert p.in_band
+            assert sign * pools(p.genotype) >= sign * pools(plain.genotype)
+            scored += p.scored
+    assert scored > 0  # some projections had a choice to make
+
 
 def test_the_controller_state_is_checkpointed(space_and_supernet):
     """A target search's multiplier and fixed part survive a checkpoint: the weight is a

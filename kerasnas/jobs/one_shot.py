@@ -277,6 +277,7 @@ class OneShotSearch(Job):
             lambda g: penalty.fixed + self.child_table_cost(g),
             penalty.target.value,
             cfg.target_band,
+            score=self.valid_accuracy_of,
         )
         if result.changes:
             self.projection = result
@@ -287,9 +288,22 @@ class OneShotSearch(Job):
                 f"target) is outside the band; projected to {format_cost(result.cost, res)} "
                 f"({ratio(result.cost):.3f}) by {count(result.changes, 'edge change')}, "
                 f"{result.logprob_lost:.2f} nats of log-probability given up"
+                + (
+                    f"; the best of {count(result.scored, 'candidate')} by validation accuracy "
+                    "with the supernet's weights"
+                    if result.scored
+                    else ""
+                )
                 + ("" if result.in_band else " (no closer child found)")
             )
         return result.genotype
+
+    def valid_accuracy_of(self, genotype) -> float:
+        """Validation accuracy of the child of `genotype` with the supernet's weights."""
+        child = self.space.build_child(
+            genotype, self.supernet, preprocessing=self.bundle.normalization_layer()
+        )
+        return accuracy(child, self.bundle.valid(self.settings.config.batch_size))
 
     def target_outcome(self, child: keras.Model) -> dict[str, Any]:
         """With a cost target: the child's measured cost (counted, or its float TFLite

@@ -19,6 +19,14 @@ the least loss of log-probability; if none lands, the change that removes the mo
 per nat of log-probability lost. It stops inside the band, or when no change brings the cost
 closer (then the closest child is returned). Not an exact knapsack: a greedy path over
 single-edge changes, each step exact in cost (the caller's cost function).
+
+Log-probability is a weak guide once the distribution is nearly one-hot: every alternative
+op then costs about the same few nats, but their inherited weights differ in how well they
+were trained. So with a `score` (e.g. the child's validation accuracy with the supernet's
+weights), the landing change is the best-scoring of the `candidates` landing changes that
+lose the least log-probability. Measured on digits (params targets, C=4, 15 epochs), the
+landing change chosen by log-probability alone cost the child 0.5-12 points of validation
+accuracy without retraining.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ _TINY = 1e-12
 @dataclasses.dataclass(frozen=True)
 class Projection:
     """What :func:`project_to_band` did: the child, its cost, the start's cost, the number of
-    edge changes and the log-probability (nats) they gave up."""
+    edge changes, the log-probability (nats) they gave up, and how many children it scored."""
 
     genotype: Genotype
     cost: float
@@ -49,6 +57,7 @@ class Projection:
     changes: int
     logprob_lost: float
     in_band: bool
+    scored: int = 0
 
 
 def _log_probs(space, supernet: keras.Model) -> dict[str, dict[tuple[int, int], np.ndarray]]:
@@ -69,6 +78,8 @@ def project_to_band(
     cost: Callable[[Genotype], float],
     target: float,
     band: float,
+    score: Callable[[Genotype], float] | None = None,
+    candidates: int = 8,
 ) -> Projection:
     """The child nearest in probability to `genotype` whose ``cost`` is within
     ``|log(cost / target)| <= band`` (see the module doc).
@@ -79,6 +90,8 @@ def project_to_band(
       rule: ``argmax`` or ``top2``.
       cost: the cost of a child (any unit, the same as `target`).
       target, band: the target cost (> 0) and the tolerance on the log ratio.
+      score: higher is better (e.g. validation accuracy); picks the landing change among
+        the `candidates` most probable ones. None: the most probable.
     """
     if rule not in ("argmax", "top2"):
         raise ValueError(f"project_to_band: rule must be 'argmax' or 'top2', got {rule!r}")
@@ -143,8 +156,9 @@ def project_to_band(
 
     start = current = float(cost(genotype))
     lost, changes = 0.0, 0
+    scored = 0
     while error(current) > band and changes < MAX_CHANGES:
-        best_landing, best_ratio = None, None
+        landing, best_ratio = [], None
         for kind, dst, node, delta in moves(choice):
             trial = {**choice, kind: {**choice[kind], dst: node}}
             c = float(cost(to_genotype(trial)))
@@ -152,14 +166,20 @@ def project_to_band(
             if gain <= 0:
                 continue
             if error(c) <= band:
-                if best_landing is None or delta > best_landing[0]:
-                    best_landing = (delta, trial, c)
+                landing.append((delta, trial, c))
             else:
                 ratio = -delta / gain  # nats lost per unit of error removed
                 if best_ratio is None or ratio < best_ratio[0]:
                     best_ratio = (ratio, trial, c, delta)
-        if best_landing is not None:
-            delta, choice, current = best_landing
+        if landing:
+            landing.sort(key=lambda t: -t[0])  # stable: the first found wins ties
+            if score is not None and len(landing) > 1:
+                shortlist = landing[:candidates]
+                values = [float(score(to_genotype(trial))) for _, trial, _ in shortlist]
+                scored += len(shortlist)
+                delta, choice, current = shortlist[int(np.argmax(values))]
+            else:
+                delta, choice, current = landing[0]
         elif best_ratio is not None:
             _, choice, current, delta = best_ratio
         else:
@@ -173,4 +193,5 @@ def project_to_band(
         changes=changes,
         logprob_lost=lost,
         in_band=error(current) <= band,
+        scored=scored,
     )
