@@ -55,6 +55,8 @@ SUPERNET_EVAL_SAMPLES = 5  # passes averaged for a stochastic supernet's accurac
 # epochs between validations of the argmax child during a search (and at the last epoch);
 # each pass takes about a second on digits, the first one also traces its graph (once)
 ARGMAX_EVERY = 5
+# measured re-projections of a latency target's child (see OneShotSearch.project)
+LATENCY_PROJECTIONS = 4
 
 
 @contextlib.contextmanager
@@ -133,7 +135,7 @@ class OneShotSearch(Job):
     def aim_at_target(self, penalty) -> None:
         """Tells the penalty what the derived child is: the space's derivation rule for its
         table cost (every step) and the child model for its fixed part (calibrated once;
-        latency: every few epochs, measured with LiteRT)."""
+        latency: measured with LiteRT whenever the child changed at an epoch's end)."""
         s, space, supernet = self.settings, self.space, self.supernet
         if s.derive not in ("argmax", "top2"):
             raise SettingError(
@@ -167,6 +169,7 @@ class OneShotSearch(Job):
             supernet, genotype, res, layer_cost
         )
         penalty.table_cost = lambda: self.child_table_cost(space.derive(supernet, s.derive))
+        penalty.child_key = lambda: space.derive(supernet, s.derive)
         penalty.child_model = lambda: space.build_child(
             space.derive(supernet, s.derive),
             supernet,
@@ -260,30 +263,56 @@ class OneShotSearch(Job):
     def project(self, genotype):
         """With a cost target and ``target_project``: the most probable child inside the
         target's band when the searched child is outside it
-        (:func:`~kerasnas.search_spaces.projection.project_to_band`); else `genotype`."""
+        (:func:`~kerasnas.search_spaces.projection.project_to_band`); else `genotype`.
+
+        Latency is predicted (the table plus an intercept), and the intercept differs from
+        child to child, so a latency projection is measured (LiteRT) and, when the measured
+        child is outside the band, projected again with the intercept of that child, up to
+        :data:`LATENCY_PROJECTIONS` times; the child measured closest to the target wins."""
         penalty = getattr(self.trainer, "penalty", None)
         self.projection = None
         cfg = self.settings.config
         if penalty is None or penalty.target is None or not cfg.target_project:
             return genotype
         from kerasnas.search_spaces.projection import project_to_band
+        from kerasnas.trainers.penalty import measured_cost
 
-        res = penalty.resource
-        result = project_to_band(
-            self.space,
-            self.supernet,
-            genotype,
-            self.settings.derive,
-            lambda g: penalty.fixed + self.child_table_cost(g),
-            penalty.target.value,
-            cfg.target_band,
-            score=self.valid_accuracy_of,
-        )
+        res, target = penalty.resource, penalty.target
+        fixed, tried = penalty.fixed, []
+        for _ in range(LATENCY_PROJECTIONS if res == "latency" else 1):
+            result = project_to_band(
+                self.space,
+                self.supernet,
+                genotype,
+                self.settings.derive,
+                lambda g, f=fixed: f + self.child_table_cost(g),
+                target.value,
+                cfg.target_band,
+                score=self.valid_accuracy_of,
+            )
+            if res != "latency":
+                tried.append((result, result.cost))
+                break
+            child = self.space.build_child(
+                result.genotype, self.supernet, preprocessing=self.bundle.normalization_layer()
+            )
+            measured = measured_cost(child, res, cfg.latency_threads)
+            tried.append((result, measured))
+            if abs(math.log(measured / target.value)) <= cfg.target_band:
+                break
+            fixed = measured - self.child_table_cost(result.genotype)  # this child's intercept
+            if tried[-1][0].changes:
+                self.log(
+                    f"cost target {target}: the projected child measured "
+                    f"{format_cost(measured, res)} ({target.ratio(measured):.3f}); projecting "
+                    "again with its intercept"
+                )
+        result, _ = min(tried, key=lambda t: abs(math.log(t[1] / target.value)))
         if result.changes:
             self.projection = result
-            ratio = penalty.target.ratio
+            ratio = target.ratio
             self.log(
-                f"cost target {penalty.target}: the searched child "
+                f"cost target {target}: the searched child "
                 f"({format_cost(result.start_cost, res)}, {ratio(result.start_cost):.3f} of the "
                 f"target) is outside the band; projected to {format_cost(result.cost, res)} "
                 f"({ratio(result.cost):.3f}) by {count(result.changes, 'edge change')}, "
