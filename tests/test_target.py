@@ -258,6 +258,33 @@ def test_the_controller_state_is_checkpointed(space_and_supernet):
     assert plain.extra_variables() == [] and "target" not in plain.config_dict()
 
 
+def test_a_latency_target_re_measures_only_when_the_child_changed(monkeypatch):
+    """The intercept of a latency target is measured at the end of an epoch whose derived
+    child differs from the one measured last, and only then."""
+    from kerasnas.trainers import penalty as penalty_lib
+
+    measured = iter([0.05, 0.07, 0.06])
+    monkeypatch.setattr(penalty_lib, "measured_cost", lambda *a: next(measured))
+    config = SNASConfig(epochs=1, target="latency:0.05ms")
+    p = penalty_lib.ResourcePenalty([], config)
+    child = ["a"]
+    p.child_key = lambda: child[0]
+    p.child_model = lambda: None
+    p.table_cost = lambda: {"a": 0.04, "b": 0.05}[child[0]]
+    p.calibrate()
+    assert p.fixed == pytest.approx(0.01)
+    p.on_epoch_end(0)  # the same child: not measured again
+    assert len(p.calibrations) == 1
+    child[0] = "b"
+    p.on_epoch_end(1)
+    assert len(p.calibrations) == 2 and p.fixed == pytest.approx(0.02)
+    p.on_epoch_end(2)
+    assert len(p.calibrations) == 2
+    p.child_key = None  # without a key: every calibrate_every epochs
+    p.on_epoch_end(p.calibrate_every - 1)
+    assert len(p.calibrations) == 3
+
+
 @pytest.mark.slow
 def test_darts_architecture_step_carries_the_penalty():
     """With a penalty weight, DARTS' architecture gradient gains the penalty's gradient:
