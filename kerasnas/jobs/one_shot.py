@@ -345,13 +345,17 @@ class OneShotSearch(Job):
         res = penalty.resource
         measured = measured_cost(child, res, self.settings.config.latency_threads)
         ratio = penalty.target.ratio(measured)
-        self.log(
-            f"cost target {penalty.target}: the child has {format_cost(measured, res)} "
-            f"({ratio:.3f} of the target; predicted during the search "
-            f"{format_cost(penalty.child_cost(), res)})"
-        )
         p = getattr(self, "projection", None)
         searched = penalty.child_cost() if p is None else p.start_cost
+        self.log(
+            f"cost target {penalty.target}: the child has {format_cost(measured, res)} "
+            f"({ratio:.3f} of the target; "
+            + (
+                f"predicted during the search {format_cost(searched, res)})"
+                if p is None
+                else f"projected; the searched child: {format_cost(searched, res)})"
+            )
+        )
         return {
             **penalty.summary(),
             "child_cost": measured,
