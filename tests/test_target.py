@@ -237,6 +237,41 @@ def test_projection_lands_in_the_band_at_a_small_loss(space_and_supernet, rule):
     assert scored > 0  # some projections had a choice to make
 
 
+@pytest.mark.parametrize("rule", ["argmax", "top2"])
+def test_steering_the_logits_makes_the_projected_child_the_derived_one(space_and_supernet, rule):
+    """steer_logits: after it, the rule derives the projected child (same edges and ops),
+    and every edge's logits are a permutation of what they were."""
+    from kerasnas.search_spaces.projection import project_to_band, steer_logits
+
+    space, supernet = space_and_supernet
+    rng = np.random.default_rng(3)
+    owners = {id(m.owner()): m.owner() for m in supernet.layers if hasattr(m, "arch_logits")}
+
+    def edges(g):
+        return {kind: sorted(g.edges(kind)) for kind in ("normal", "reduce")}
+
+    for factor in (0.5, 0.8, 1.3, 2.0):
+        for m in owners.values():
+            m.arch_logits.assign(rng.normal(size=m.num_candidates).astype("float32") * 3)
+        before = sorted(
+            sorted(keras.ops.convert_to_numpy(m.arch_logits).round(5).tolist())
+            for m in owners.values()
+        )
+        start = space.derive(supernet, rule)
+
+        def cost(g):
+            return space.table_cost(supernet, g, "params")
+
+        p = project_to_band(space, supernet, start, rule, cost, cost(start) * factor, 0.05)
+        steer_logits(space, supernet, p.genotype, rule)
+        assert edges(space.derive(supernet, rule)) == edges(p.genotype)
+        after = sorted(
+            sorted(keras.ops.convert_to_numpy(m.arch_logits).round(5).tolist())
+            for m in owners.values()
+        )
+        assert after == before
+
+
 def test_the_controller_state_is_checkpointed(space_and_supernet):
     """A target search's multiplier and fixed part survive a checkpoint: the weight is a
     checkpointed variable (only with a target), the rest is extra state."""

@@ -170,6 +170,8 @@ class OneShotSearch(Job):
         )
         penalty.table_cost = lambda: self.child_table_cost(space.derive(supernet, s.derive))
         penalty.child_key = lambda: space.derive(supernet, s.derive)
+        if s.config.target_project:
+            penalty.project_child = self.project_in_search
         penalty.child_model = lambda: space.build_child(
             space.derive(supernet, s.derive),
             supernet,
@@ -259,6 +261,35 @@ class OneShotSearch(Job):
         io.write_json(os.path.join(out, "history.json"), history)
         self.genotype = genotype
         return metrics, child, "child.keras"
+
+    def project_in_search(self) -> str | None:
+        """Projects the derived child into the target's band by steering the logits
+        (:func:`~kerasnas.search_spaces.projection.steer_logits`), so that the rest of the
+        search trains the weights of the child it will return; returns what it did."""
+        from kerasnas.search_spaces.projection import project_to_band, steer_logits
+
+        penalty, rule = self.trainer.penalty, self.settings.derive
+        start = self.space.derive(self.supernet, rule)
+        result = project_to_band(
+            self.space,
+            self.supernet,
+            start,
+            rule,
+            lambda g: penalty.fixed + self.child_table_cost(g),
+            penalty.target.value,
+            self.settings.config.target_band,
+            score=self.valid_accuracy_of,
+        )
+        if not result.changes:
+            return None
+        steer_logits(self.space, self.supernet, result.genotype, rule)
+        res, ratio = penalty.resource, penalty.target.ratio
+        return (
+            f"cost target {penalty.target}: the child ({format_cost(result.start_cost, res)}, "
+            f"{ratio(result.start_cost):.3f} of the target) projected to "
+            f"{format_cost(result.cost, res)} ({ratio(result.cost):.3f}) by "
+            f"{count(result.changes, 'edge change')}; the search goes on with it"
+        )
 
     def project(self, genotype):
         """With a cost target and ``target_project``: the most probable child inside the
@@ -363,6 +394,11 @@ class OneShotSearch(Job):
             # the child the search ended on, before any projection (predicted cost)
             "searched_child_cost": searched,
             "searched_target_ratio": penalty.target.ratio(searched),
+            # the controller alone: the child before the first projection, in the search or
+            # at its end
+            "controller_target_ratio": penalty.target.ratio(
+                penalty.projections[0]["before"] if penalty.projections else searched
+            ),
             "projected": p is not None,
             "projection_changes": 0 if p is None else p.changes,
             "projection_logprob_lost": 0.0 if p is None else p.logprob_lost,

@@ -289,6 +289,8 @@ def run_point(settings: ParetoSettings, index: int, target: Target | float) -> d
         # for pareto.json
         "target_ratio": search.get("target_ratio"),
         "searched_target_ratio": search.get("searched_target_ratio"),
+        "controller_target_ratio": search.get("controller_target_ratio"),
+        "search_projections": search.get("search_projections"),
         "projected": search.get("projected"),
         "resource_lambda": None if is_target else target,
         "tflite_verified": bool(export.get("passed")),

@@ -195,3 +195,54 @@ def project_to_band(
         in_band=error(current) <= band,
         scored=scored,
     )
+
+
+def steer_logits(space, supernet: keras.Model, genotype: Genotype, rule: str) -> None:
+    """Makes `genotype` the child the rule derives from `supernet`'s logits, in place, by
+    swapping logits (the distribution keeps its shape, its mass moves): an edge whose op
+    changed swaps the old and the new op's logits; with ``top2``, an input a node no longer
+    keeps swaps its whole logit vector with the input it keeps instead, then each kept
+    edge swaps its op's logit with its strongest other non-``none`` op's (when the new op
+    is not the strongest). Used to project a search's child into its target's band while
+    the search goes on, so the weights adapt to the projected child before the end."""
+    if rule not in ("argmax", "top2"):
+        raise ValueError(f"steer_logits: rule must be 'argmax' or 'top2', got {rule!r}")
+    ops = list(space.ops)
+    current = space.derive(supernet, rule)
+
+    def swap(layer, i: int, j: int) -> None:
+        logits = keras.ops.convert_to_numpy(layer.arch_logits).copy()
+        logits[[i, j]] = logits[[j, i]]
+        layer.arch_logits.assign(logits)
+
+    for kind in ("normal", "reduce"):
+        for dst, (old, new) in enumerate(
+            zip(current.cell(kind), genotype.cell(kind), strict=True), 2
+        ):
+            old_ops, new_ops = {s: o for o, s in old}, {s: o for o, s in new}
+            if rule == "argmax":
+                for src in range(dst):
+                    a, b = old_ops.get(src, "none"), new_ops.get(src, "none")
+                    if a != b:
+                        swap(
+                            space.mixed_op(supernet, kind, src, dst).owner(),
+                            ops.index(a),
+                            ops.index(b),
+                        )
+                continue
+            gone = sorted(set(old_ops) - set(new_ops))
+            came = sorted(set(new_ops) - set(old_ops))
+            for a, b in zip(gone, came, strict=True):
+                la = space.mixed_op(supernet, kind, a, dst).owner()
+                lb = space.mixed_op(supernet, kind, b, dst).owner()
+                va = keras.ops.convert_to_numpy(la.arch_logits).copy()
+                vb = keras.ops.convert_to_numpy(lb.arch_logits).copy()
+                la.arch_logits.assign(vb)
+                lb.arch_logits.assign(va)
+            for src, op in new_ops.items():
+                layer = space.mixed_op(supernet, kind, src, dst).owner()
+                logits = keras.ops.convert_to_numpy(layer.arch_logits)
+                keep = [k for k, o in enumerate(ops) if o != "none"]
+                strongest = max(keep, key=lambda k: logits[k])
+                if ops[strongest] != op:
+                    swap(layer, strongest, ops.index(op))

@@ -22,6 +22,7 @@ exactly and the intercept differs from child to child).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -44,6 +45,9 @@ PENALTY_FIELDS = (
     "target_project",
 )
 CALIBRATE_EVERY = 5  # epochs between latency calibrations of the fixed part
+# with target_project, the share of the epochs after which a child outside the band is
+# projected into it while the search goes on (the rest of the search adapts the weights)
+PROJECT_FROM = 0.5
 
 
 def argmax_table_cost(layers, res: str) -> float:
@@ -95,6 +99,10 @@ class ResourcePenalty:
         # the derived child: its table cost, and the model (for the fixed part)
         self.table_cost: Callable[[], float] = lambda: argmax_table_cost(layers, self.resource)
         self.child_model: Callable[[], keras.Model] | None = None
+        # with target_project: moves the derived child into the band (returns what it did,
+        # None when there was nothing to do); called at the end of epochs from PROJECT_FROM
+        self.project_child: Callable[[], str | None] | None = None
+        self.projections: list[dict[str, Any]] = []
         # what identifies the derived child (latency: re-measured when it changes)
         self.child_key: Callable[[], Hashable] | None = None
         self._measured_key: Hashable | None = None
@@ -150,6 +158,29 @@ class ResourcePenalty:
         self.last_cost = self.child_cost()
         self.weight.assign(self.controller.update(self.last_cost))
 
+    def outside_band(self) -> bool:
+        """Whether the derived child's cost is outside the target's band."""
+        return abs(self.controller.error(self.child_cost())) > self.controller.band
+
+    def project(self, epoch: int, epochs: int) -> str | None:
+        """With :attr:`project_child`: from epoch ``PROJECT_FROM * epochs`` on, a child
+        outside the band at an epoch's end is projected into it; returns the message."""
+        if (
+            self.controller is None
+            or self.project_child is None
+            or epoch + 1 < math.ceil(PROJECT_FROM * epochs)
+            or epoch + 1 >= epochs  # the last epoch: the job's final projection does it
+            or not self.outside_band()
+        ):
+            return None
+        before = self.child_cost()
+        message = self.project_child()
+        if message is not None:
+            self.projections.append(
+                {"epoch": epoch + 1, "before": before, "after": self.child_cost()}
+            )
+        return message
+
     def on_epoch_end(self, epoch: int) -> None:
         """Re-measures a latency target's fixed part at the end of every epoch whose derived
         child differs from the child last measured (without :attr:`child_key`: every
@@ -179,7 +210,11 @@ class ResourcePenalty:
 
     def state(self) -> dict[str, Any]:
         """JSON-able state for checkpoints (the weight itself is a checkpointed variable)."""
-        state = {"fixed": self.fixed, "calibrations": self.calibrations}
+        state = {
+            "fixed": self.fixed,
+            "calibrations": self.calibrations,
+            "projections": self.projections,
+        }
         if self.controller is not None:
             state["controller"] = self.controller.state()
         return state
@@ -187,6 +222,7 @@ class ResourcePenalty:
     def set_state(self, state: dict[str, Any]) -> None:
         self.fixed = float(state.get("fixed", 0.0))
         self.calibrations = list(state.get("calibrations", []))
+        self.projections = list(state.get("projections", []))
         if self.controller is not None:
             self.controller.set_state(state.get("controller", {}))
 
@@ -204,6 +240,7 @@ class ResourcePenalty:
             "final_penalty_weight": self.weight_value(),
             "fixed_cost": self.fixed,
             "calibrations": self.calibrations,
+            "search_projections": self.projections,
         }
 
 
@@ -266,6 +303,9 @@ class PenalizedTrainer(OneShotTrainer):
 
     def on_epoch_end(self, data, epoch: int) -> dict[str, float]:
         out = super().on_epoch_end(data, epoch)
+        message = self.penalty.project(epoch, self.config.epochs)
+        if message is not None and self.verbose:
+            print(f"epoch {epoch + 1}: {message}", flush=True)
         self.penalty.on_epoch_end(epoch)
         return out
 
