@@ -341,3 +341,14 @@ def test_darts_architecture_step_carries_the_penalty():
         assert ("penalty" in logs) == (lam > 0)
         moved[lam] = resource.expected_cost(trainer.mixed, "params")
     assert moved[5.0] < moved[0.0]
+
+
+def test_a_childs_latency_is_the_smallest_block_median(monkeypatch):
+    """child_latency_ms: bursts of load only add time, so the smallest of the block
+    medians is kept."""
+    from kerasnas.export import litert
+
+    readings = iter([0.071, 0.051, 0.090, 0.052, 0.0506])
+    monkeypatch.setattr(litert, "latency_ms", lambda *a, **k: next(readings))
+    monkeypatch.setattr(litert, "CHILD_PAUSE", 0.0)
+    assert litert.child_latency_ms(b"", 1) == 0.0506

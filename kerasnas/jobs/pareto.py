@@ -353,7 +353,7 @@ class ParetoFront(Job):
         for row in ordered:  # one at a time, nothing else running
             if row["tflite_verified"] and os.path.exists(row["tflite"]):
                 with open(row["tflite"], "rb") as f:
-                    row["latency_ms"] = litert.latency_ms(f.read(), 1, runs=litert.CHILD_RUNS)
+                    row["latency_ms"] = litert.child_latency_ms(f.read(), 1)
             if row["child_cost"] is None:  # fixed latency weights: the cost is measured here
                 row["child_cost"] = row.get("latency_ms")
         # retrained: the front is judged on accuracy after retraining (without, small

@@ -66,9 +66,7 @@ def measured_cost(model: keras.Model, res: str, num_threads: int = 1) -> float:
         return float(resource.network_cost(model).get(res))
     from kerasnas.export import litert
 
-    return float(
-        litert.latency_ms(litert.convert_keras_frozen(model), num_threads, runs=litert.CHILD_RUNS)
-    )
+    return float(litert.child_latency_ms(litert.convert_keras_frozen(model), num_threads))
 
 
 class ResourcePenalty:
