@@ -301,10 +301,12 @@ class PenalizedTrainer(OneShotTrainer):
 
     def on_epoch_end(self, data, epoch: int) -> dict[str, float]:
         out = super().on_epoch_end(data, epoch)
+        self.penalty.on_epoch_end(epoch)  # latency: the current child measured first
         message = self.penalty.project(epoch, self.config.epochs)
-        if message is not None and self.verbose:
-            print(f"epoch {epoch + 1}: {message}", flush=True)
-        self.penalty.on_epoch_end(epoch)
+        if message is not None:
+            if self.verbose:
+                print(f"epoch {epoch + 1}: {message}", flush=True)
+            self.penalty.on_epoch_end(epoch)  # and the projected child
         return out
 
     def epoch_extras(self) -> dict[str, float]:
