@@ -172,11 +172,7 @@ class OneShotSearch(Job):
         penalty.child_key = lambda: space.derive(supernet, s.derive)
         if s.config.target_project:
             penalty.project_child = self.project_in_search
-        penalty.child_model = lambda: space.build_child(
-            space.derive(supernet, s.derive),
-            supernet,
-            preprocessing=self.bundle.normalization_layer(),
-        )
+        penalty.child_model = lambda: self.build_child(space.derive(supernet, s.derive))
         self.log(
             f"cost target: {penalty.target} ({res} of the {s.derive} child); the penalty weight "
             f"starts at {penalty.weight_value():g} and adapts by dual ascent "
@@ -204,9 +200,7 @@ class OneShotSearch(Job):
         else:
             genotype = self.project(self.space.derive(self.supernet, s.derive))
         # every child inherits the weights of its ops: its accuracy is "without retraining"
-        child = self.space.build_child(
-            genotype, self.supernet, preprocessing=bundle.normalization_layer()
-        )
+        child = self.build_child(genotype)
         if s.recalibrate_child:
             # a fixed stretch of the data: the training batches of the epoch after the last
             batches = bundle.train(cfg.epochs, cfg.batch_size).take(s.recalibrate_child)
@@ -324,9 +318,7 @@ class OneShotSearch(Job):
             if res != "latency":
                 tried.append((result, result.cost))
                 break
-            child = self.space.build_child(
-                result.genotype, self.supernet, preprocessing=self.bundle.normalization_layer()
-            )
+            child = self.build_child(result.genotype)
             measured = measured_cost(child, res, cfg.latency_threads)
             tried.append((result, measured))
             if abs(math.log(measured / target.value)) <= cfg.target_band:
@@ -358,11 +350,16 @@ class OneShotSearch(Job):
             )
         return result.genotype
 
-    def valid_accuracy_of(self, genotype) -> float:
-        """Validation accuracy of the child of `genotype` with the supernet's weights."""
-        child = self.space.build_child(
+    def build_child(self, genotype) -> keras.Model:
+        """The child of `genotype` with the supernet's weights and the data's input
+        normalisation."""
+        return self.space.build_child(
             genotype, self.supernet, preprocessing=self.bundle.normalization_layer()
         )
+
+    def valid_accuracy_of(self, genotype) -> float:
+        """Validation accuracy of the child of `genotype` with the supernet's weights."""
+        child = self.build_child(genotype)
         return accuracy(child, self.bundle.valid(self.settings.config.batch_size))
 
     def target_outcome(self, child: keras.Model) -> dict[str, Any]:
