@@ -205,7 +205,7 @@ class MixedOp(keras.layers.Layer):
 
     def chosen_index(self) -> int:
         """argmax of the logits (Python int)."""
-        return int(np.argmax(keras.ops.convert_to_numpy(self.arch_logits)))
+        return int(np.argmax(self.arch_logits.numpy()))
 
     def chosen_op(self) -> keras.layers.Layer:
         return self.candidates[self.chosen_index()]

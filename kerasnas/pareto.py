@@ -15,7 +15,10 @@ read and write fronts before TensorFlow loads.
   ``latency``);
 - ``child_params``, ``child_flops``: the child's parameter and FLOP counts;
 - ``accuracy``: the child's accuracy without retraining (see the writer for which split);
-- ``retrained_accuracy``: its test accuracy after retraining; empty when not retrained;
+- ``retrained_accuracy``: its test accuracy after retraining (the mean over the retraining
+  seeds where there are several); empty when not retrained;
+- ``retrained_std``: the sample standard deviation of that accuracy over the retraining
+  seeds; empty with fewer than two;
 - ``latency_ms``: the child's float TFLite latency on this machine, LiteRT at 1 thread
   (:func:`kerasnas.export.litert.latency_ms`); empty when not exported;
 - ``on_front``: 1 when no other row dominates it in (``child_cost``, ``accuracy``), else 0;
@@ -57,13 +60,14 @@ COLUMNS = (
     "child_flops",
     "accuracy",
     "retrained_accuracy",
+    "retrained_std",
     "latency_ms",
     "on_front",
     "dir",
 )
 # the type of each column when read back (str columns are kept as written)
 _INTS = ("child_params", "child_flops", "on_front")
-_FLOATS = ("child_cost", "accuracy", "retrained_accuracy", "latency_ms")
+_FLOATS = ("child_cost", "accuracy", "retrained_accuracy", "retrained_std", "latency_ms")
 # each resource's axis label
 UNITS = {
     "params": "parameters",
@@ -230,8 +234,9 @@ def plot_front(
     ``on_front``; computed from ``child_cost`` and ``accuracy`` when no row says) connected
     in colour, x = ``child_cost`` in its resource's unit (log scale when it spans more than
     10x), y = accuracy; a point's ``retrained_accuracy``, where present, as a second marker
-    joined to its first; points with a ``dir`` (exported) ringed. The front line joins
-    the `front_key` accuracies (``retrained_accuracy``: a front judged after retraining)."""
+    joined to its first (with ``retrained_std`` as an error bar); points with a ``dir``
+    (exported) ringed. The front line joins the `front_key` accuracies
+    (``retrained_accuracy``: a front judged after retraining)."""
     from kerasnas.plotting import plot_pareto
 
     plot_pareto(rows, path, title, front_key)

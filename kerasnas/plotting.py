@@ -488,19 +488,28 @@ def plot_pareto(
         label="front" if front_key == "accuracy" else "front (after retraining)",
     )
     retrained = [
-        (costs[i], points[i].get("retrained_accuracy"), accuracies[i]) for i in range(len(points))
+        (
+            costs[i],
+            points[i].get("retrained_accuracy"),
+            accuracies[i],
+            points[i].get("retrained_std"),
+        )
+        for i in range(len(points))
     ]
-    retrained = [(c, float(r), a) for c, r, a in retrained if r is not None]
+    retrained = [(c, float(r), a, float(s or 0)) for c, r, a, s in retrained if r is not None]
     if retrained:
-        for c, r, a in retrained:
+        for c, r, a, _ in retrained:
             ax.plot([c, c], [a, r], color="tab:orange", lw=0.8, alpha=0.6)
-        ax.plot(
-            [c for c, _, _ in retrained],
-            [r for _, r, _ in retrained],
-            "s",
+        spread = any(s > 0 for *_, s in retrained)
+        ax.errorbar(
+            [c for c, *_ in retrained],
+            [r for _, r, *_ in retrained],
+            yerr=[s for *_, s in retrained] if spread else None,
+            fmt="s",
             color="tab:orange",
             ms=5,
-            label="after retraining",
+            capsize=3,
+            label="after retraining" + (" (mean +- std over seeds)" if spread else ""),
         )
     exported = [i for i, r in enumerate(points) if r.get("dir")]
     if exported:

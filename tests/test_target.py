@@ -254,7 +254,7 @@ def test_steering_the_logits_makes_the_projected_child_the_derived_one(space_and
         for m in owners.values():
             m.arch_logits.assign(rng.normal(size=m.num_candidates).astype("float32") * 3)
         before = sorted(
-            sorted(keras.ops.convert_to_numpy(m.arch_logits).round(5).tolist())
+            sorted(m.arch_logits.numpy().round(5).tolist())
             for m in owners.values()
         )
         start = space.derive(supernet, rule)
@@ -266,10 +266,54 @@ def test_steering_the_logits_makes_the_projected_child_the_derived_one(space_and
         steer_logits(space, supernet, p.genotype, rule)
         assert edges(space.derive(supernet, rule)) == edges(p.genotype)
         after = sorted(
-            sorted(keras.ops.convert_to_numpy(m.arch_logits).round(5).tolist())
+            sorted(m.arch_logits.numpy().round(5).tolist())
             for m in owners.values()
         )
         assert after == before
+
+
+@pytest.mark.slow
+def test_scoring_a_child_on_the_supernet_equals_scoring_the_built_child(tmp_path):
+    """An SNAS search scores candidate children (the projection's choice) on its supernet,
+    logits steered to each candidate for one argmax pass, not on a built child: the same
+    accuracy, and the logits are put back."""
+    from kerasnas.evaluate import accuracy
+    from kerasnas.jobs.one_shot import OneShotSearch, OneShotSettings, default_config
+    from kerasnas.layers import arch_variables
+
+    settings = OneShotSettings(
+        output_dir=str(tmp_path / "s"),
+        init_channels=4,
+        layers=3,
+        nodes=2,
+        ops=OPS,
+        export=(),
+        verbose=0,
+        config=default_config("snas", epochs=1, batch_size=32),
+    )
+    job = OneShotSearch(settings)
+    job.seed_everything()
+    job.bundle = job.load_data()
+    job.prepare()
+    rng = np.random.default_rng(0)
+    logits = arch_variables(job.supernet)
+    for v in logits:  # a supernet that is not its initial one
+        v.assign(rng.normal(size=v.shape).astype("float32") * 2)
+    for w in job.supernet.trainable_weights:
+        if not any(w is v for v in logits) and "kernel" in w.path:
+            w.assign(w + rng.normal(size=w.shape).astype("float32") * 0.1)
+    before = [v.numpy().copy() for v in logits]
+    data = job.bundle.valid(32)
+    for _ in range(3):  # candidates: children of other random logits
+        for v in logits:
+            v.assign(rng.normal(size=v.shape).astype("float32") * 2)
+        g = job.space.derive(job.supernet, "argmax")
+        for v, value in zip(logits, before, strict=True):
+            v.assign(value)
+        assert g != job.space.derive(job.supernet, "argmax")
+        built = accuracy(job.build_child(g), data)
+        assert job.valid_accuracy_of(g) == pytest.approx(built, abs=1e-6)
+        assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, logits, strict=True))
 
 
 def test_the_controller_state_is_checkpointed(space_and_supernet):
@@ -318,6 +362,26 @@ def test_a_latency_target_re_measures_only_when_the_child_changed(monkeypatch):
     p.child_key = None  # without a key: every calibrate_every epochs
     p.on_epoch_end(p.calibrate_every - 1)
     assert len(p.calibrations) == 3
+
+
+def test_projection_in_the_search_runs_from_half_the_epochs_or_half_the_time_budget():
+    """A child outside the band is projected at the end of epochs from PROJECT_FROM of the
+    search on, never in the last epoch (the job's final projection); with a time budget,
+    from the epoch that began with that share of the budget spent."""
+    from kerasnas.trainers import penalty as penalty_lib
+
+    p = penalty_lib.ResourcePenalty([], SNASConfig(epochs=1, target="params:5k"))
+    p.fixed, p.table_cost = 0.0, lambda: 8000.0  # 1.6 of the target: outside the band
+    calls = []
+    p.project_child = lambda: calls.append(1) or "projected"
+    due = [e for e in range(10) if p.project(e, 10)]
+    assert due == [4, 5, 6, 7, 8]  # epochs 5 to 9 of 10
+    by_time = [f for f in (0.2, 0.45, 0.5, 0.8, 0.99) if p.project(3, 100, budget_fraction=f)]
+    assert by_time == [0.5, 0.8, 0.99]
+    assert not p.project(99, 100, budget_fraction=0.9)  # the epoch cap: the final one
+    p.table_cost = lambda: 5100.0  # inside the band: nothing to do
+    assert not p.project(8, 10) and not p.project(3, 100, budget_fraction=0.9)
+    assert len(calls) == 8 and len(p.projections) == 8
 
 
 @pytest.mark.slow

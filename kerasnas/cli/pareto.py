@@ -8,7 +8,8 @@ point (absl flags).
 
 Every point is a kerasnas-search --target run (SNAS by default, or --strategy=darts), its
 child exported to float TFLite and checked, then retrained from scratch for
---retrain_epochs; --jobs searches run at once. Writes pareto.csv, pareto.png and
+--retrain_epochs (--retrain_seeds times, the front judged on the mean); --jobs searches
+run at once. Writes pareto.csv, pareto.png and
 pareto.json; each point's directory is under points/. The job is kerasnas.jobs.pareto.
 """
 
@@ -26,7 +27,15 @@ COMMAND.groups = {
     "targets": ("targets", "resource", "points", "lambdas", "strategy"),
     "data": ("dataset", "valid_fraction", "test_fraction", "seed"),
     "search space": ("init_channels", "layers", "nodes", "ops"),
-    "budget": ("epochs", "batch_size", "a_lr", "target_lr", "retrain_epochs", "jobs"),
+    "budget": (
+        "epochs",
+        "batch_size",
+        "a_lr",
+        "target_lr",
+        "retrain_epochs",
+        "retrain_seeds",
+        "jobs",
+    ),
     "output": ("output_dir", "resume", "overwrite", "verbose", "verbosity"),
     "help": ("help", "helpfull"),
 }

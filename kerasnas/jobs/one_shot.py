@@ -358,9 +358,27 @@ class OneShotSearch(Job):
         )
 
     def valid_accuracy_of(self, genotype) -> float:
-        """Validation accuracy of the child of `genotype` with the supernet's weights."""
-        child = self.build_child(genotype)
-        return accuracy(child, self.bundle.valid(self.settings.config.batch_size))
+        """Validation accuracy of the child of `genotype` with the supernet's weights. With
+        the ``argmax`` rule the child is the supernet with every edge's op picked: its
+        logits are steered to `genotype` for one pass of the trainer's argmax function
+        (traced once per search) and put back; otherwise (``top2`` keeps two inputs per
+        node) the child is built (a new Keras model and function per call)."""
+        data = self.bundle.valid(self.settings.config.batch_size)
+        from kerasnas.layers import arch_variables
+        from kerasnas.search_spaces.projection import steer_logits
+        from kerasnas.trainers.base import OneShotTrainer
+
+        if self.settings.derive != "argmax" or not isinstance(self.trainer, OneShotTrainer):
+            return accuracy(self.build_child(genotype), data)
+
+        logits = arch_variables(self.supernet)
+        saved = [v.numpy() for v in logits]
+        steer_logits(self.space, self.supernet, genotype, "argmax")
+        try:
+            return self.trainer.evaluate(data, "argmax")
+        finally:
+            for v, value in zip(logits, saved, strict=True):
+                v.assign(value)
 
     def target_outcome(self, child: keras.Model) -> dict[str, Any]:
         """With a cost target: the child's measured cost (counted, or its float TFLite

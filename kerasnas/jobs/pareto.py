@@ -5,21 +5,25 @@ For each of K cost targets (``targets``, or ``points`` targets spread evenly in 
 over the children the space can build, for an analytic ``resource``), one one-shot search
 with ``--target`` (:mod:`kerasnas.target`), its child exported to float TFLite and verified
 against ``child.keras``, then retrained from scratch (``kerasnas-train``,
-``retrain_epochs``). Searches go ``jobs`` at a time (each on one thread when ``jobs`` > 1);
-when every point is done, each point's TFLite model is timed with LiteRT at 1 thread, one
-after the other, so the timings do not share the cores with a search.
+``retrain_epochs``, once per seed of ``retrain_seeds``). Searches go ``jobs`` at a time
+(each on one thread when ``jobs`` > 1); when every point is done, each point's TFLite model
+is timed with LiteRT at 1 thread, one after the other, so the timings do not share the
+cores with a search.
 
 Each point is a normal output directory under ``points/<k>_<target>/`` (``search/``, with
-``genotype.json``, ``child.keras``, ``export/model.tflite``, and ``retrain/``, with their
-logs), so a stopped front resumes where it stopped (``resume``). Outputs, written
-atomically:
+``genotype.json``, ``child.keras``, ``export/model.tflite``; ``retrain/``, then
+``retrain_2/``, ... with several seeds; their logs), so a stopped front resumes where it
+stopped (``resume``; a resumed front may change ``jobs``, ``retrain_seeds`` and
+``retrain_epochs``: the searches are kept, retrainings of another budget are redone).
+Outputs, written atomically:
 
 - ``pareto.csv``: one row per point (:data:`kerasnas.pareto.COLUMNS`): the target, the
   child's cost (counted, or its LiteRT latency for a latency target), params, mult-adds,
   test accuracy without retraining (``accuracy``, the supernet's weights) and after
-  retraining, the float TFLite latency, whether it is on the front (judged on the accuracy
-  after retraining when there is retraining: without it, small children inherit weights
-  trained inside a large supernet);
+  retraining (the mean over the seeds, and their standard deviation), the float TFLite
+  latency, whether it is on the front (judged on the accuracy after retraining when there
+  is retraining: without it, small children inherit weights trained inside a large
+  supernet);
 - ``pareto.png``: accuracy against cost, front points joined;
 - ``pareto.json``: the settings, each point's target ratio and export check, the seconds.
 """
@@ -30,9 +34,12 @@ import dataclasses
 import functools
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
+
+import numpy as np
 
 from kerasnas import io, pareto, strategies
 from kerasnas.errors import SettingError
@@ -88,6 +95,13 @@ class ParetoSettings(JobSettings):
     ops: tuple[str, ...] = option(PRIMITIVES, "Candidate ops.")
     retrain_epochs: int = option(
         10, "Epochs of retraining each point's child from scratch (0: none).", at_least=0
+    )
+    retrain_seeds: int = option(
+        1,
+        "Retrainings of each point's child, seeds {seed}, {seed}+1, ...; the front is judged "
+        "on their mean test accuracy (on small data, seeds differ by more than neighbouring "
+        "children do).",
+        at_least=1,
     )
     jobs: int = option(2, "Searches at once; with more than 1, each uses one thread.", at_least=1)
     verbose: int = option(1, "0: quiet; 1: a line per finished point.")
@@ -231,9 +245,11 @@ def search_argv(settings: ParetoSettings, target: Target | float, output_dir: st
     ]
 
 
-def retrain_argv(settings: ParetoSettings, genotype: str, output_dir: str) -> list[str]:
+def retrain_argv(
+    settings: ParetoSettings, genotype: str, output_dir: str, seed: int | None = None
+) -> list[str]:
     """The ``kerasnas-train`` arguments that retrain one point's child from scratch (the
-    searched sizes)."""
+    searched sizes), with `seed` (default: the settings' seed)."""
     s = settings
     return [
         f"--genotype={genotype}",
@@ -241,7 +257,7 @@ def retrain_argv(settings: ParetoSettings, genotype: str, output_dir: str) -> li
         f"--dataset={s.dataset}",
         f"--valid_fraction={s.valid_fraction}",
         f"--test_fraction={s.test_fraction}",
-        f"--seed={s.seed}",
+        f"--seed={s.seed if seed is None else seed}",
         f"--epochs={s.retrain_epochs}",
         f"--init_channels={s.init_channels}",
         f"--layers={s.layers}",
@@ -249,24 +265,35 @@ def retrain_argv(settings: ParetoSettings, genotype: str, output_dir: str) -> li
     ]
 
 
+def retrain_name(k: int) -> str:
+    """The directory of a point's k-th retraining (from 0): ``retrain``, ``retrain_2``, ..."""
+    return "retrain" if k == 0 else f"retrain_{k + 1}"
+
+
 def run_point(settings: ParetoSettings, index: int, target: Target | float) -> dict[str, Any]:
     """Search (and retrain) one point; a step whose metrics.json exists is skipped."""
     base = point_dir(settings, index, target)
-    search_dir, retrain_dir = os.path.join(base, "search"), os.path.join(base, "retrain")
+    search_dir = os.path.join(base, "search")
     threads = 1 if settings.jobs > 1 else None
     if not os.path.exists(os.path.join(search_dir, "metrics.json")):
         argv = search_argv(settings, target, search_dir)
         run_tool("kerasnas.cli.search", argv, search_dir, os.path.join(base, "search.log"), threads)
     search = read_json(os.path.join(search_dir, "metrics.json"))
-    retrain = None
-    if settings.retrain_epochs:
-        if not os.path.exists(os.path.join(retrain_dir, "metrics.json")):
+    retrained: list[float] = []
+    for k in range(settings.retrain_seeds if settings.retrain_epochs else 0):
+        name = retrain_name(k)
+        retrain_dir = os.path.join(base, name)
+        done = os.path.join(retrain_dir, "metrics.json")
+        if os.path.exists(done) and read_json(done).get("epochs") != settings.retrain_epochs:
+            shutil.rmtree(retrain_dir)  # a resumed front with another retraining budget
+        if not os.path.exists(done):
             genotype = os.path.join(search_dir, "genotype.json")
-            argv = retrain_argv(settings, genotype, retrain_dir)
-            run_tool(
-                "kerasnas.cli.train", argv, retrain_dir, os.path.join(base, "retrain.log"), threads
-            )
-        retrain = read_json(os.path.join(retrain_dir, "metrics.json"))
+            argv = retrain_argv(settings, genotype, retrain_dir, settings.seed + k)
+            log = os.path.join(base, f"{name}.log")
+            run_tool("kerasnas.cli.train", argv, retrain_dir, log, threads)
+        retrained.append(
+            float(read_json(os.path.join(retrain_dir, "metrics.json"))["test_accuracy"])
+        )
     export = search.get("export", {}).get("tflite", {})
     is_target = isinstance(target, Target)
     res = target.resource if is_target else settings.resource
@@ -284,7 +311,9 @@ def run_point(settings: ParetoSettings, index: int, target: Target | float) -> d
         "child_params": search["child_params"],
         "child_flops": search["child_flops"],
         "accuracy": search["child_test_accuracy"],
-        "retrained_accuracy": None if retrain is None else retrain["test_accuracy"],
+        "retrained_accuracy": float(np.mean(retrained)) if retrained else None,
+        "retrained_std": float(np.std(retrained, ddof=1)) if len(retrained) > 1 else None,
+        "retrained_accuracies": retrained,  # for pareto.json
         "dir": os.path.relpath(search_dir, settings.output_dir),
         # for pareto.json
         "target_ratio": search.get("target_ratio"),
@@ -303,6 +332,9 @@ class ParetoFront(Job):
     """The front job (see the module doc)."""
 
     settings_file = "settings.json"
+    # a resumed front may retrain differently: the searches stay, the retrainings follow
+    resumable = Job.resumable | {"jobs", "retrain_epochs", "retrain_seeds"}
+    legacy: ClassVar[dict[str, Any]] = {"retrain_seeds": 1}  # fronts before retrain_seeds
 
     def run(self) -> list[dict[str, Any]]:
         """Runs (or resumes) every point, times the exports, writes the front. Returns the
@@ -321,9 +353,10 @@ class ParetoFront(Job):
             if not s.lambdas
             else f"fixed {s.resource} penalty weights " + ", ".join(f"{v:g}" for v in targets)
         )
+        seeds = f" x {count(s.retrain_seeds, 'seed')}" if s.retrain_seeds > 1 else ""
         self.log(
             f"front of {count(len(targets), 'point')} ({s.strategy}, {s.epochs} epochs each, "
-            f"retrained {count(s.retrain_epochs, 'epoch')}; {s.jobs} at a time): {what} "
+            f"retrained {count(s.retrain_epochs, 'epoch')}{seeds}; {s.jobs} at a time): {what} "
             f"-> {s.output_dir}"
         )
         t0 = time.perf_counter()
@@ -331,7 +364,7 @@ class ParetoFront(Job):
         calls = {i: functools.partial(run_point, s, i, t) for i, t in enumerate(targets)}
         for i, row in run_parallel(calls, s.jobs):
             rows[i] = row
-            retrained = row["retrained_accuracy"]
+            retrained, std = row["retrained_accuracy"], row["retrained_std"]
             if row["target"] is not None:
                 where = (
                     f"{row['target']}: child {format_cost(row['child_cost'], row['resource'])}"
@@ -348,6 +381,7 @@ class ParetoFront(Job):
                 f"[{len(rows)}/{len(targets)}, {time.perf_counter() - t0:.0f} s] {where}, "
                 f"test accuracy {row['accuracy']:.3f} without retraining"
                 + ("" if retrained is None else f", {retrained:.3f} retrained")
+                + ("" if std is None else f" (mean of {s.retrain_seeds} seeds, std {std:.3f})")
             )
         ordered = [rows[i] for i in range(len(targets))]
         for row in ordered:  # one at a time, nothing else running

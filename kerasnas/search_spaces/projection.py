@@ -211,7 +211,7 @@ def steer_logits(space, supernet: keras.Model, genotype: Genotype, rule: str) ->
     current = space.derive(supernet, rule)
 
     def swap(layer, i: int, j: int) -> None:
-        logits = keras.ops.convert_to_numpy(layer.arch_logits).copy()
+        logits = layer.arch_logits.numpy().copy()
         logits[[i, j]] = logits[[j, i]]
         layer.arch_logits.assign(logits)
 
@@ -235,13 +235,13 @@ def steer_logits(space, supernet: keras.Model, genotype: Genotype, rule: str) ->
             for a, b in zip(gone, came, strict=True):
                 la = space.mixed_op(supernet, kind, a, dst).owner()
                 lb = space.mixed_op(supernet, kind, b, dst).owner()
-                va = keras.ops.convert_to_numpy(la.arch_logits).copy()
-                vb = keras.ops.convert_to_numpy(lb.arch_logits).copy()
+                va = la.arch_logits.numpy().copy()
+                vb = lb.arch_logits.numpy().copy()
                 la.arch_logits.assign(vb)
                 lb.arch_logits.assign(va)
             for src, op in new_ops.items():
                 layer = space.mixed_op(supernet, kind, src, dst).owner()
-                logits = keras.ops.convert_to_numpy(layer.arch_logits)
+                logits = layer.arch_logits.numpy()
                 keep = [k for k, o in enumerate(ops) if o != "none"]
                 strongest = max(keep, key=lambda k: logits[k])
                 if ops[strongest] != op:

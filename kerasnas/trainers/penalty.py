@@ -160,14 +160,19 @@ class ResourcePenalty:
         """Whether the derived child's cost is outside the target's band."""
         return abs(self.controller.error(self.child_cost())) > self.controller.band
 
-    def project(self, epoch: int, epochs: int) -> str | None:
-        """With :attr:`project_child`: from epoch ``PROJECT_FROM * epochs`` on, a child
-        outside the band at an epoch's end is projected into it; returns the message."""
+    def project(self, epoch: int, epochs: int, budget_fraction: float | None = None) -> str | None:
+        """With :attr:`project_child`: from epoch ``PROJECT_FROM * epochs`` on (with a time
+        budget: from epochs that began with ``budget_fraction`` >= ``PROJECT_FROM`` of it
+        spent), a child outside the band at an epoch's end is projected into it; returns
+        the message. The last epoch is left to the job's final projection."""
+        if budget_fraction is None:
+            due = math.ceil(PROJECT_FROM * epochs) <= epoch + 1 < epochs
+        else:  # the last epoch is not known in advance: one more projection is harmless
+            due = budget_fraction >= PROJECT_FROM and epoch + 1 < epochs
         if (
             self.controller is None
             or self.project_child is None
-            or epoch + 1 < math.ceil(PROJECT_FROM * epochs)
-            or epoch + 1 >= epochs  # the last epoch: the job's final projection does it
+            or not due
             or not self.outside_band()
         ):
             return None
@@ -302,7 +307,8 @@ class PenalizedTrainer(OneShotTrainer):
     def on_epoch_end(self, data, epoch: int) -> dict[str, float]:
         out = super().on_epoch_end(data, epoch)
         self.penalty.on_epoch_end(epoch)  # latency: the current child measured first
-        message = self.penalty.project(epoch, self.config.epochs)
+        # with a time budget, the fraction spent when the epoch began
+        message = self.penalty.project(epoch, self.config.epochs, self.budget_fraction())
         if message is not None:
             if self.verbose:
                 print(f"epoch {epoch + 1}: {message}", flush=True)
