@@ -253,10 +253,7 @@ def test_steering_the_logits_makes_the_projected_child_the_derived_one(space_and
     for factor in (0.5, 0.8, 1.3, 2.0):
         for m in owners.values():
             m.arch_logits.assign(rng.normal(size=m.num_candidates).astype("float32") * 3)
-        before = sorted(
-            sorted(m.arch_logits.numpy().round(5).tolist())
-            for m in owners.values()
-        )
+        before = sorted(sorted(m.arch_logits.numpy().round(5).tolist()) for m in owners.values())
         start = space.derive(supernet, rule)
 
         def cost(g):
@@ -265,18 +262,16 @@ def test_steering_the_logits_makes_the_projected_child_the_derived_one(space_and
         p = project_to_band(space, supernet, start, rule, cost, cost(start) * factor, 0.05)
         steer_logits(space, supernet, p.genotype, rule)
         assert edges(space.derive(supernet, rule)) == edges(p.genotype)
-        after = sorted(
-            sorted(m.arch_logits.numpy().round(5).tolist())
-            for m in owners.values()
-        )
+        after = sorted(sorted(m.arch_logits.numpy().round(5).tolist()) for m in owners.values())
         assert after == before
 
 
 @pytest.mark.slow
-def test_scoring_a_child_on_the_supernet_equals_scoring_the_built_child(tmp_path):
-    """An SNAS search scores candidate children (the projection's choice) on its supernet,
-    logits steered to each candidate for one argmax pass, not on a built child: the same
-    accuracy, and the logits are put back."""
+@pytest.mark.parametrize("strategy, rule", [("snas", "argmax"), ("darts", "top2")])
+def test_scoring_a_child_on_the_supernet_equals_scoring_the_built_child(tmp_path, strategy, rule):
+    """A search scores candidate children (the projection's choice) on its supernet, logits
+    steered to each candidate (dropped edges to ``none``) for one argmax pass, not on a
+    built child: the same accuracy, and the logits are put back."""
     from kerasnas.evaluate import accuracy
     from kerasnas.jobs.one_shot import OneShotSearch, OneShotSettings, default_config
     from kerasnas.layers import arch_variables
@@ -289,9 +284,11 @@ def test_scoring_a_child_on_the_supernet_equals_scoring_the_built_child(tmp_path
         ops=OPS,
         export=(),
         verbose=0,
-        config=default_config("snas", epochs=1, batch_size=32),
+        strategy=strategy,
+        config=default_config(strategy, epochs=1, batch_size=32),
     )
     job = OneShotSearch(settings)
+    assert job.settings.derive == rule
     job.seed_everything()
     job.bundle = job.load_data()
     job.prepare()
@@ -307,10 +304,10 @@ def test_scoring_a_child_on_the_supernet_equals_scoring_the_built_child(tmp_path
     for _ in range(3):  # candidates: children of other random logits
         for v in logits:
             v.assign(rng.normal(size=v.shape).astype("float32") * 2)
-        g = job.space.derive(job.supernet, "argmax")
+        g = job.space.derive(job.supernet, rule)
         for v, value in zip(logits, before, strict=True):
             v.assign(value)
-        assert g != job.space.derive(job.supernet, "argmax")
+        assert g != job.space.derive(job.supernet, rule)
         built = accuracy(job.build_child(g), data)
         assert job.valid_accuracy_of(g) == pytest.approx(built, abs=1e-6)
         assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, logits, strict=True))

@@ -358,17 +358,19 @@ class OneShotSearch(Job):
         )
 
     def valid_accuracy_of(self, genotype) -> float:
-        """Validation accuracy of the child of `genotype` with the supernet's weights. With
-        the ``argmax`` rule the child is the supernet with every edge's op picked: its
-        logits are steered to `genotype` for one pass of the trainer's argmax function
-        (traced once per search) and put back; otherwise (``top2`` keeps two inputs per
-        node) the child is built (a new Keras model and function per call)."""
-        data = self.bundle.valid(self.settings.config.batch_size)
+        """Validation accuracy of the child of `genotype` with the supernet's weights. The
+        child is the supernet with each edge's op picked (``none`` for an edge the child
+        drops, as with ``top2``): the logits are steered so that the argmax is `genotype`
+        for one pass of the trainer's argmax function (traced once per search), then put
+        back. Without ``none`` among the ops, a ``top2`` child is built instead (a new
+        Keras model and function per call)."""
         from kerasnas.layers import arch_variables
         from kerasnas.search_spaces.projection import steer_logits
         from kerasnas.trainers.base import OneShotTrainer
 
-        if self.settings.derive != "argmax" or not isinstance(self.trainer, OneShotTrainer):
+        data = self.bundle.valid(self.settings.config.batch_size)
+        on_supernet = self.settings.derive == "argmax" or "none" in self.space.ops
+        if not on_supernet or not isinstance(self.trainer, OneShotTrainer):
             return accuracy(self.build_child(genotype), data)
 
         logits = arch_variables(self.supernet)
