@@ -291,9 +291,7 @@ def run_point(settings: ParetoSettings, index: int, target: Target | float) -> d
             argv = retrain_argv(settings, genotype, retrain_dir, settings.seed + k)
             log = os.path.join(base, f"{name}.log")
             run_tool("kerasnas.cli.train", argv, retrain_dir, log, threads)
-        retrained.append(
-            float(read_json(os.path.join(retrain_dir, "metrics.json"))["test_accuracy"])
-        )
+        retrained.append(float(read_json(done)["test_accuracy"]))
     export = search.get("export", {}).get("tflite", {})
     is_target = isinstance(target, Target)
     res = target.resource if is_target else settings.resource
