@@ -21,6 +21,23 @@ from kerasnas.trainers.config import DARTSConfig, SNASConfig
 OPS = ("none", "skip_connect", "max_pool_3x3", "sep_conv_3x3", "dil_conv_5x5")
 
 
+def tiny_search(output_dir: str, strategy: str = "snas", **config):
+    """The settings of a search on digits in a tiny cell space (C=4, L=3, N=2)."""
+    from kerasnas.jobs.one_shot import OneShotSettings, default_config
+
+    return OneShotSettings(
+        output_dir=output_dir,
+        init_channels=4,
+        layers=3,
+        nodes=2,
+        ops=OPS,
+        export=(),
+        verbose=0,
+        strategy=strategy,
+        config=default_config(strategy, **config),
+    )
+
+
 @pytest.mark.parametrize(
     "text, resource_, value",
     [
@@ -146,24 +163,19 @@ def test_a_params_target_search_lands_within_15_percent(tmp_path):
     """A short SNAS search on digits with a target between the smallest and the largest
     child lands its child within 15% of it; the controller acted to get there. A target no
     child reaches is refused before anything is written."""
-    from kerasnas.jobs.one_shot import OneShotSettings, default_config, run_search
+    from kerasnas.jobs.one_shot import default_config, run_search
 
     tf.config.experimental.enable_op_determinism()
     space = CellSpace((8, 8, 1), 10, init_channels=4, layers=3, nodes=2, ops=OPS)
     supernet = space.build_supernet("gumbel", seed=0)
     cheapest, dearest = space.cost_range(supernet, "params", dropped_edges=False)
     target = round(cheapest * (dearest / cheapest) ** 0.4)  # well inside the range
-    settings = OneShotSettings(
-        output_dir=str(tmp_path / "run"),
-        init_channels=4,
-        layers=3,
-        nodes=2,
-        ops=OPS,
-        export=(),
-        verbose=0,
-        config=default_config(
-            "snas", epochs=8, target=f"params:{target}", target_lr=0.1, target_project=False
-        ),
+    settings = tiny_search(
+        str(tmp_path / "run"),
+        epochs=8,
+        target=f"params:{target}",
+        target_lr=0.1,
+        target_project=False,
     )
     metrics = run_search(settings)  # the controller alone, without the final projection
     assert metrics["projected"] is False
@@ -273,20 +285,10 @@ def test_scoring_a_child_on_the_supernet_equals_scoring_the_built_child(tmp_path
     steered to each candidate (dropped edges to ``none``) for one argmax pass, not on a
     built child: the same accuracy, and the logits are put back."""
     from kerasnas.evaluate import accuracy
-    from kerasnas.jobs.one_shot import OneShotSearch, OneShotSettings, default_config
+    from kerasnas.jobs.one_shot import OneShotSearch
     from kerasnas.layers import arch_variables
 
-    settings = OneShotSettings(
-        output_dir=str(tmp_path / "s"),
-        init_channels=4,
-        layers=3,
-        nodes=2,
-        ops=OPS,
-        export=(),
-        verbose=0,
-        strategy=strategy,
-        config=default_config(strategy, epochs=1, batch_size=32),
-    )
+    settings = tiny_search(str(tmp_path / "s"), strategy, epochs=1, batch_size=32)
     job = OneShotSearch(settings)
     assert job.settings.derive == rule
     job.seed_everything()
